@@ -1,0 +1,187 @@
+import Logging
+import NIOCore
+import NIOHTTP1
+import NIOPosix
+import Prometheus
+import ServiceLifecycle
+import Synchronization
+
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
+import Foundation
+#endif
+
+/// The operator's window: `GET /endpoints` (JSON), `GET /ready` and `GET /metrics` (Prometheus text).
+///
+/// It runs as the first service, so it stops last: while the listeners drain it still answers, and `/ready`
+/// says 503 so that Kubernetes stops sending new traffic.
+public final class AdminServer: Service, Sendable {
+    let address: SocketAddress
+    let state: AdminState
+    let group: any EventLoopGroup
+    let logger: Logger
+    let onBound: @Sendable (SocketAddress) -> Void
+
+    init(
+        address: SocketAddress,
+        state: AdminState,
+        group: any EventLoopGroup,
+        logger: Logger,
+        onBound: @escaping @Sendable (SocketAddress) -> Void
+    ) {
+        self.address = address
+        self.state = state
+        self.group = group
+        self.logger = logger
+        self.onBound = onBound
+    }
+
+    public func run() async throws {
+        let state = self.state
+        let channel = try await ServerBootstrap(group: self.group)
+            .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+            .childChannelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.configureHTTPServerPipeline()
+                    try channel.pipeline.syncOperations.addHandler(AdminHandler(state: state))
+                }
+            }
+            .bind(to: self.address)
+            .get()
+        let bound = channel.localAddress ?? self.address
+        self.logger.info("admin endpoint listening", metadata: ["admin.address": "\(bound)"])
+        self.onBound(bound)
+        try await withGracefulShutdownHandler {
+            try await channel.closeFuture.get()
+        } onGracefulShutdown: {
+            state.isShuttingDown = true
+            channel.close(promise: nil)
+        }
+    }
+}
+
+/// What the admin endpoint reports, shared with the rest of the process.
+final class AdminState: Sendable {
+    let clusters: [UpstreamCluster]
+    let registry: PrometheusCollectorRegistry
+    private let shuttingDown = Atomic<Bool>(false)
+
+    init(clusters: [UpstreamCluster], registry: PrometheusCollectorRegistry) {
+        self.clusters = clusters
+        self.registry = registry
+    }
+
+    var isShuttingDown: Bool {
+        get { self.shuttingDown.load(ordering: .relaxed) }
+        set { self.shuttingDown.store(newValue, ordering: .relaxed) }
+    }
+
+    /// Ready while not shutting down and every upstream has an endpoint that can take a request.
+    var readiness: (ready: Bool, reason: String) {
+        if self.isShuttingDown { return (false, "shutting down") }
+        for cluster in self.clusters where !cluster.hasAvailableEndpoint {
+            return (false, "upstream '\(cluster.configuration.name)' has no available endpoint")
+        }
+        return (true, "ready")
+    }
+
+    struct EndpointsDocument: Codable {
+        struct Upstream: Codable {
+            var name: String
+            var policy: String
+            var endpoints: [Endpoint]
+        }
+        struct Endpoint: Codable {
+            var address: String
+            var state: String
+            var in_flight: Int
+            var requests: Int
+            var failures: Int
+            var connections: Int
+            var idle_connections: Int
+        }
+        var upstreams: [Upstream]
+    }
+
+    var endpointsDocument: EndpointsDocument {
+        EndpointsDocument(
+            upstreams: self.clusters.map { cluster in
+                EndpointsDocument.Upstream(
+                    name: cluster.configuration.name,
+                    policy: cluster.configuration.policy.rawValue,
+                    endpoints: cluster.endpoints.map { endpoint in
+                        let status = endpoint.status
+                        return EndpointsDocument.Endpoint(
+                            address: status.address,
+                            state: status.state,
+                            in_flight: status.inFlight,
+                            requests: status.requests,
+                            failures: status.failures,
+                            connections: status.connections,
+                            idle_connections: status.idleConnections
+                        )
+                    }
+                )
+            }
+        )
+    }
+}
+
+private final class AdminHandler: ChannelInboundHandler {
+    typealias InboundIn = HTTPServerRequestPart
+    typealias OutboundOut = HTTPServerResponsePart
+
+    private let state: AdminState
+    private var request: HTTPRequestHead?
+
+    init(state: AdminState) {
+        self.state = state
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        switch self.unwrapInboundIn(data) {
+        case .head(let head):
+            self.request = head
+        case .body:
+            break
+        case .end:
+            guard let head = self.request else { return }
+            self.request = nil
+            let (status, contentType, body) = self.respond(to: head)
+            var headers = HTTPHeaders()
+            headers.add(name: "Content-Type", value: contentType)
+            headers.add(name: "Content-Length", value: String(body.count))
+            if !head.isKeepAlive { headers.add(name: "Connection", value: "close") }
+            context.write(self.wrapOutboundOut(.head(.init(version: head.version, status: status, headers: headers))), promise: nil)
+            if head.method != .HEAD {
+                context.write(self.wrapOutboundOut(.body(.byteBuffer(context.channel.allocator.buffer(bytes: body)))), promise: nil)
+            }
+            let keepAlive = head.isKeepAlive
+            context.writeAndFlush(self.wrapOutboundOut(.end(nil))).assumeIsolated().whenComplete { _ in
+                if !keepAlive { context.close(promise: nil) }
+            }
+        }
+    }
+
+    private func respond(to head: HTTPRequestHead) -> (HTTPResponseStatus, String, [UInt8]) {
+        guard head.method == .GET || head.method == .HEAD else {
+            return (.methodNotAllowed, "text/plain; charset=utf-8", Array("use GET\n".utf8))
+        }
+        let path = head.uri.split(separator: "?", maxSplits: 1).first.map(String.init) ?? head.uri
+        switch path {
+        case "/endpoints":
+            let encoder = JSONEncoder()
+            encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+            let body = (try? encoder.encode(self.state.endpointsDocument)).map(Array.init) ?? []
+            return (.ok, "application/json", body + [UInt8(ascii: "\n")])
+        case "/ready":
+            let (ready, reason) = self.state.readiness
+            return (ready ? .ok : .serviceUnavailable, "text/plain; charset=utf-8", Array((reason + "\n").utf8))
+        case "/metrics":
+            return (.ok, "text/plain; version=0.0.4; charset=utf-8", self.state.registry.emitToBuffer())
+        default:
+            return (.notFound, "text/plain; charset=utf-8", Array("not found; try /endpoints, /ready or /metrics\n".utf8))
+        }
+    }
+}

@@ -1,0 +1,127 @@
+import Logging
+import NIOConcurrencyHelpers
+import NIOCore
+import NIOPosix
+import ServiceLifecycle
+import UnixSignals
+
+/// A whole Headway process, built from a configuration: the event loops, one ``UpstreamCluster`` per
+/// upstream, one ``ProxyServer`` per listener and the ``AdminServer``.
+///
+/// `headway run` and the in-process tests build it the same way; ``run()`` serves until SIGTERM/SIGINT (or
+/// until ``triggerGracefulShutdown()``), drains, and returns.
+public final class HeadwayApplication: Sendable {
+    public let configuration: HeadwayConfiguration
+    public let clusters: [UpstreamCluster]
+    public let metrics: ProxyMetrics
+    let group: MultiThreadedEventLoopGroup
+    let admin: AdminServer
+    let proxies: [ProxyServer]
+    let logger: Logger
+    private let serviceGroup: ServiceGroup
+    private let bound = NIOLockedValueBox(BoundAddresses())
+    private let boundStream: AsyncStream<Void>
+    private let boundContinuation: AsyncStream<Void>.Continuation
+
+    private struct BoundAddresses {
+        var admin: SocketAddress?
+        var listeners: [Int: SocketAddress] = [:]
+    }
+
+    public init(configuration: HeadwayConfiguration, logger: Logger, handleSignals: Bool = true) throws {
+        self.configuration = configuration
+        self.logger = logger
+        self.group = MultiThreadedEventLoopGroup(numberOfThreads: configuration.threads)
+        let metrics = ProxyMetrics()
+        self.metrics = metrics
+        let loops = Array(self.group.makeIterator())
+        self.clusters = configuration.upstreams.map { upstream in
+            UpstreamCluster(configuration: upstream, eventLoops: loops, metrics: metrics, logger: logger)
+        }
+        for cluster in self.clusters {
+            // Static discovery: the set is known now. DNS discovery will publish through the same call.
+            cluster.setEndpoints(try cluster.configuration.endpoints.map { try $0.socketAddress() })
+        }
+        (self.boundStream, self.boundContinuation) = AsyncStream.makeStream()
+        let adminState = AdminState(clusters: self.clusters, registry: self.metrics.registry)
+        let bound = self.bound
+        let continuation = self.boundContinuation
+        self.admin = AdminServer(
+            address: try configuration.admin.socketAddress(),
+            state: adminState,
+            group: self.group,
+            logger: logger,
+            onBound: { address in
+                bound.withLockedValue { $0.admin = address }
+                continuation.yield()
+            }
+        )
+        var proxies: [ProxyServer] = []
+        for (index, listener) in configuration.listeners.enumerated() {
+            guard let cluster = self.clusters.first(where: { $0.configuration.name == listener.upstream }) else {
+                continue  // Ruled out by configuration loading.
+            }
+            proxies.append(
+                ProxyServer(
+                    address: try listener.listen.socketAddress(),
+                    cluster: cluster,
+                    group: self.group,
+                    drainTimeout: configuration.drainTimeout,
+                    logger: logger,
+                    onBound: { address in
+                        bound.withLockedValue { $0.listeners[index] = address }
+                        continuation.yield()
+                    },
+                    onDrainStarted: { adminState.isShuttingDown = true }
+                )
+            )
+        }
+        self.proxies = proxies
+        // Graceful shutdown runs in reverse order: listeners drain first while admin still answers.
+        self.serviceGroup = ServiceGroup(
+            configuration: .init(
+                services: [.init(service: self.admin)] + proxies.map { .init(service: $0) },
+                gracefulShutdownSignals: handleSignals ? [.sigterm, .sigint] : [],
+                cancellationSignals: [],
+                logger: logger
+            )
+        )
+    }
+
+    /// Serves until shutdown, then closes every connection and stops the event loops.
+    public func run() async throws {
+        self.logger.info("starting headway", metadata: ["config": "\(self.configuration.summary)"])
+        do {
+            try await self.serviceGroup.run()
+        } catch {
+            self.boundContinuation.finish()
+            try? await self.group.shutdownGracefully()
+            throw error
+        }
+        self.boundContinuation.finish()
+        try await self.group.shutdownGracefully()
+        self.logger.info("headway stopped")
+    }
+
+    /// Starts the same drain as SIGTERM.
+    public func triggerGracefulShutdown() async {
+        await self.serviceGroup.triggerGracefulShutdown()
+    }
+
+    /// Waits until the admin endpoint and every listener are bound, and returns their addresses (useful
+    /// with port 0). Returns `nil` if the application stopped first.
+    public func waitUntilBound() async -> (admin: SocketAddress, listeners: [SocketAddress])? {
+        let expected = self.proxies.count
+        func current() -> (admin: SocketAddress, listeners: [SocketAddress])? {
+            self.bound.withLockedValue { bound in
+                guard let admin = bound.admin, bound.listeners.count == expected else { return nil }
+                return (admin, (0..<expected).compactMap { bound.listeners[$0] })
+            }
+        }
+        if let addresses = current() { return addresses }
+        for await _ in self.boundStream {
+            if let addresses = current() { return addresses }
+        }
+        return current()
+    }
+}

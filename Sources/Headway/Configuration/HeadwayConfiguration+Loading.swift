@@ -1,0 +1,347 @@
+import NIOCore
+import Yams
+
+/// Values given on the command line. Each is optional: a flag that was not given leaves the file's value alone.
+///
+/// Values stay text until ``HeadwayConfiguration/load(yaml:overrides:)`` checks them, so a bad flag gets the
+/// same kind of message as a bad key in the file, with the flag's name as the key path.
+public struct ConfigurationOverrides: Sendable, Equatable {
+    public var listen: String?
+    public var admin: String?
+    public var threads: Int?
+    public var logLevel: String?
+    public var drainTimeout: String?
+    public var endpoints: [String]?
+    public var policy: String?
+    public var connectTimeout: String?
+    public var requestTimeout: String?
+    public var idleTimeout: String?
+    public var maxConnectionsPerEndpoint: Int?
+
+    public init() {}
+
+    /// Flags that only make sense for a configuration with one listener and one upstream.
+    var singleUpstreamFlags: [String] {
+        var names: [String] = []
+        if self.listen != nil { names.append("--listen") }
+        if self.endpoints != nil { names.append("--endpoints") }
+        if self.policy != nil { names.append("--policy") }
+        if self.connectTimeout != nil { names.append("--connect-timeout") }
+        if self.requestTimeout != nil { names.append("--request-timeout") }
+        if self.idleTimeout != nil { names.append("--idle-timeout") }
+        if self.maxConnectionsPerEndpoint != nil { names.append("--max-connections-per-endpoint") }
+        return names
+    }
+}
+
+extension HeadwayConfiguration {
+    static let logLevels = ["trace", "debug", "info", "notice", "warning", "error", "critical"]
+
+    /// Builds the configuration from a YAML document (or none) and command-line flags, checking everything.
+    ///
+    /// This is the only way a configuration is made: `headway validate` and `headway run` both call it, so
+    /// they accept and refuse exactly the same input with the same messages.
+    /// - Throws: ``ConfigurationError`` listing every problem found, each naming its key path.
+    public static func load(yaml: String?, overrides: ConfigurationOverrides) throws(ConfigurationError) -> Self {
+        var reader = Reader()
+        var configuration = HeadwayConfiguration(
+            listeners: [.init(listen: Self.defaultListen, upstream: "default")],
+            upstreams: [.init(name: "default")]
+        )
+        if let yaml {
+            reader.read(yaml: yaml, into: &configuration)
+        }
+        reader.apply(overrides, to: &configuration, hasFile: yaml != nil)
+        reader.checkConsistency(of: configuration, flagsGaveEndpoints: overrides.endpoints != nil)
+        guard reader.problems.isEmpty else {
+            throw ConfigurationError(problems: reader.problems)
+        }
+        return configuration
+    }
+}
+
+/// Walks the YAML node tree key by key so that unknown keys and malformed values are reported, never
+/// silently replaced by a default.
+private struct Reader {
+    var problems: [ConfigurationProblem] = []
+
+    mutating func problem(_ keyPath: String, _ message: String) {
+        self.problems.append(ConfigurationProblem(keyPath: keyPath, message: message))
+    }
+
+    mutating func read(yaml: String, into configuration: inout HeadwayConfiguration) {
+        let root: Node?
+        do {
+            root = try Yams.compose(yaml: yaml)
+        } catch {
+            self.problem("(file)", "not valid YAML: \(error)")
+            return
+        }
+        guard let root else { return }  // An empty file is the default configuration.
+        guard let mapping = root.mapping else {
+            self.problem("(file)", "the top level must be a mapping of keys to values")
+            return
+        }
+        var sawListeners = false
+        var sawUpstreams = false
+        for (keyNode, value) in mapping {
+            let key = keyNode.string ?? "?"
+            switch key {
+            case "admin":
+                if let address = self.address(value, at: "admin") { configuration.admin = address }
+            case "threads":
+                if let threads = self.positiveInt(value, at: "threads") { configuration.threads = threads }
+            case "drain_timeout":
+                if let amount = self.duration(value, at: "drain_timeout") { configuration.drainTimeout = amount }
+            case "log_level":
+                if let level = self.logLevel(value.string, at: "log_level") { configuration.logLevel = level }
+            case "listeners":
+                sawListeners = true
+                configuration.listeners = self.listeners(value)
+            case "upstreams":
+                sawUpstreams = true
+                configuration.upstreams = self.upstreams(value)
+            default:
+                self.problem(key, "unknown key (known: admin, threads, drain_timeout, log_level, listeners, upstreams)")
+            }
+        }
+        if sawUpstreams && !sawListeners {
+            // A file with upstreams but no listeners: listen on the default address for its only upstream.
+            configuration.listeners = configuration.upstreams.count == 1
+                ? [.init(listen: HeadwayConfiguration.defaultListen, upstream: configuration.upstreams[0].name)]
+                : []
+        }
+    }
+
+    mutating func listeners(_ node: Node) -> [HeadwayConfiguration.Listener] {
+        guard let sequence = node.sequence else {
+            self.problem("listeners", "must be a list of {listen, upstream}")
+            return []
+        }
+        var listeners: [HeadwayConfiguration.Listener] = []
+        for (index, item) in sequence.enumerated() {
+            let path = "listeners[\(index)]"
+            guard let mapping = item.mapping else {
+                self.problem(path, "must be a mapping with keys listen and upstream")
+                continue
+            }
+            var listen = HeadwayConfiguration.defaultListen
+            var upstream: String?
+            for (keyNode, value) in mapping {
+                let key = keyNode.string ?? "?"
+                switch key {
+                case "listen":
+                    if let address = self.address(value, at: "\(path).listen") { listen = address }
+                case "upstream":
+                    upstream = value.string
+                default:
+                    self.problem("\(path).\(key)", "unknown key (known: listen, upstream)")
+                }
+            }
+            guard let upstream, !upstream.isEmpty else {
+                self.problem("\(path).upstream", "missing: name the upstream this listener sends requests to")
+                continue
+            }
+            listeners.append(.init(listen: listen, upstream: upstream))
+        }
+        return listeners
+    }
+
+    mutating func upstreams(_ node: Node) -> [HeadwayConfiguration.Upstream] {
+        guard let mapping = node.mapping else {
+            self.problem("upstreams", "must be a mapping of upstream names to settings")
+            return []
+        }
+        var upstreams: [HeadwayConfiguration.Upstream] = []
+        for (nameNode, value) in mapping {
+            let name = nameNode.string ?? "?"
+            let path = "upstreams.\(name)"
+            guard let settings = value.mapping else {
+                self.problem(path, "must be a mapping of settings")
+                continue
+            }
+            var upstream = HeadwayConfiguration.Upstream(name: name)
+            var sawEndpoints = false
+            for (keyNode, value) in settings {
+                let key = keyNode.string ?? "?"
+                let keyPath = "\(path).\(key)"
+                switch key {
+                case "endpoints":
+                    sawEndpoints = true
+                    guard let list = value.sequence else {
+                        self.problem(keyPath, "must be a list of HOST:PORT")
+                        continue
+                    }
+                    upstream.endpoints = list.enumerated().compactMap { index, item in
+                        self.address(item, at: "\(keyPath)[\(index)]")
+                    }
+                case "service":
+                    self.problem(keyPath, "DNS discovery is not available in this version; list the pods in endpoints")
+                case "policy":
+                    if let policy = self.policy(value.string, at: keyPath) { upstream.policy = policy }
+                case "connect_timeout":
+                    if let amount = self.duration(value, at: keyPath) { upstream.connectTimeout = amount }
+                case "request_timeout":
+                    if let amount = self.duration(value, at: keyPath) { upstream.requestTimeout = amount }
+                case "idle_timeout":
+                    if let amount = self.duration(value, at: keyPath) { upstream.idleTimeout = amount }
+                case "max_connections_per_endpoint":
+                    if let count = self.positiveInt(value, at: keyPath) { upstream.maxConnectionsPerEndpoint = count }
+                default:
+                    self.problem(
+                        keyPath,
+                        "unknown key (known: endpoints, policy, connect_timeout, request_timeout, idle_timeout,"
+                            + " max_connections_per_endpoint)"
+                    )
+                }
+            }
+            if !sawEndpoints {
+                self.problem("\(path).endpoints", "missing: list at least one HOST:PORT")
+            }
+            upstreams.append(upstream)
+        }
+        return upstreams
+    }
+
+    mutating func apply(_ overrides: ConfigurationOverrides, to configuration: inout HeadwayConfiguration, hasFile: Bool) {
+        if let admin = overrides.admin, let address = self.address(text: admin, at: "--admin") {
+            configuration.admin = address
+        }
+        if let threads = overrides.threads {
+            if threads >= 1 { configuration.threads = threads } else { self.problem("--threads", "must be at least 1") }
+        }
+        if let level = overrides.logLevel, let valid = self.logLevel(level, at: "--log-level") {
+            configuration.logLevel = valid
+        }
+        if let text = overrides.drainTimeout, let amount = self.duration(text: text, at: "--drain-timeout") {
+            configuration.drainTimeout = amount
+        }
+        let singleFlags = overrides.singleUpstreamFlags
+        guard !singleFlags.isEmpty else { return }
+        guard configuration.upstreams.count == 1, configuration.listeners.count == 1 else {
+            for flag in singleFlags {
+                self.problem(
+                    flag,
+                    "applies to a configuration with one listener and one upstream; this file has"
+                        + " \(configuration.listeners.count) listeners and \(configuration.upstreams.count) upstreams"
+                )
+            }
+            return
+        }
+        if let listen = overrides.listen, let address = self.address(text: listen, at: "--listen") {
+            configuration.listeners[0].listen = address
+        }
+        var upstream = configuration.upstreams[0]
+        if let endpoints = overrides.endpoints {
+            upstream.endpoints = endpoints.compactMap { self.address(text: $0, at: "--endpoints") }
+        }
+        if let policy = overrides.policy, let valid = self.policy(policy, at: "--policy") {
+            upstream.policy = valid
+        }
+        if let text = overrides.connectTimeout, let amount = self.duration(text: text, at: "--connect-timeout") {
+            upstream.connectTimeout = amount
+        }
+        if let text = overrides.requestTimeout, let amount = self.duration(text: text, at: "--request-timeout") {
+            upstream.requestTimeout = amount
+        }
+        if let text = overrides.idleTimeout, let amount = self.duration(text: text, at: "--idle-timeout") {
+            upstream.idleTimeout = amount
+        }
+        if let count = overrides.maxConnectionsPerEndpoint {
+            if count >= 1 {
+                upstream.maxConnectionsPerEndpoint = count
+            } else {
+                self.problem("--max-connections-per-endpoint", "must be at least 1")
+            }
+        }
+        configuration.upstreams[0] = upstream
+    }
+
+    mutating func checkConsistency(of configuration: HeadwayConfiguration, flagsGaveEndpoints: Bool) {
+        if configuration.listeners.isEmpty {
+            self.problem("listeners", "no listener: add one with listen and upstream")
+        }
+        var seenListen = Set<HostAndPort>()
+        for (index, listener) in configuration.listeners.enumerated() {
+            if configuration.upstream(named: listener.upstream) == nil {
+                self.problem("listeners[\(index)].upstream", "names upstream '\(listener.upstream)', which is not defined")
+            }
+            if !seenListen.insert(listener.listen).inserted {
+                self.problem("listeners[\(index)].listen", "\(listener.listen) is used by another listener")
+            }
+            if listener.listen == configuration.admin {
+                self.problem("listeners[\(index)].listen", "\(listener.listen) is also the admin address")
+            }
+        }
+        for upstream in configuration.upstreams where upstream.endpoints.isEmpty {
+            if upstream.name == "default" && !flagsGaveEndpoints {
+                self.problem("--endpoints", "no endpoints: give --endpoints HOST:PORT,... or --config FILE")
+            } else {
+                self.problem("upstreams.\(upstream.name).endpoints", "is empty: list at least one HOST:PORT")
+            }
+        }
+    }
+
+    // MARK: Scalars
+
+    mutating func address(_ node: Node, at keyPath: String) -> HostAndPort? {
+        guard let text = node.scalar?.string else {
+            self.problem(keyPath, "must be HOST:PORT")
+            return nil
+        }
+        return self.address(text: text, at: keyPath)
+    }
+
+    mutating func address(text: String, at keyPath: String) -> HostAndPort? {
+        switch HostAndPort.parse(text) {
+        case .success(let address):
+            return address
+        case .failure(let failure):
+            self.problem(keyPath, "bad address: \(failure)")
+            return nil
+        }
+    }
+
+    mutating func duration(_ node: Node, at keyPath: String) -> TimeAmount? {
+        guard let text = node.scalar?.string else {
+            self.problem(keyPath, "must be a duration such as 250ms, 2s or 1m")
+            return nil
+        }
+        return self.duration(text: text, at: keyPath)
+    }
+
+    mutating func duration(text: String, at keyPath: String) -> TimeAmount? {
+        guard let amount = DurationText.parse(text), amount.nanoseconds > 0 else {
+            self.problem(keyPath, "bad duration '\(text)': write a positive number with a unit, such as 250ms, 2s or 1m")
+            return nil
+        }
+        return amount
+    }
+
+    mutating func positiveInt(_ node: Node, at keyPath: String) -> Int? {
+        guard let text = node.scalar?.string, let value = Int(text), value >= 1 else {
+            self.problem(keyPath, "must be a whole number of at least 1, got '\(node.scalar?.string ?? "a non-scalar")'")
+            return nil
+        }
+        return value
+    }
+
+    mutating func policy(_ text: String?, at keyPath: String) -> LoadBalancingPolicy? {
+        guard let text, let policy = LoadBalancingPolicy(rawValue: text) else {
+            self.problem(keyPath, "unknown policy '\(text ?? "")' (known: \(LoadBalancingPolicy.knownNames))")
+            return nil
+        }
+        return policy
+    }
+
+    mutating func logLevel(_ text: String?, at keyPath: String) -> String? {
+        guard let text, HeadwayConfiguration.logLevels.contains(text) else {
+            self.problem(
+                keyPath,
+                "unknown log level '\(text ?? "")' (known: \(HeadwayConfiguration.logLevels.joined(separator: ", ")))"
+            )
+            return nil
+        }
+        return text
+    }
+}

@@ -1,0 +1,96 @@
+import CoreMetrics
+import NIOCore
+import Prometheus
+
+/// Builds metric objects once (when an endpoint joins) with bounded labels: upstream, endpoint, status class.
+///
+/// Headway passes its own factory around instead of relying on the global `MetricsSystem`, so that several
+/// proxies can run in one test process and the admin page always shows this process's registry.
+public struct ProxyMetrics: Sendable {
+    public let registry: PrometheusCollectorRegistry
+    let factory: PrometheusMetricsFactory
+
+    public init(registry: PrometheusCollectorRegistry = PrometheusCollectorRegistry()) {
+        self.registry = registry
+        var factory = PrometheusMetricsFactory(registry: registry)
+        factory.defaultDurationHistogramBuckets = [
+            .microseconds(500), .milliseconds(1), .milliseconds(2), .milliseconds(5), .milliseconds(10),
+            .milliseconds(25), .milliseconds(50), .milliseconds(100), .milliseconds(250), .milliseconds(500),
+            .seconds(1), .seconds(2.5), .seconds(5), .seconds(10),
+        ]
+        self.factory = factory
+    }
+
+    func endpointMetrics(upstream: String, endpoint: String) -> EndpointMetrics {
+        EndpointMetrics(upstream: upstream, endpoint: endpoint, factory: self.factory)
+    }
+
+    func upstreamMetrics(upstream: String) -> UpstreamMetrics {
+        UpstreamMetrics(upstream: upstream, factory: self.factory)
+    }
+}
+
+/// Per-endpoint metrics, created when the endpoint joins and destroyed when it leaves.
+struct EndpointMetrics: Sendable {
+    /// Responses by status class: index 0 is 1xx … index 4 is 5xx.
+    private let responsesByClass: [CoreMetrics.Counter]
+    private let connectFailures: CoreMetrics.Counter
+    private let upstreamErrors: CoreMetrics.Counter
+    private let connectionsOpened: CoreMetrics.Counter
+    private let requestDuration: CoreMetrics.Timer
+
+    init(upstream: String, endpoint: String, factory: PrometheusMetricsFactory) {
+        let dimensions = [("upstream", upstream), ("endpoint", endpoint)]
+        self.responsesByClass = (1...5).map { statusClass in
+            CoreMetrics.Counter(
+                label: "headway_upstream_responses_total",
+                dimensions: dimensions + [("status_class", "\(statusClass)xx")],
+                factory: factory
+            )
+        }
+        self.connectFailures = CoreMetrics.Counter(label: "headway_upstream_connect_failures_total", dimensions: dimensions, factory: factory)
+        self.upstreamErrors = CoreMetrics.Counter(label: "headway_upstream_errors_total", dimensions: dimensions, factory: factory)
+        self.connectionsOpened = CoreMetrics.Counter(label: "headway_upstream_connections_opened_total", dimensions: dimensions, factory: factory)
+        self.requestDuration = CoreMetrics.Timer(label: "headway_upstream_request_duration_seconds", dimensions: dimensions, factory: factory)
+    }
+
+    func recordResponse(status: UInt, duration: TimeAmount) {
+        let index = Int(min(max(status / 100, 1), 5)) - 1
+        self.responsesByClass[index].increment()
+        self.requestDuration.recordNanoseconds(duration.nanoseconds)
+    }
+
+    func connectFailed() { self.connectFailures.increment() }
+    func upstreamErrorOccurred() { self.upstreamErrors.increment() }
+    func connectionOpened() { self.connectionsOpened.increment() }
+
+    func destroy() {
+        for counter in self.responsesByClass { counter.destroy() }
+        self.connectFailures.destroy()
+        self.upstreamErrors.destroy()
+        self.connectionsOpened.destroy()
+        self.requestDuration.destroy()
+    }
+}
+
+/// Per-upstream metrics: answers Headway gave itself (no endpoint, timeouts) and the connection gauges.
+struct UpstreamMetrics: Sendable {
+    private let localResponses: CoreMetrics.Counter
+    private let openConnections: Meter
+    private let idleConnections: Meter
+    private let endpoints: Meter
+
+    init(upstream: String, factory: PrometheusMetricsFactory) {
+        let dimensions = [("upstream", upstream)]
+        self.localResponses = CoreMetrics.Counter(label: "headway_local_responses_total", dimensions: dimensions, factory: factory)
+        self.openConnections = Meter(label: "headway_upstream_connections_open", dimensions: dimensions, factory: factory)
+        self.idleConnections = Meter(label: "headway_upstream_connections_idle", dimensions: dimensions, factory: factory)
+        self.endpoints = Meter(label: "headway_upstream_endpoints", dimensions: dimensions, factory: factory)
+    }
+
+    func localResponseSent() { self.localResponses.increment() }
+    func connectionOpened() { self.openConnections.increment() }
+    func connectionClosed() { self.openConnections.decrement() }
+    func idleConnectionsChanged(by delta: Int) { self.idleConnections.increment(by: Double(delta)) }
+    func endpointCountChanged(to count: Int) { self.endpoints.set(count) }
+}

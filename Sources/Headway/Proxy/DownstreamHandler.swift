@@ -1,0 +1,597 @@
+import Logging
+import NIOCore
+import NIOHTTP1
+
+/// The last handler of a client connection: it runs one exchange at a time, each over a leased upstream
+/// connection on the same event loop.
+///
+/// Request parts that cannot be forwarded yet (the upstream connection is still opening, or they belong to a
+/// pipelined request behind the current one) wait in `pending`, and reading from the client stops until
+/// they are gone. Responses therefore leave in request order.
+///
+/// Backpressure both ways holds `read` rather than buffering: the client is read only while the upstream
+/// connection is writable, and the upstream only while the client is writable.
+final class DownstreamHandler: ChannelDuplexHandler {
+    typealias InboundIn = HTTPServerRequestPart
+    typealias OutboundIn = HTTPServerResponsePart
+    typealias OutboundOut = HTTPServerResponsePart
+
+    private let cluster: LoopCluster
+    private var logger: Logger
+    private var context: ChannelHandlerContext?
+    private var clientIP: String?
+
+    /// Request parts received but not yet forwarded, oldest first.
+    private var pending = CircularBuffer<HTTPServerRequestPart>(initialCapacity: 4)
+    private var exchange: Exchange?
+    /// Incremented for every upstream attempt, so that a late connect result for an abandoned attempt is
+    /// recognised and ignored.
+    private var attemptCounter = 0
+    /// A `read` from the pipeline that we held back.
+    private var readHeld = false
+    /// Close the client connection once the current response is complete.
+    private var closeAfterResponse = false
+    private var isActive = true
+
+    init(cluster: LoopCluster, logger: Logger) {
+        self.cluster = cluster
+        self.logger = logger
+    }
+
+    /// The state of the request being served.
+    private struct Exchange {
+        let requestHead: HTTPRequestHead
+        let upstreamHead: HTTPRequestHead
+        let start: NIODeadline
+        var attempt: Int
+        var pool: UpstreamPool?
+        var connection: UpstreamConnection?
+        /// The pool that failed the previous attempt; the retry avoids it when it can.
+        var failedPool: UpstreamPool?
+        var retries = 0
+        /// The client's `.end` has arrived (it may still wait in `pending`).
+        var requestEndReceived = false
+        /// The `.end` has been written upstream.
+        var requestEndForwarded = false
+        /// A body part of this request has arrived; such a request is never replayed.
+        var requestHasBody = false
+        var responseHeadSent = false
+        var responseStatus: UInt = 0
+        /// The upstream connection can serve another request after this response.
+        var upstreamReusable = false
+        var timeout: NIOScheduledCallback?
+
+        var isHeadRequest: Bool { self.requestHead.method == .HEAD }
+
+        /// Idempotent requests (RFC 9110 §9.2.2) may be retried after bytes were sent.
+        var isIdempotent: Bool {
+            switch self.requestHead.method {
+            case .GET, .HEAD, .OPTIONS, .PUT, .DELETE, .TRACE: true
+            default: false
+            }
+        }
+    }
+
+    var isClientWritable: Bool { self.context?.channel.isWritable ?? false }
+
+    // MARK: Channel events
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        self.context = context
+        self.clientIP = context.channel.remoteAddress?.ipAddress
+        self.logger[metadataKey: "client.address"] = "\(context.channel.remoteAddress.map { "\($0)" } ?? "?")"
+    }
+
+    func handlerRemoved(context: ChannelHandlerContext) {
+        self.context = nil
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        let part = self.unwrapInboundIn(data)
+        switch part {
+        case .head(let head):
+            if self.exchange == nil && self.pending.isEmpty && !self.closeAfterResponse {
+                self.startExchange(head)
+            } else {
+                self.pending.append(part)
+            }
+        case .body(let buffer):
+            guard self.exchange != nil, self.exchange?.requestEndReceived == false else {
+                self.pending.append(part)
+                return
+            }
+            self.exchange!.requestHasBody = true
+            if let connection = self.exchange?.connection, self.pending.isEmpty {
+                connection.write(.body(.byteBuffer(buffer)))
+            } else {
+                self.pending.append(part)
+            }
+        case .end:
+            guard self.exchange != nil, self.exchange?.requestEndReceived == false else {
+                self.pending.append(part)
+                return
+            }
+            self.exchange!.requestEndReceived = true
+            if let connection = self.exchange?.connection, self.pending.isEmpty {
+                self.exchange!.requestEndForwarded = true
+                connection.write(.end(nil))
+            } else {
+                self.pending.append(part)
+            }
+        }
+    }
+
+    func channelReadComplete(context: ChannelHandlerContext) {
+        self.exchange?.connection?.flush()
+    }
+
+    func read(context: ChannelHandlerContext) {
+        if self.shouldHoldRead {
+            self.readHeld = true
+        } else {
+            context.read()
+        }
+    }
+
+    func channelWritabilityChanged(context: ChannelHandlerContext) {
+        if context.channel.isWritable {
+            self.exchange?.connection?.resumeReading()
+        }
+        context.fireChannelWritabilityChanged()
+    }
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        switch event {
+        case is ChannelShouldQuiesceEvent:
+            // Graceful shutdown: finish the current exchange, then close.
+            self.closeAfterResponse = true
+            if self.exchange == nil {
+                context.close(promise: nil)
+            }
+        case ChannelEvent.inputClosed:
+            // The client half-closed: answer what it sent, then close.
+            self.closeAfterResponse = true
+            if self.exchange == nil {
+                if let head = self.nextPendingHead() {
+                    self.startPendingExchange(head)
+                } else {
+                    context.close(promise: nil)
+                }
+            }
+        default:
+            context.fireUserInboundEventTriggered(event)
+        }
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        // Parse errors from NIO's decoder: answer once if no response has started, then close (NIO leaves
+        // the connection open otherwise, and the decoder cannot resynchronise).
+        guard error is HTTPParserError else {
+            // Resets and other I/O errors: nobody is left to answer.
+            self.logger.debug("client connection error", metadata: ["error": "\(error)"])
+            self.abortExchange()
+            context.close(promise: nil)
+            return
+        }
+        self.closeAfterResponse = true
+        self.pending.removeAll()
+        let answer: ProxyError
+        if let parserError = error as? HTTPParserError, case .headerOverflow = parserError {
+            answer = .headersTooLarge
+        } else {
+            answer = .badRequest("\(error)")
+        }
+        self.logger.debug("malformed request", metadata: ["error": "\(error)"])
+        if self.exchange?.responseHeadSent == true {
+            self.abortExchange()
+            context.close(promise: nil)
+        } else if let exchange = self.exchange {
+            self.abortExchange()
+            self.respondLocally(answer, clientVersion: exchange.requestHead.version)
+        } else {
+            self.respondLocally(answer, clientVersion: .http1_1)
+        }
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        self.isActive = false
+        self.pending.removeAll()
+        if let exchange = self.exchange, !exchange.responseHeadSent || exchange.connection != nil {
+            self.logger.debug("client closed the connection during an exchange")
+        }
+        self.abortExchange()
+        context.fireChannelInactive()
+    }
+
+    // MARK: Exchange
+
+    private func startExchange(_ head: HTTPRequestHead, endReceived: Bool = false, hasBody: Bool = false) {
+        if !head.isKeepAlive {
+            self.closeAfterResponse = true
+        }
+        if head.headers.contains(name: "upgrade") {
+            // NIO's decoder stops parsing after an upgrade request; Headway does not tunnel yet, so the
+            // request goes on without Upgrade and the connection closes after the response.
+            self.closeAfterResponse = true
+        }
+        if head.method == .CONNECT {
+            self.closeAfterResponse = true
+            self.respondLocally(.methodNotAllowed(head.method), clientVersion: head.version)
+            return
+        }
+        guard let (upstreamHead, _) = ForwardedMessage.upstreamRequest(for: head, clientIP: self.clientIP) else {
+            self.closeAfterResponse = true
+            self.respondLocally(.badRequest("invalid Content-Length"), clientVersion: head.version)
+            return
+        }
+        self.exchange = Exchange(requestHead: head, upstreamHead: upstreamHead, start: .now(), attempt: 0)
+        self.exchange!.requestEndReceived = endReceived
+        self.exchange!.requestHasBody = hasBody
+        self.dispatch()
+    }
+
+    /// Picks an endpoint and leases a connection to it for the current exchange.
+    private func dispatch() {
+        guard let exchange = self.exchange else { return }
+        guard let pool = self.cluster.pickPool(excluding: exchange.failedPool) else {
+            self.failExchange(.noEndpoint(upstream: self.cluster.configuration.name))
+            return
+        }
+        self.attemptCounter &+= 1
+        let attempt = self.attemptCounter
+        self.exchange!.attempt = attempt
+        self.exchange!.pool = pool
+        pool.endpoint.requestStarted()
+        switch pool.lease(for: self, attempt: attempt) {
+        case .leased(let connection):
+            self.attach(connection)
+        case .connecting:
+            break
+        case .limitReached:
+            pool.endpoint.requestEnded()
+            self.exchange!.pool = nil
+            self.failExchange(
+                .connectionLimit(endpoint: pool.endpoint.label, limit: self.cluster.configuration.maxConnectionsPerEndpoint)
+            )
+        }
+    }
+
+    /// A connection opened for `attempt` is ready. Returns `false` if the attempt was abandoned meanwhile.
+    func connectionReady(_ connection: UpstreamConnection, attempt: Int) -> Bool {
+        guard self.isActive, self.exchange?.attempt == attempt, self.exchange?.connection == nil else {
+            return false
+        }
+        self.attach(connection)
+        return true
+    }
+
+    /// Opening a connection for `attempt` failed: retry once on another endpoint, then answer 502.
+    func connectFailed(pool: UpstreamPool, attempt: Int, error: any Error) {
+        self.logger.warning(
+            "connect to endpoint failed",
+            metadata: ["endpoint.address": "\(pool.endpoint.label)", "error": "\(error)"]
+        )
+        guard self.exchange?.attempt == attempt else { return }
+        pool.endpoint.requestEnded()
+        self.exchange!.pool = nil
+        // Nothing was sent, so a retry is safe for every method.
+        if self.exchange!.retries < 1 {
+            self.exchange!.retries += 1
+            self.exchange!.failedPool = pool
+            self.dispatch()
+        } else {
+            self.failExchange(.connectFailed(endpoint: pool.endpoint.label, error: error))
+        }
+    }
+
+    private func attach(_ connection: UpstreamConnection) {
+        guard let exchange = self.exchange, let context = self.context else { return }
+        self.exchange!.connection = connection
+        connection.write(.head(exchange.upstreamHead))
+        // Forward what arrived while the connection was opening, up to this request's end.
+        while !self.exchange!.requestEndForwarded, let part = self.pending.first {
+            switch part {
+            case .head:
+                preconditionFailure("a pipelined request head is queued before the current request ended")
+            case .body(let buffer):
+                self.pending.removeFirst()
+                connection.write(.body(.byteBuffer(buffer)))
+            case .end:
+                self.pending.removeFirst()
+                self.exchange!.requestEndForwarded = true
+                connection.write(.end(nil))
+            }
+        }
+        connection.flush()
+        do {
+            self.exchange!.timeout = try context.eventLoop.assumeIsolated().scheduleCallback(
+                in: self.cluster.configuration.requestTimeout,
+                handler: RequestTimeout(handler: self, attempt: self.exchange!.attempt)
+            )
+        } catch {
+            // The loop is shutting down; the connection closes with it.
+        }
+        self.resumeReadingIfPossible()
+    }
+
+    /// A response part arrived on the leased connection.
+    func upstreamReceived(_ part: HTTPClientResponsePart, from connection: UpstreamConnection) {
+        guard let exchange = self.exchange, exchange.connection === connection, let context = self.context else {
+            connection.close()
+            return
+        }
+        switch part {
+        case .head(let head):
+            let code = head.status.code
+            guard (100...599).contains(code) else {
+                self.upstreamMisbehaved(connection, reason: "status code \(code) is out of range")
+                return
+            }
+            if code < 200 {
+                guard head.status != .switchingProtocols else {
+                    self.upstreamMisbehaved(connection, reason: "101 Switching Protocols to a request without Upgrade")
+                    return
+                }
+                // 1xx (100 Continue, 103 Early Hints) go on to HTTP/1.1 clients; HTTP/1.0 ones must not see them.
+                if exchange.requestHead.version.minor >= 1 {
+                    let interim = ForwardedMessage.clientResponse(
+                        for: head,
+                        clientVersion: exchange.requestHead.version,
+                        isHeadRequest: false,
+                        closeConnection: false
+                    )
+                    context.write(self.wrapOutboundOut(.head(interim)), promise: nil)
+                }
+                return
+            }
+            self.cancelTimeout()
+            let closeDelimited = ForwardedMessage.isCloseDelimited(head, isHeadRequest: exchange.isHeadRequest)
+            if closeDelimited && exchange.requestHead.version.minor == 0 {
+                // An HTTP/1.0 client learns where the body ends only from the close.
+                self.closeAfterResponse = true
+            }
+            self.exchange!.upstreamReusable = head.isKeepAlive && !closeDelimited
+            self.exchange!.responseHeadSent = true
+            self.exchange!.responseStatus = code
+            let clientHead = ForwardedMessage.clientResponse(
+                for: head,
+                clientVersion: exchange.requestHead.version,
+                isHeadRequest: exchange.isHeadRequest,
+                closeConnection: self.closeAfterResponse
+            )
+            context.write(self.wrapOutboundOut(.head(clientHead)), promise: nil)
+        case .body(let buffer):
+            context.write(self.wrapOutboundOut(.body(.byteBuffer(buffer))), promise: nil)
+        case .end:
+            self.finishExchange(context: context)
+        }
+    }
+
+    func flushToClient() {
+        self.context?.flush()
+    }
+
+    func upstreamBecameWritable() {
+        self.resumeReadingIfPossible()
+    }
+
+    /// The leased connection closed before the exchange ended.
+    func upstreamClosed(_ connection: UpstreamConnection, error: (any Error)?) {
+        guard let exchange = self.exchange, exchange.connection === connection, let pool = exchange.pool else { return }
+        self.cancelTimeout()
+        pool.endpoint.requestEnded()
+        self.exchange!.connection = nil
+        self.exchange!.pool = nil
+        if exchange.responseHeadSent {
+            // Part of the response is with the client already; it must see the truncation, not a clean end.
+            pool.endpoint.recordUpstreamError()
+            self.logger.warning(
+                "endpoint closed the connection mid-response; aborting the client connection",
+                metadata: ["endpoint.address": "\(pool.endpoint.label)", "error": "\(error.map { "\($0)" } ?? "eof")"]
+            )
+            self.exchange = nil
+            self.context?.close(promise: nil)
+            return
+        }
+        // A keep-alive connection the pod closed just as we reused it is the classic stale-connection race:
+        // replay the request elsewhere if nothing of it is lost by doing so.
+        let canReplay = exchange.requestEndReceived && !exchange.requestHasBody && exchange.retries < 1
+            && (exchange.isIdempotent || !exchange.requestEndForwarded)
+        pool.endpoint.recordUpstreamError()
+        if canReplay {
+            self.logger.info(
+                "endpoint closed the connection before responding; retrying on another endpoint",
+                metadata: ["endpoint.address": "\(pool.endpoint.label)"]
+            )
+            self.exchange!.retries += 1
+            self.exchange!.failedPool = pool
+            self.exchange!.requestEndForwarded = false
+            self.pending.prepend(.end(nil))
+            self.dispatch()
+        } else {
+            self.failExchange(.upstreamClosed(endpoint: pool.endpoint.label, error: error))
+        }
+    }
+
+    fileprivate func requestTimedOut(attempt: Int) {
+        guard let exchange = self.exchange, exchange.attempt == attempt, !exchange.responseHeadSent,
+            let pool = exchange.pool
+        else { return }
+        self.exchange!.timeout = nil
+        // The late response must never reach a later request: the connection goes.
+        if let connection = exchange.connection {
+            connection.lessee = nil
+            connection.close()
+        }
+        pool.endpoint.requestEnded()
+        pool.endpoint.recordUpstreamError()
+        self.exchange!.connection = nil
+        self.exchange!.pool = nil
+        self.failExchange(
+            .upstreamTimeout(
+                endpoint: pool.endpoint.label,
+                timeout: DurationText.format(self.cluster.configuration.requestTimeout)
+            )
+        )
+    }
+
+    private func upstreamMisbehaved(_ connection: UpstreamConnection, reason: String) {
+        guard let pool = self.exchange?.pool else { return }
+        self.cancelTimeout()
+        connection.lessee = nil
+        connection.close()
+        pool.endpoint.requestEnded()
+        pool.endpoint.recordUpstreamError()
+        self.exchange!.connection = nil
+        self.exchange!.pool = nil
+        self.failExchange(.badUpstreamResponse(endpoint: pool.endpoint.label, reason: reason))
+    }
+
+    /// The response ended: give the connection back, then tell the client, then go on with the next request.
+    private func finishExchange(context: ChannelHandlerContext) {
+        guard let exchange = self.exchange, let connection = exchange.connection, let pool = exchange.pool else { return }
+        // State first, write last: writing `.end` may re-enter this handler.
+        self.exchange = nil
+        if !exchange.requestEndForwarded {
+            // The pod answered before reading the whole request; the rest of it cannot be resynchronised.
+            self.closeAfterResponse = true
+        }
+        pool.release(connection, reusable: exchange.upstreamReusable && exchange.requestEndForwarded)
+        pool.endpoint.requestEnded()
+        pool.endpoint.metrics.recordResponse(status: exchange.responseStatus, duration: NIODeadline.now() - exchange.start)
+        self.logger.trace(
+            "request done",
+            metadata: ["endpoint.address": "\(pool.endpoint.label)", "status": "\(exchange.responseStatus)"]
+        )
+        self.writeEndAndContinue(context: context)
+    }
+
+    /// Answers the current request (or a request that never became an exchange) with Headway's own response.
+    private func failExchange(_ error: ProxyError) {
+        let version = self.exchange?.requestHead.version ?? .http1_1
+        if let exchange = self.exchange {
+            self.logger.warning(
+                "answering \(error.status.code) \(error.status.reasonPhrase)",
+                metadata: ["reason": "\(error.detail)", "request.method": "\(exchange.requestHead.method.rawValue)"]
+            )
+            if !exchange.requestEndReceived {
+                // The rest of the request body is still coming and will not be read.
+                self.closeAfterResponse = true
+            }
+        }
+        self.cancelTimeout()
+        self.exchange = nil
+        self.respondLocally(error, clientVersion: version)
+    }
+
+    private func respondLocally(_ error: ProxyError, clientVersion: HTTPVersion) {
+        guard let context = self.context else { return }
+        self.cluster.metrics.localResponseSent()
+        let body = error.detail + "\n"
+        var headers = HTTPHeaders()
+        headers.add(name: "Content-Type", value: "text/plain; charset=utf-8")
+        headers.add(name: "Content-Length", value: String(body.utf8.count))
+        if error.isRetryableLater {
+            headers.add(name: "Retry-After", value: "1")
+        }
+        if self.closeAfterResponse {
+            headers.add(name: "Connection", value: "close")
+        } else if clientVersion.minor == 0 {
+            headers.add(name: "Connection", value: "keep-alive")
+        }
+        let head = HTTPResponseHead(version: clientVersion, status: error.status, headers: headers)
+        context.write(self.wrapOutboundOut(.head(head)), promise: nil)
+        context.write(self.wrapOutboundOut(.body(.byteBuffer(context.channel.allocator.buffer(string: body)))), promise: nil)
+        self.writeEndAndContinue(context: context)
+    }
+
+    private func writeEndAndContinue(context: ChannelHandlerContext) {
+        if self.closeAfterResponse {
+            self.pending.removeAll()
+            context.writeAndFlush(self.wrapOutboundOut(.end(nil))).assumeIsolated().whenComplete { _ in
+                context.close(promise: nil)
+            }
+            return
+        }
+        context.writeAndFlush(self.wrapOutboundOut(.end(nil)), promise: nil)
+        if let head = self.nextPendingHead() {
+            self.startPendingExchange(head)
+        }
+        self.resumeReadingIfPossible()
+    }
+
+    /// Removes and returns the next pipelined request head, dropping parts of requests that were abandoned.
+    private func nextPendingHead() -> HTTPRequestHead? {
+        while let part = self.pending.popFirst() {
+            if case .head(let head) = part {
+                return head
+            }
+        }
+        return nil
+    }
+
+    /// Starts the exchange for a pipelined request whose parts (some or all) already wait in `pending`.
+    private func startPendingExchange(_ head: HTTPRequestHead) {
+        var endReceived = false
+        var hasBody = false
+        scan: for part in self.pending {
+            switch part {
+            case .head: break scan
+            case .body: hasBody = true
+            case .end:
+                endReceived = true
+                break scan
+            }
+        }
+        self.startExchange(head, endReceived: endReceived, hasBody: hasBody)
+    }
+
+    /// Forgets the current exchange; a half-finished upstream connection is closed, never reused.
+    private func abortExchange() {
+        guard let exchange = self.exchange else { return }
+        self.cancelTimeout()
+        self.exchange = nil
+        if let pool = exchange.pool {
+            pool.endpoint.requestEnded()
+            if let connection = exchange.connection {
+                connection.lessee = nil
+                connection.close()
+            }
+        }
+    }
+
+    private func cancelTimeout() {
+        if let timeout = self.exchange?.timeout {
+            timeout.cancel()
+            self.exchange!.timeout = nil
+        }
+    }
+
+    // MARK: Reading
+
+    private var shouldHoldRead: Bool {
+        if !self.pending.isEmpty { return true }
+        if let connection = self.exchange?.connection, !connection.isWritable { return true }
+        return false
+    }
+
+    private func resumeReadingIfPossible() {
+        if self.readHeld, !self.shouldHoldRead, let context = self.context {
+            self.readHeld = false
+            context.read()
+        }
+    }
+}
+
+/// Fires when an upstream has not started its response within `request_timeout`.
+private struct RequestTimeout: NIOScheduledCallbackHandler {
+    weak var handler: DownstreamHandler?
+    let attempt: Int
+
+    func handleScheduledCallback(eventLoop: some EventLoop) {
+        self.handler?.requestTimedOut(attempt: self.attempt)
+    }
+}
+
+@available(*, unavailable)
+extension DownstreamHandler: Sendable {}

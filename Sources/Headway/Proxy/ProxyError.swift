@@ -1,0 +1,73 @@
+import NIOHTTP1
+
+/// Why Headway answered a request itself instead of relaying an upstream's response.
+///
+/// The mapping to an HTTP status lives here and only here (``status``); the reason text is the
+/// short plain-text body the client gets and the log line the operator sees.
+struct ProxyError: Error, Hashable, CustomStringConvertible {
+    private enum Code: Hashable {
+        case noEndpoint
+        case connectionLimit
+        case connectFailed
+        case upstreamClosedEarly
+        case upstreamTimeout
+        case badUpstreamResponse
+        case methodNotAllowed
+        case badRequest
+        case headersTooLarge
+    }
+
+    private let code: Code
+    let detail: String
+
+    private init(_ code: Code, _ detail: String) {
+        self.code = code
+        self.detail = detail
+    }
+
+    static func noEndpoint(upstream: String) -> Self {
+        .init(.noEndpoint, "no endpoint of upstream '\(upstream)' is available")
+    }
+    static func connectionLimit(endpoint: String, limit: Int) -> Self {
+        .init(.connectionLimit, "endpoint \(endpoint) has reached max_connections_per_endpoint (\(limit))")
+    }
+    static func connectFailed(endpoint: String, error: any Error) -> Self {
+        .init(.connectFailed, "could not connect to endpoint \(endpoint): \(error)")
+    }
+    static let upstreamClosedEarly = Self(.upstreamClosedEarly, "the upstream closed the connection before responding")
+    static func upstreamClosed(endpoint: String, error: (any Error)?) -> Self {
+        .init(.upstreamClosedEarly, "endpoint \(endpoint) closed the connection before responding" + (error.map { ": \($0)" } ?? ""))
+    }
+    static func upstreamTimeout(endpoint: String, timeout: String) -> Self {
+        .init(.upstreamTimeout, "endpoint \(endpoint) did not respond within request_timeout (\(timeout))")
+    }
+    static func badUpstreamResponse(endpoint: String, reason: String) -> Self {
+        .init(.badUpstreamResponse, "endpoint \(endpoint) sent an invalid response: \(reason)")
+    }
+    static func methodNotAllowed(_ method: HTTPMethod) -> Self {
+        .init(.methodNotAllowed, "method \(method.rawValue) is not supported by this proxy")
+    }
+    static func badRequest(_ reason: String) -> Self {
+        .init(.badRequest, "bad request: \(reason)")
+    }
+    static let headersTooLarge = Self(.headersTooLarge, "request header fields too large")
+
+    var status: HTTPResponseStatus {
+        switch self.code {
+        case .noEndpoint, .connectionLimit: .serviceUnavailable
+        case .connectFailed, .upstreamClosedEarly, .badUpstreamResponse: .badGateway
+        case .upstreamTimeout: .gatewayTimeout
+        case .methodNotAllowed: .methodNotAllowed
+        case .badRequest: .badRequest
+        case .headersTooLarge: .requestHeaderFieldsTooLarge
+        }
+    }
+
+    /// Whether a client may try again later; such answers carry `Retry-After`.
+    var isRetryableLater: Bool { self.status == .serviceUnavailable }
+
+    var description: String { self.detail }
+
+    static func == (lhs: Self, rhs: Self) -> Bool { lhs.code == rhs.code }
+    func hash(into hasher: inout Hasher) { hasher.combine(self.code) }
+}

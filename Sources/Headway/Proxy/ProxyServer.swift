@@ -1,0 +1,98 @@
+import Logging
+import NIOCore
+import NIOExtras
+import NIOHTTP1
+import NIOPosix
+import ServiceLifecycle
+
+/// One listener: accepts client connections and hands each to a ``DownstreamHandler`` on its own loop.
+///
+/// On graceful shutdown it stops accepting, lets every connection finish its current exchange (responses
+/// then carry `Connection: close`), and returns once all have closed or `drainTimeout` has passed.
+public final class ProxyServer: Service, Sendable {
+    let address: SocketAddress
+    let cluster: UpstreamCluster
+    let group: any EventLoopGroup
+    let drainTimeout: TimeAmount
+    let logger: Logger
+    let onBound: @Sendable (SocketAddress) -> Void
+    let onDrainStarted: @Sendable () -> Void
+
+    init(
+        address: SocketAddress,
+        cluster: UpstreamCluster,
+        group: any EventLoopGroup,
+        drainTimeout: TimeAmount,
+        logger: Logger,
+        onBound: @escaping @Sendable (SocketAddress) -> Void,
+        onDrainStarted: @escaping @Sendable () -> Void
+    ) {
+        self.address = address
+        self.cluster = cluster
+        self.group = group
+        self.drainTimeout = drainTimeout
+        self.logger = logger
+        self.onBound = onBound
+        self.onDrainStarted = onDrainStarted
+    }
+
+    public func run() async throws {
+        let quiesce = ServerQuiescingHelper(group: self.group)
+        let cluster = self.cluster
+        let logger = self.logger
+        let channel = try await ServerBootstrap(group: self.group)
+            .serverChannelOption(.backlog, value: 1024)
+            .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+            .serverChannelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.addHandler(quiesce.makeServerChannelHandler(channel: channel))
+                }
+            }
+            .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
+            .childChannelOption(.allowRemoteHalfClosure, value: true)
+            .childChannelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    let sync = channel.pipeline.syncOperations
+                    // No pipelining assistance: DownstreamHandler orders pipelined requests itself, and
+                    // NIO's helper would drop and re-arm read interest on every request (two epoll_ctl).
+                    try sync.configureHTTPServerPipeline(
+                        withPipeliningAssistance: false,
+                        withServerUpgrade: nil,
+                        withErrorHandling: false,
+                        withOutboundHeaderValidation: false
+                    )
+                    try sync.addHandler(
+                        DownstreamHandler(cluster: cluster.loopCluster(for: channel.eventLoop), logger: logger)
+                    )
+                }
+            }
+            .bind(to: self.address)
+            .get()
+        let bound = channel.localAddress ?? self.address
+        self.logger.info("listening", metadata: ["listen.address": "\(bound)", "upstream": "\(self.cluster.configuration.name)"])
+        self.onBound(bound)
+
+        let drained = channel.eventLoop.makePromise(of: Void.self)
+        let drainTimeout = self.drainTimeout
+        let onDrainStarted = self.onDrainStarted
+        try await withGracefulShutdownHandler {
+            try await channel.closeFuture.get()
+            try await drained.futureResult.get()
+        } onGracefulShutdown: {
+            onDrainStarted()
+            logger.info("draining connections", metadata: ["listen.address": "\(bound)"])
+            quiesce.initiateShutdown(promise: drained)
+            channel.eventLoop.scheduleTask(in: drainTimeout) {
+                logger.warning(
+                    "drain_timeout reached with requests still in flight; closing",
+                    metadata: ["listen.address": "\(bound)"]
+                )
+                drained.succeed()
+            }
+        }
+        for loop in self.cluster.loops {
+            loop.eventLoop.execute { loop.shutdown() }
+        }
+        self.logger.info("listener stopped", metadata: ["listen.address": "\(bound)"])
+    }
+}

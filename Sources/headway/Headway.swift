@@ -1,0 +1,128 @@
+import ArgumentParser
+import Foundation
+import Headway
+import Logging
+
+@main
+struct HeadwayCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "headway",
+        abstract: "A client-side load-balancing HTTP proxy for Kubernetes headless services.",
+        subcommands: [Run.self, Validate.self, Demo.self],
+        defaultSubcommand: Run.self
+    )
+}
+
+/// The options shared by `run` and `validate`: a file and the flags that override it.
+struct ConfigurationOptions: ParsableArguments {
+    @Option(name: [.short, .long], help: "YAML configuration file.")
+    var config: String?
+
+    @Option(help: "Address to accept client connections on (default 127.0.0.1:15001).")
+    var listen: String?
+
+    @Option(help: "Admin endpoint address (default 127.0.0.1:9901).")
+    var admin: String?
+
+    @Option(help: "Event loops (default: number of cores).")
+    var threads: Int?
+
+    @Option(help: "Static endpoints, comma-separated: 127.0.0.2:8080,127.0.0.3:8080.")
+    var endpoints: String?
+
+    @Option(help: "Balancing policy: round-robin.")
+    var policy: String?
+
+    @Option(help: "Connect timeout, e.g. 1s.")
+    var connectTimeout: String?
+
+    @Option(help: "Time to wait for the first response byte, e.g. 15s.")
+    var requestTimeout: String?
+
+    @Option(help: "Close pooled upstream connections idle this long, e.g. 60s.")
+    var idleTimeout: String?
+
+    @Option(help: "Most connections to one endpoint, over all event loops.")
+    var maxConnectionsPerEndpoint: Int?
+
+    @Option(help: "How long SIGTERM waits for in-flight requests, e.g. 10s.")
+    var drainTimeout: String?
+
+    @Option(help: "trace, debug, info, notice, warning, error or critical.")
+    var logLevel: String?
+
+    var overrides: ConfigurationOverrides {
+        var overrides = ConfigurationOverrides()
+        overrides.listen = self.listen
+        overrides.admin = self.admin
+        overrides.threads = self.threads
+        overrides.logLevel = self.logLevel
+        overrides.drainTimeout = self.drainTimeout
+        overrides.endpoints = self.endpoints.map { $0.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) } }
+        overrides.policy = self.policy
+        overrides.connectTimeout = self.connectTimeout
+        overrides.requestTimeout = self.requestTimeout
+        overrides.idleTimeout = self.idleTimeout
+        overrides.maxConnectionsPerEndpoint = self.maxConnectionsPerEndpoint
+        return overrides
+    }
+
+    /// Loads and checks the configuration; on problems prints one line each and exits with status 2.
+    func load() throws -> HeadwayConfiguration {
+        var yaml: String?
+        if let path = self.config {
+            do {
+                yaml = try String(contentsOfFile: path, encoding: .utf8)
+            } catch {
+                FileHandle.standardError.write(Data("headway: cannot read configuration file \(path): \(error.localizedDescription)\n".utf8))
+                throw ExitCode(2)
+            }
+        }
+        do {
+            return try HeadwayConfiguration.load(yaml: yaml, overrides: self.overrides)
+        } catch {
+            let source = self.config ?? "command line"
+            var message = "headway: \(source): \(error.problems.count) configuration problem(s):\n"
+            for problem in error.problems {
+                message += "  \(problem)\n"
+            }
+            FileHandle.standardError.write(Data(message.utf8))
+            throw ExitCode(2)
+        }
+    }
+}
+
+func makeLogger(level: String) -> Logger {
+    LoggingSystem.bootstrap { label in
+        var handler = StreamLogHandler.standardError(label: label)
+        handler.logLevel = Logger.Level(rawValue: level) ?? .info
+        return handler
+    }
+    return Logger(label: "headway")
+}
+
+struct Run: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Run the proxy (the default).")
+
+    @OptionGroup var options: ConfigurationOptions
+
+    func run() async throws {
+        let configuration = try self.options.load()
+        let logger = makeLogger(level: configuration.logLevel)
+        let application = try HeadwayApplication(configuration: configuration, logger: logger)
+        try await application.run()
+    }
+}
+
+struct Validate: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Check a configuration: exit 0 if it is valid, else print each problem and exit 2."
+    )
+
+    @OptionGroup var options: ConfigurationOptions
+
+    func run() async throws {
+        let configuration = try self.options.load()
+        print("configuration is valid: \(configuration.summary)")
+    }
+}
