@@ -58,6 +58,7 @@ let package = Package(
             name: "HeadwayTestSupport",
             dependencies: [
                 "Headway",
+                .product(name: "Logging", package: "swift-log"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
@@ -68,6 +69,7 @@ let package = Package(
             name: "HeadwayTests",
             dependencies: [
                 "Headway",
+                .product(name: "Logging", package: "swift-log"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOEmbedded", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),

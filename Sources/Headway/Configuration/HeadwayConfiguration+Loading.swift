@@ -274,10 +274,14 @@ private struct Reader {
             }
         }
         for upstream in configuration.upstreams where upstream.endpoints.isEmpty {
+            let keyPath = "upstreams.\(upstream.name).endpoints"
+            if self.problems.contains(where: { $0.keyPath.hasPrefix(keyPath) || $0.keyPath == "--endpoints" }) {
+                continue  // Already reported: its endpoints were malformed or missing.
+            }
             if upstream.name == "default" && !flagsGaveEndpoints {
                 self.problem("--endpoints", "no endpoints: give --endpoints HOST:PORT,... or --config FILE")
             } else {
-                self.problem("upstreams.\(upstream.name).endpoints", "is empty: list at least one HOST:PORT")
+                self.problem(keyPath, "is empty: list at least one HOST:PORT")
             }
         }
     }

@@ -11,6 +11,7 @@ import NIOPosix
 /// - `/status/CODE`: answers with that status;
 /// - `/delay/MILLISECONDS`: answers after that long;
 /// - `/healthz`: `ok`;
+/// - `/truncate`: announces 100 bytes, sends 10 and closes (a pod dying mid-response);
 /// - anything else: `NAME answered METHOD URI`.
 public final class DemoPod: Sendable {
     public let name: String
@@ -108,6 +109,17 @@ private final class DemoPodHandler: ChannelInboundHandler {
     }
 
     private func respond(to head: HTTPRequestHead, context: ChannelHandlerContext) {
+        if head.uri == "/truncate" {
+            var headers = HTTPHeaders()
+            headers.add(name: "X-Pod", value: self.name)
+            headers.add(name: "Content-Length", value: "100")
+            context.write(self.wrapOutboundOut(.head(.init(version: head.version, status: .ok, headers: headers))), promise: nil)
+            let partial = context.channel.allocator.buffer(string: "0123456789")
+            context.writeAndFlush(self.wrapOutboundOut(.body(.byteBuffer(partial)))).assumeIsolated().whenComplete { _ in
+                context.close(promise: nil)
+            }
+            return
+        }
         var status = HTTPResponseStatus.ok
         let body: String
         if head.uri.hasPrefix("/status/"), let code = Int(head.uri.dropFirst("/status/".count)) {

@@ -31,6 +31,8 @@ final class DownstreamHandler: ChannelDuplexHandler {
     private var readHeld = false
     /// Close the client connection once the current response is complete.
     private var closeAfterResponse = false
+    /// Headway answered a bodyless request before its `.end` arrived: drop parts up to that `.end`.
+    private var discardingUntilRequestEnd = false
     private var isActive = true
 
     init(cluster: LoopCluster, logger: Logger) {
@@ -42,6 +44,7 @@ final class DownstreamHandler: ChannelDuplexHandler {
     private struct Exchange {
         let requestHead: HTTPRequestHead
         let upstreamHead: HTTPRequestHead
+        let framing: ForwardedMessage.RequestFraming
         let start: NIODeadline
         var attempt: Int
         var pool: UpstreamPool?
@@ -88,6 +91,10 @@ final class DownstreamHandler: ChannelDuplexHandler {
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         let part = self.unwrapInboundIn(data)
+        if self.discardingUntilRequestEnd {
+            if case .end = part { self.discardingUntilRequestEnd = false }
+            return
+        }
         switch part {
         case .head(let head):
             if self.exchange == nil && self.pending.isEmpty && !self.closeAfterResponse {
@@ -219,12 +226,12 @@ final class DownstreamHandler: ChannelDuplexHandler {
             self.respondLocally(.methodNotAllowed(head.method), clientVersion: head.version)
             return
         }
-        guard let (upstreamHead, _) = ForwardedMessage.upstreamRequest(for: head, clientIP: self.clientIP) else {
+        guard let (upstreamHead, framing) = ForwardedMessage.upstreamRequest(for: head, clientIP: self.clientIP) else {
             self.closeAfterResponse = true
             self.respondLocally(.badRequest("invalid Content-Length"), clientVersion: head.version)
             return
         }
-        self.exchange = Exchange(requestHead: head, upstreamHead: upstreamHead, start: .now(), attempt: 0)
+        self.exchange = Exchange(requestHead: head, upstreamHead: upstreamHead, framing: framing, start: .now(), attempt: 0)
         self.exchange!.requestEndReceived = endReceived
         self.exchange!.requestHasBody = hasBody
         self.dispatch()
@@ -475,8 +482,13 @@ final class DownstreamHandler: ChannelDuplexHandler {
                 metadata: ["reason": "\(error.detail)", "request.method": "\(exchange.requestHead.method.rawValue)"]
             )
             if !exchange.requestEndReceived {
-                // The rest of the request body is still coming and will not be read.
-                self.closeAfterResponse = true
+                if exchange.framing == .none {
+                    // Only the `.end` of a bodyless request is still to come: skip it and keep the connection.
+                    self.discardingUntilRequestEnd = true
+                } else {
+                    // A body is still coming; reading it just to throw it away is not worth it.
+                    self.closeAfterResponse = true
+                }
             }
         }
         self.cancelTimeout()

@@ -1,0 +1,150 @@
+import Foundation
+
+/// One nginx process playing one pod: it listens on its own loopback address and answers with `X-Pod`.
+///
+/// Each pod has its own prefix directory (config, pid, logs, temp files), so tests never touch the
+/// system's nginx. The access log records nginx's connection serial number per request, which lets tests
+/// count how many upstream connections a proxy opened.
+///
+/// Locations: `/files/NAME` serves files written with ``writeFile(named:size:)``; `/healthz`; anything else
+/// answers `NAME`.
+public final class NginxPod: @unchecked Sendable {
+    public let name: String
+    public let host: String
+    public let port: Int
+    public let prefix: URL
+    private let process: Process
+
+    public var address: String { "\(self.host):\(self.port)" }
+    public var filesDirectory: URL { self.prefix.appendingPathComponent("files") }
+
+    private init(name: String, host: String, port: Int, prefix: URL, process: Process) {
+        self.name = name
+        self.host = host
+        self.port = port
+        self.prefix = prefix
+        self.process = process
+    }
+
+    /// Starts nginx on `host:port` and waits until it accepts connections.
+    public static func start(name: String, host: String, port: Int) async throws -> NginxPod {
+        let prefix = FileManager.default.temporaryDirectory.appendingPathComponent("headway-\(name)-\(UUID().uuidString.prefix(8))")
+        for sub in ["files", "tmp", "logs"] {
+            try FileManager.default.createDirectory(at: prefix.appendingPathComponent(sub), withIntermediateDirectories: true)
+        }
+        let p = prefix.path
+        let config = """
+            \(getuid() == 0 ? "user root;" : "")
+            worker_processes 1;
+            daemon off;
+            pid \(p)/nginx.pid;
+            error_log \(p)/logs/error.log warn;
+            events { worker_connections 4096; }
+            http {
+                log_format pods '$connection $request_method $request_uri $status';
+                access_log \(p)/logs/access.log pods;
+                client_body_temp_path \(p)/tmp/body;
+                proxy_temp_path \(p)/tmp/proxy;
+                fastcgi_temp_path \(p)/tmp/fastcgi;
+                uwsgi_temp_path \(p)/tmp/uwsgi;
+                scgi_temp_path \(p)/tmp/scgi;
+                keepalive_requests 1000000;
+                keepalive_timeout 75s;
+                sendfile on;
+                default_type application/octet-stream;
+                server {
+                    listen \(host):\(port);
+                    add_header X-Pod \(name) always;
+                    location /files/ { alias \(p)/files/; }
+                    location = /healthz { return 200 "ok\\n"; }
+                    location / { return 200 "\(name)\\n"; }
+                }
+            }
+            """
+        let configPath = prefix.appendingPathComponent("nginx.conf")
+        try config.write(to: configPath, atomically: true, encoding: .utf8)
+        guard let nginx = IntegrationEnvironment.path(of: "nginx") else {
+            throw CommandError(description: "nginx is not installed")
+        }
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: nginx)
+        process.arguments = ["-p", p, "-c", configPath.path, "-e", "\(p)/logs/error.log"]
+        process.standardInput = FileHandle.nullDevice
+        process.standardOutput = FileHandle.nullDevice
+        process.standardError = FileHandle.nullDevice
+        try process.run()
+        let pod = NginxPod(name: name, host: host, port: port, prefix: prefix, process: process)
+        try await pod.waitUntilListening()
+        return pod
+    }
+
+    private func waitUntilListening() async throws {
+        for _ in 0..<100 {
+            if RawHTTP.canConnect(host: self.host, port: self.port) { return }
+            guard self.process.isRunning else { break }
+            try await Task.sleep(for: .milliseconds(50))
+        }
+        let log = (try? String(contentsOf: self.prefix.appendingPathComponent("logs/error.log"), encoding: .utf8)) ?? ""
+        self.stop()
+        throw CommandError(description: "nginx pod \(self.name) did not start on \(self.address): \(log)")
+    }
+
+    /// Writes a file of `size` pseudo-random bytes that the pod serves at `/files/NAME`.
+    @discardableResult
+    public func writeFile(named fileName: String, size: Int) throws -> URL {
+        let url = self.filesDirectory.appendingPathComponent(fileName)
+        try TestData.writeRandomFile(to: url, size: size)
+        return url
+    }
+
+    /// Requests this pod logged, as `(connection serial, uri)` pairs.
+    public func accessLog() throws -> [(connection: Int, uri: String)] {
+        let text = (try? String(contentsOf: self.prefix.appendingPathComponent("logs/access.log"), encoding: .utf8)) ?? ""
+        return text.split(separator: "\n").compactMap { line in
+            let fields = line.split(separator: " ")
+            guard fields.count >= 3, let connection = Int(fields[0]) else { return nil }
+            return (connection, String(fields[2]))
+        }
+    }
+
+    /// Stops nginx at once (SIGKILL would leave the worker behind; SIGTERM is nginx's fast shutdown).
+    public func stop() {
+        if self.process.isRunning {
+            self.process.terminate()
+            self.process.waitUntilExit()
+        }
+        try? FileManager.default.removeItem(at: self.prefix)
+    }
+
+    deinit {
+        self.stop()
+    }
+}
+
+public enum TestData {
+    /// Writes `size` bytes from a fast PRNG (so 100 MiB takes well under a second).
+    public static func writeRandomFile(to url: URL, size: Int) throws {
+        FileManager.default.createFile(atPath: url.path, contents: nil)
+        let handle = try FileHandle(forWritingTo: url)
+        defer { try? handle.close() }
+        var generator = SystemRandomNumberGenerator()
+        var state = generator.next() | 1
+        var remaining = size
+        let blockSize = 1 << 20
+        var block = [UInt8](repeating: 0, count: blockSize)
+        while remaining > 0 {
+            let count = min(blockSize, remaining)
+            block.withUnsafeMutableBytes { raw in
+                let words = raw.bindMemory(to: UInt64.self)
+                for index in 0..<(blockSize / 8) {
+                    state ^= state << 13
+                    state ^= state >> 7
+                    state ^= state << 17
+                    words[index] = state
+                }
+            }
+            handle.write(Data(block[0..<count]))
+            remaining -= count
+        }
+    }
+}
