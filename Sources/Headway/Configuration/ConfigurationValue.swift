@@ -10,8 +10,11 @@ public struct HostAndPort: Sendable, Hashable, CustomStringConvertible {
         self.port = port
     }
 
-    /// Parses `127.0.0.1:8080`, `[::1]:8080` or `localhost:8080`; returns `nil` with a reason otherwise.
-    public static func parse(_ text: String) -> Result<HostAndPort, ParseFailure> {
+    /// Parses `127.0.0.1:8080`, `[::1]:8080` or `localhost:8080`, or explains what is wrong.
+    ///
+    /// - Parameter allowsAnyPort: accept port 0 (the kernel picks one), which makes sense only for addresses
+    ///   Headway binds, never for a pod.
+    public static func parse(_ text: String, allowsAnyPort: Bool = false) -> Result<HostAndPort, ParseFailure> {
         let host: Substring
         let portText: Substring
         if text.hasPrefix("[") {
@@ -34,8 +37,9 @@ public struct HostAndPort: Sendable, Hashable, CustomStringConvertible {
                 return .failure(ParseFailure("'\(text)': write an IPv6 address in brackets, as in [::1]:8080"))
             }
         }
-        guard let port = Int(portText), (1...65535).contains(port) else {
-            return .failure(ParseFailure("'\(text)' has no valid port (1-65535)"))
+        let lowest = allowsAnyPort ? 0 : 1
+        guard let port = Int(portText), (lowest...65535).contains(port) else {
+            return .failure(ParseFailure("'\(text)' has no valid port (\(lowest)-65535)"))
         }
         let candidate = HostAndPort(host: String(host), port: port)
         guard (try? candidate.socketAddress()) != nil else {

@@ -88,7 +88,7 @@ private struct Reader {
             let key = keyNode.string ?? "?"
             switch key {
             case "admin":
-                if let address = self.address(value, at: "admin") { configuration.admin = address }
+                if let address = self.address(value, at: "admin", bindable: true) { configuration.admin = address }
             case "threads":
                 if let threads = self.positiveInt(value, at: "threads") { configuration.threads = threads }
             case "drain_timeout":
@@ -131,7 +131,7 @@ private struct Reader {
                 let key = keyNode.string ?? "?"
                 switch key {
                 case "listen":
-                    if let address = self.address(value, at: "\(path).listen") { listen = address }
+                    if let address = self.address(value, at: "\(path).listen", bindable: true) { listen = address }
                 case "upstream":
                     upstream = value.string
                 default:
@@ -204,7 +204,7 @@ private struct Reader {
     }
 
     mutating func apply(_ overrides: ConfigurationOverrides, to configuration: inout HeadwayConfiguration, hasFile: Bool) {
-        if let admin = overrides.admin, let address = self.address(text: admin, at: "--admin") {
+        if let admin = overrides.admin, let address = self.address(text: admin, at: "--admin", bindable: true) {
             configuration.admin = address
         }
         if let threads = overrides.threads {
@@ -228,7 +228,7 @@ private struct Reader {
             }
             return
         }
-        if let listen = overrides.listen, let address = self.address(text: listen, at: "--listen") {
+        if let listen = overrides.listen, let address = self.address(text: listen, at: "--listen", bindable: true) {
             configuration.listeners[0].listen = address
         }
         var upstream = configuration.upstreams[0]
@@ -266,10 +266,10 @@ private struct Reader {
             if configuration.upstream(named: listener.upstream) == nil {
                 self.problem("listeners[\(index)].upstream", "names upstream '\(listener.upstream)', which is not defined")
             }
-            if !seenListen.insert(listener.listen).inserted {
+            if listener.listen.port != 0, !seenListen.insert(listener.listen).inserted {
                 self.problem("listeners[\(index)].listen", "\(listener.listen) is used by another listener")
             }
-            if listener.listen == configuration.admin {
+            if listener.listen.port != 0, listener.listen == configuration.admin {
                 self.problem("listeners[\(index)].listen", "\(listener.listen) is also the admin address")
             }
         }
@@ -288,16 +288,17 @@ private struct Reader {
 
     // MARK: Scalars
 
-    mutating func address(_ node: Node, at keyPath: String) -> HostAndPort? {
+    /// Reads an address; `bindable` ones (listen, admin) may use port 0.
+    mutating func address(_ node: Node, at keyPath: String, bindable: Bool = false) -> HostAndPort? {
         guard let text = node.scalar?.string else {
             self.problem(keyPath, "must be HOST:PORT")
             return nil
         }
-        return self.address(text: text, at: keyPath)
+        return self.address(text: text, at: keyPath, bindable: bindable)
     }
 
-    mutating func address(text: String, at keyPath: String) -> HostAndPort? {
-        switch HostAndPort.parse(text) {
+    mutating func address(text: String, at keyPath: String, bindable: Bool = false) -> HostAndPort? {
+        switch HostAndPort.parse(text, allowsAnyPort: bindable) {
         case .success(let address):
             return address
         case .failure(let failure):

@@ -1,0 +1,7 @@
+import HeadwayTestSupport
+import Testing
+
+/// Every integration suite nests in this one, so that they all run one at a time: they share fixed
+/// loopback addresses (the pods on 127.0.0.2–4) and the machine's two cores.
+@Suite(.serialized, .enabled(if: IntegrationEnvironment.shouldRun, "needs nginx, curl and wrk (see .ci/run)"))
+struct IntegrationTests {}
