@@ -97,6 +97,11 @@ public final class NginxPod: @unchecked Sendable {
         return url
     }
 
+    /// Serves a copy of `source` at `/files/NAME`, so that several pods can serve identical bytes.
+    public func copyFile(_ source: URL, named fileName: String) throws {
+        try FileManager.default.copyItem(at: source, to: self.filesDirectory.appendingPathComponent(fileName))
+    }
+
     /// Requests this pod logged, as `(connection serial, uri)` pairs.
     public func accessLog() throws -> [(connection: Int, uri: String)] {
         let text = (try? String(contentsOf: self.prefix.appendingPathComponent("logs/access.log"), encoding: .utf8)) ?? ""

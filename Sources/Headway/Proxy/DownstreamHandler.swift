@@ -13,8 +13,10 @@ import NIOHTTP1
 /// connection is writable, and the upstream only while the client is writable.
 final class DownstreamHandler: ChannelDuplexHandler {
     typealias InboundIn = HTTPServerRequestPart
-    typealias OutboundIn = HTTPServerResponsePart
-    typealias OutboundOut = HTTPServerResponsePart
+    /// Nothing is written through this handler; it is outbound only to hold back `read`.
+    typealias OutboundIn = ByteBuffer
+    /// Responses are written as bytes: Headway frames them itself (see ``ResponseHead``).
+    typealias OutboundOut = ByteBuffer
 
     private let cluster: LoopCluster
     private var logger: Logger
@@ -43,7 +45,8 @@ final class DownstreamHandler: ChannelDuplexHandler {
     /// The state of the request being served.
     private struct Exchange {
         let requestHead: HTTPRequestHead
-        let upstreamHead: HTTPRequestHead
+        /// The serialized head for the upstream, kept to replay the request on another endpoint.
+        let upstreamHead: ByteBuffer
         let framing: ForwardedMessage.RequestFraming
         let start: NIODeadline
         var attempt: Int
@@ -60,11 +63,14 @@ final class DownstreamHandler: ChannelDuplexHandler {
         var requestHasBody = false
         var responseHeadSent = false
         var responseStatus: UInt = 0
+        /// The response body goes to the client in chunks that Headway frames.
+        var chunksResponse = false
         /// The upstream connection can serve another request after this response.
         var upstreamReusable = false
         var timeout: NIOScheduledCallback?
 
         var isHeadRequest: Bool { self.requestHead.method == .HEAD }
+        var isChunkedRequest: Bool { self.framing == .chunked }
 
         /// Idempotent requests (RFC 9110 §9.2.2) may be retried after bytes were sent.
         var isIdempotent: Bool {
@@ -109,7 +115,7 @@ final class DownstreamHandler: ChannelDuplexHandler {
             }
             self.exchange!.requestHasBody = true
             if let connection = self.exchange?.connection, self.pending.isEmpty {
-                connection.write(.body(.byteBuffer(buffer)))
+                self.forwardBody(buffer, to: connection)
             } else {
                 self.pending.append(part)
             }
@@ -120,8 +126,7 @@ final class DownstreamHandler: ChannelDuplexHandler {
             }
             self.exchange!.requestEndReceived = true
             if let connection = self.exchange?.connection, self.pending.isEmpty {
-                self.exchange!.requestEndForwarded = true
-                connection.write(.end(nil))
+                self.forwardEnd(to: connection)
             } else {
                 self.pending.append(part)
             }
@@ -226,7 +231,8 @@ final class DownstreamHandler: ChannelDuplexHandler {
             self.respondLocally(.methodNotAllowed(head.method), clientVersion: head.version)
             return
         }
-        guard let (upstreamHead, framing) = ForwardedMessage.upstreamRequest(for: head, clientIP: self.clientIP) else {
+        var upstreamHead = self.context!.channel.allocator.buffer(capacity: 512)
+        guard let framing = ForwardedMessage.writeUpstreamRequest(for: head, clientIP: self.clientIP, into: &upstreamHead) else {
             self.closeAfterResponse = true
             self.respondLocally(.badRequest("invalid Content-Length"), clientVersion: head.version)
             return
@@ -294,7 +300,7 @@ final class DownstreamHandler: ChannelDuplexHandler {
     private func attach(_ connection: UpstreamConnection) {
         guard let exchange = self.exchange, let context = self.context else { return }
         self.exchange!.connection = connection
-        connection.write(.head(exchange.upstreamHead))
+        connection.startRequest(head: exchange.upstreamHead, isHeadRequest: exchange.isHeadRequest)
         // Forward what arrived while the connection was opening, up to this request's end.
         while !self.exchange!.requestEndForwarded, let part = self.pending.first {
             switch part {
@@ -302,11 +308,10 @@ final class DownstreamHandler: ChannelDuplexHandler {
                 preconditionFailure("a pipelined request head is queued before the current request ended")
             case .body(let buffer):
                 self.pending.removeFirst()
-                connection.write(.body(.byteBuffer(buffer)))
+                self.forwardBody(buffer, to: connection)
             case .end:
                 self.pending.removeFirst()
-                self.exchange!.requestEndForwarded = true
-                connection.write(.end(nil))
+                self.forwardEnd(to: connection)
             }
         }
         connection.flush()
@@ -321,56 +326,73 @@ final class DownstreamHandler: ChannelDuplexHandler {
         self.resumeReadingIfPossible()
     }
 
-    /// A response part arrived on the leased connection.
-    func upstreamReceived(_ part: HTTPClientResponsePart, from connection: UpstreamConnection) {
+    /// A response event arrived on the leased connection.
+    func upstreamReceived(_ event: ResponseParser.Event, from connection: UpstreamConnection) {
         guard let exchange = self.exchange, exchange.connection === connection, let context = self.context else {
             connection.close()
             return
         }
-        switch part {
+        let clientVersionMinor = UInt8(truncatingIfNeeded: exchange.requestHead.version.minor)
+        switch event {
+        case .informational(let head):
+            // 1xx (100 Continue, 103 Early Hints) go on to HTTP/1.1 clients; HTTP/1.0 ones must not see them.
+            if clientVersionMinor >= 1 {
+                var bytes = context.channel.allocator.buffer(capacity: head.bytes.readableBytes + 32)
+                head.writeClientHead(into: &bytes, clientVersionMinor: clientVersionMinor, chunked: false, closeConnection: false)
+                context.write(self.wrapOutboundOut(bytes), promise: nil)
+            }
         case .head(let head):
-            let code = head.status.code
-            guard (100...599).contains(code) else {
-                self.upstreamMisbehaved(connection, reason: "status code \(code) is out of range")
-                return
-            }
-            if code < 200 {
-                guard head.status != .switchingProtocols else {
-                    self.upstreamMisbehaved(connection, reason: "101 Switching Protocols to a request without Upgrade")
-                    return
-                }
-                // 1xx (100 Continue, 103 Early Hints) go on to HTTP/1.1 clients; HTTP/1.0 ones must not see them.
-                if exchange.requestHead.version.minor >= 1 {
-                    let interim = ForwardedMessage.clientResponse(
-                        for: head,
-                        clientVersion: exchange.requestHead.version,
-                        isHeadRequest: false,
-                        closeConnection: false
-                    )
-                    context.write(self.wrapOutboundOut(.head(interim)), promise: nil)
-                }
-                return
-            }
             self.cancelTimeout()
-            let closeDelimited = ForwardedMessage.isCloseDelimited(head, isHeadRequest: exchange.isHeadRequest)
-            if closeDelimited && exchange.requestHead.version.minor == 0 {
-                // An HTTP/1.0 client learns where the body ends only from the close.
+            let hasOpenEndedBody = head.framing == .chunked || head.framing == .untilClose
+            if hasOpenEndedBody && clientVersionMinor == 0 {
+                // An HTTP/1.0 client learns where such a body ends only from the close.
                 self.closeAfterResponse = true
             }
-            self.exchange!.upstreamReusable = head.isKeepAlive && !closeDelimited
+            self.exchange!.chunksResponse = hasOpenEndedBody && clientVersionMinor >= 1
+            self.exchange!.upstreamReusable = head.isKeepAlive
             self.exchange!.responseHeadSent = true
-            self.exchange!.responseStatus = code
-            let clientHead = ForwardedMessage.clientResponse(
-                for: head,
-                clientVersion: exchange.requestHead.version,
-                isHeadRequest: exchange.isHeadRequest,
+            self.exchange!.responseStatus = head.status
+            var bytes = context.channel.allocator.buffer(capacity: head.bytes.readableBytes + 64)
+            head.writeClientHead(
+                into: &bytes,
+                clientVersionMinor: clientVersionMinor,
+                chunked: self.exchange!.chunksResponse,
                 closeConnection: self.closeAfterResponse
             )
-            context.write(self.wrapOutboundOut(.head(clientHead)), promise: nil)
+            context.write(self.wrapOutboundOut(bytes), promise: nil)
         case .body(let buffer):
-            context.write(self.wrapOutboundOut(.body(.byteBuffer(buffer))), promise: nil)
+            if exchange.chunksResponse {
+                let header = ForwardedMessage.chunkHeader(for: buffer.readableBytes, allocator: context.channel.allocator)
+                context.write(self.wrapOutboundOut(header), promise: nil)
+                context.write(self.wrapOutboundOut(buffer), promise: nil)
+                context.write(self.wrapOutboundOut(Self.crlf), promise: nil)
+            } else {
+                context.write(self.wrapOutboundOut(buffer), promise: nil)
+            }
         case .end:
             self.finishExchange(context: context)
+        }
+    }
+
+    private static let crlf = ByteBuffer(string: "\r\n")
+    private static let lastChunk = ByteBuffer(string: "0\r\n\r\n")
+
+    /// Sends a piece of the request body upstream, framed as the upstream head announced.
+    private func forwardBody(_ buffer: ByteBuffer, to connection: UpstreamConnection) {
+        guard buffer.readableBytes > 0, let context = self.context else { return }
+        if self.exchange!.isChunkedRequest {
+            connection.write(ForwardedMessage.chunkHeader(for: buffer.readableBytes, allocator: context.channel.allocator))
+            connection.write(buffer)
+            connection.write(Self.crlf)
+        } else {
+            connection.write(buffer)
+        }
+    }
+
+    private func forwardEnd(to connection: UpstreamConnection) {
+        self.exchange!.requestEndForwarded = true
+        if self.exchange!.isChunkedRequest {
+            connection.write(Self.lastChunk)
         }
     }
 
@@ -442,18 +464,6 @@ final class DownstreamHandler: ChannelDuplexHandler {
         )
     }
 
-    private func upstreamMisbehaved(_ connection: UpstreamConnection, reason: String) {
-        guard let pool = self.exchange?.pool else { return }
-        self.cancelTimeout()
-        connection.lessee = nil
-        connection.close()
-        pool.endpoint.requestEnded()
-        pool.endpoint.recordUpstreamError()
-        self.exchange!.connection = nil
-        self.exchange!.pool = nil
-        self.failExchange(.badUpstreamResponse(endpoint: pool.endpoint.label, reason: reason))
-    }
-
     /// The response ended: give the connection back, then tell the client, then go on with the next request.
     private func finishExchange(context: ChannelHandlerContext) {
         guard let exchange = self.exchange, let connection = exchange.connection, let pool = exchange.pool else { return }
@@ -464,13 +474,14 @@ final class DownstreamHandler: ChannelDuplexHandler {
             self.closeAfterResponse = true
         }
         pool.release(connection, reusable: exchange.upstreamReusable && exchange.requestEndForwarded)
+        let lastChunk = exchange.chunksResponse
         pool.endpoint.requestEnded()
         pool.endpoint.metrics.recordResponse(status: exchange.responseStatus, duration: NIODeadline.now() - exchange.start)
         self.logger.trace(
             "request done",
             metadata: ["endpoint.address": "\(pool.endpoint.label)", "status": "\(exchange.responseStatus)"]
         )
-        self.writeEndAndContinue(context: context)
+        self.writeEndAndContinue(context: context, lastBytes: lastChunk ? Self.lastChunk : nil)
     }
 
     /// Answers the current request (or a request that never became an exchange) with Headway's own response.
@@ -500,32 +511,38 @@ final class DownstreamHandler: ChannelDuplexHandler {
         guard let context = self.context else { return }
         self.cluster.metrics.localResponseSent()
         let body = error.detail + "\n"
-        var headers = HTTPHeaders()
-        headers.add(name: "Content-Type", value: "text/plain; charset=utf-8")
-        headers.add(name: "Content-Length", value: String(body.utf8.count))
+        var bytes = context.channel.allocator.buffer(capacity: 192 + body.utf8.count)
+        bytes.writeStaticString(clientVersion.minor == 0 ? "HTTP/1.0 " : "HTTP/1.1 ")
+        bytes.writeString("\(error.status.code) \(error.status.reasonPhrase)\r\n")
+        bytes.writeStaticString("Content-Type: text/plain; charset=utf-8\r\nContent-Length: ")
+        bytes.writeString("\(body.utf8.count)\r\n")
         if error.isRetryableLater {
-            headers.add(name: "Retry-After", value: "1")
+            bytes.writeStaticString("Retry-After: 1\r\n")
         }
         if self.closeAfterResponse {
-            headers.add(name: "Connection", value: "close")
+            bytes.writeStaticString("Connection: close\r\n")
         } else if clientVersion.minor == 0 {
-            headers.add(name: "Connection", value: "keep-alive")
+            bytes.writeStaticString("Connection: keep-alive\r\n")
         }
-        let head = HTTPResponseHead(version: clientVersion, status: error.status, headers: headers)
-        context.write(self.wrapOutboundOut(.head(head)), promise: nil)
-        context.write(self.wrapOutboundOut(.body(.byteBuffer(context.channel.allocator.buffer(string: body)))), promise: nil)
-        self.writeEndAndContinue(context: context)
+        bytes.writeStaticString("\r\n")
+        bytes.writeString(body)
+        self.writeEndAndContinue(context: context, lastBytes: bytes)
     }
 
-    private func writeEndAndContinue(context: ChannelHandlerContext) {
+    /// Writes the last bytes of a response and flushes; then closes, or starts the next pipelined request.
+    private func writeEndAndContinue(context: ChannelHandlerContext, lastBytes: ByteBuffer?) {
         if self.closeAfterResponse {
             self.pending.removeAll()
-            context.writeAndFlush(self.wrapOutboundOut(.end(nil))).assumeIsolated().whenComplete { _ in
+            let bytes = lastBytes ?? context.channel.allocator.buffer(capacity: 0)
+            context.writeAndFlush(self.wrapOutboundOut(bytes)).assumeIsolated().whenComplete { _ in
                 context.close(promise: nil)
             }
             return
         }
-        context.writeAndFlush(self.wrapOutboundOut(.end(nil)), promise: nil)
+        if let lastBytes {
+            context.write(self.wrapOutboundOut(lastBytes), promise: nil)
+        }
+        context.flush()
         if let head = self.nextPendingHead() {
             self.startPendingExchange(head)
         }

@@ -1,6 +1,8 @@
+import NIOCore
 import NIOHTTP1
 
-/// Builds the heads Headway sends on, afresh: end-to-end fields only, and framing that Headway chose.
+/// Builds the request heads Headway sends upstream, afresh: end-to-end fields only, and framing that
+/// Headway chose. (Response heads are rewritten by ``ResponseHead``.)
 ///
 /// Never copying an inbound `Content-Length` or `Transfer-Encoding` is what keeps a request from being
 /// smuggled past a pod: NIO's decoder accepts `Transfer-Encoding: Chunked` or `gzip, chunked`, and an
@@ -13,125 +15,123 @@ enum ForwardedMessage {
         case chunked
     }
 
-    /// The head to send upstream for `head`, received from `clientIP`.
+    /// Writes the head to send upstream for `head`, received from `clientIP`, into `buffer`.
     ///
-    /// - Returns: the head, and the framing it announces; `nil` framing means the head is unacceptable.
-    static func upstreamRequest(
+    /// - Returns: the framing the written head announces, or `nil` if the head is unacceptable (then
+    ///   nothing is written).
+    static func writeUpstreamRequest(
         for head: HTTPRequestHead,
-        clientIP: String?
-    ) -> (head: HTTPRequestHead, framing: RequestFraming)? {
-        let nominated = Self.connectionNominatedFields(head.headers)
-        var headers = HTTPHeaders()
-        headers.reserveCapacity(head.headers.count + 4)
-        var forwardedFor: String?
-        var via: String?
+        clientIP: String?,
+        into buffer: inout ByteBuffer
+    ) -> RequestFraming? {
+        // First pass: framing and forwarding fields, which decide what the second pass writes.
         var isChunked = false
         var contentLength: UInt64?
+        var forwardedFor: String?
+        var via: String?
+        var host: String?
+        var hasConnection = false
         for (name, value) in head.headers {
-            if name.isASCIICaseInsensitiveEqual(to: "content-length") {
+            switch name.utf8.count {
+            case 3 where name.isASCIICaseInsensitiveEqual(to: "via"):
+                via = via.map { "\($0), \(value)" } ?? value
+            case 4 where name.isASCIICaseInsensitiveEqual(to: "host"):
+                host = host ?? value
+            case 10 where name.isASCIICaseInsensitiveEqual(to: "connection"):
+                hasConnection = true
+            case 14 where name.isASCIICaseInsensitiveEqual(to: "content-length"):
                 guard let length = UInt64(value.trimmingOWS) else { return nil }
                 contentLength = length
-                continue
-            }
-            if name.isASCIICaseInsensitiveEqual(to: "transfer-encoding") {
-                // NIO's decoder only lets a request through when chunked is the final coding.
-                isChunked = true
-                continue
-            }
-            if name.isASCIICaseInsensitiveEqual(to: "x-forwarded-for") {
+            case 15 where name.isASCIICaseInsensitiveEqual(to: "x-forwarded-for"):
                 forwardedFor = forwardedFor.map { "\($0), \(value)" } ?? value
-                continue
+            case 17 where name.isASCIICaseInsensitiveEqual(to: "transfer-encoding"):
+                // NIO's decoder lets a request through only when chunked is the final coding.
+                isChunked = true
+            default:
+                break
             }
-            if name.isASCIICaseInsensitiveEqual(to: "via") {
-                via = via.map { "\($0), \(value)" } ?? value
-                continue
-            }
-            if Self.isHopByHop(name) || name.isASCIICaseInsensitiveEqual(to: "x-forwarded-proto")
-                || name.isASCIICaseInsensitiveEqual(to: "x-forwarded-host")
+        }
+        let nominated = hasConnection ? Self.connectionNominatedFields(head.headers) : []
+
+        buffer.writeString(head.method.rawValue)
+        buffer.writeStaticString(" ")
+        buffer.writeString(head.uri)
+        buffer.writeStaticString(" HTTP/1.1\r\n")
+        for (name, value) in head.headers {
+            if Self.isHopByHop(name) || Self.isSetByHeadway(name)
                 || (!nominated.isEmpty && Self.isNominated(name, by: nominated))
             {
                 continue
             }
-            headers.add(name: name, value: value)
+            buffer.writeString(name)
+            buffer.writeStaticString(": ")
+            buffer.writeString(value)
+            buffer.writeStaticString("\r\n")
         }
         if let clientIP {
-            headers.add(name: "X-Forwarded-For", value: forwardedFor.map { "\($0), \(clientIP)" } ?? clientIP)
+            buffer.writeStaticString("X-Forwarded-For: ")
+            if let forwardedFor {
+                buffer.writeString(forwardedFor)
+                buffer.writeStaticString(", ")
+            }
+            buffer.writeString(clientIP)
+            buffer.writeStaticString("\r\n")
         } else if let forwardedFor {
-            headers.add(name: "X-Forwarded-For", value: forwardedFor)
+            buffer.writeStaticString("X-Forwarded-For: ")
+            buffer.writeString(forwardedFor)
+            buffer.writeStaticString("\r\n")
         }
-        headers.add(name: "X-Forwarded-Proto", value: "http")
-        if let host = head.headers.first(name: "host") {
-            headers.add(name: "X-Forwarded-Host", value: host)
+        buffer.writeStaticString("X-Forwarded-Proto: http\r\n")
+        if let host {
+            buffer.writeStaticString("X-Forwarded-Host: ")
+            buffer.writeString(host)
+            buffer.writeStaticString("\r\n")
         }
-        let hop = head.version.minor == 0 ? "1.0 headway" : "1.1 headway"
-        headers.add(name: "Via", value: via.map { "\($0), \(hop)" } ?? hop)
+        buffer.writeStaticString("Via: ")
+        if let via {
+            buffer.writeString(via)
+            buffer.writeStaticString(", ")
+        }
+        buffer.writeStaticString(head.version.minor == 0 ? "1.0 headway\r\n" : "1.1 headway\r\n")
 
         let framing: RequestFraming
         if isChunked {
             framing = .chunked
-            headers.add(name: "Transfer-Encoding", value: "chunked")
+            buffer.writeStaticString("Transfer-Encoding: chunked\r\n")
         } else if let contentLength {
             framing = .contentLength(contentLength)
-            headers.add(name: "Content-Length", value: String(contentLength))
+            buffer.writeStaticString("Content-Length: ")
+            buffer.writeString(String(contentLength))
+            buffer.writeStaticString("\r\n")
         } else {
             framing = .none
             if head.method == .POST || head.method == .PUT || head.method == .PATCH {
                 // Say there is no body: some servers answer 411 to a POST without a length.
-                headers.add(name: "Content-Length", value: "0")
+                buffer.writeStaticString("Content-Length: 0\r\n")
             }
         }
-        let upstreamHead = HTTPRequestHead(version: .http1_1, method: head.method, uri: head.uri, headers: headers)
-        return (upstreamHead, framing)
+        buffer.writeStaticString("\r\n")
+        return framing
     }
 
-    /// The head to send the client for an upstream response `head`.
-    ///
-    /// - Parameters:
-    ///   - clientVersion: the client's HTTP version; the response uses it so that NIO frames the body in a
-    ///     way the client understands (no chunked encoding for HTTP/1.0).
-    ///   - isHeadRequest: whether the response answers a HEAD request (its `Content-Length` is kept as is).
-    ///   - closeConnection: whether the client connection closes after this response.
-    static func clientResponse(
-        for head: HTTPResponseHead,
-        clientVersion: HTTPVersion,
-        isHeadRequest: Bool,
-        closeConnection: Bool
-    ) -> HTTPResponseHead {
-        let nominated = Self.connectionNominatedFields(head.headers)
-        var headers = HTTPHeaders()
-        headers.reserveCapacity(head.headers.count + 1)
-        for (name, value) in head.headers {
-            if Self.isHopByHop(name) || (!nominated.isEmpty && Self.isNominated(name, by: nominated)) {
-                continue
-            }
-            if name.isASCIICaseInsensitiveEqual(to: "content-length") {
-                // Kept only where it describes the body we relay; NIO's encoder adds chunked otherwise.
-                if Self.responseHasBody(status: head.status, isHeadRequest: false) || isHeadRequest {
-                    headers.add(name: name, value: value.trimmingOWS)
-                }
-                continue
-            }
-            headers.add(name: name, value: value)
+    /// Fields Headway writes itself, so inbound copies are dropped (X-Forwarded-For and Via are appended to).
+    private static func isSetByHeadway(_ name: String) -> Bool {
+        switch name.utf8.count {
+        case 3: return name.isASCIICaseInsensitiveEqual(to: "via")
+        case 14: return name.isASCIICaseInsensitiveEqual(to: "content-length")
+        case 15: return name.isASCIICaseInsensitiveEqual(to: "x-forwarded-for")
+        case 16: return name.isASCIICaseInsensitiveEqual(to: "x-forwarded-host")
+        case 17: return name.isASCIICaseInsensitiveEqual(to: "x-forwarded-proto")
+        default: return false
         }
-        if closeConnection {
-            headers.add(name: "Connection", value: "close")
-        } else if clientVersion.minor == 0 {
-            headers.add(name: "Connection", value: "keep-alive")
-        }
-        return HTTPResponseHead(version: clientVersion, status: head.status, headers: headers)
     }
 
-    /// Whether a response with `status` to a request carries a body (RFC 9112 §6.3 rule 1).
-    static func responseHasBody(status: HTTPResponseStatus, isHeadRequest: Bool) -> Bool {
-        if isHeadRequest { return false }
-        let code = status.code
-        return !(code < 200 || code == 204 || code == 304)
-    }
-
-    /// Whether the body of a response runs until the upstream closes the connection (no length, not chunked).
-    static func isCloseDelimited(_ head: HTTPResponseHead, isHeadRequest: Bool) -> Bool {
-        guard Self.responseHasBody(status: head.status, isHeadRequest: isHeadRequest) else { return false }
-        return !head.headers.contains(name: "content-length") && !head.headers.contains(name: "transfer-encoding")
+    /// The size line that precedes a chunk of `length` bytes in a chunked body (RFC 9112 §7.1).
+    static func chunkHeader(for length: Int, allocator: ByteBufferAllocator) -> ByteBuffer {
+        var header = allocator.buffer(capacity: 18)
+        header.writeString(String(length, radix: 16))
+        header.writeStaticString("\r\n")
+        return header
     }
 
     /// Fields that only describe one connection (RFC 9110 §7.6.1); framing fields are re-set by Headway.

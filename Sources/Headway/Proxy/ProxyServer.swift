@@ -36,6 +36,20 @@ public final class ProxyServer: Service, Sendable {
         self.onDrainStarted = onDrainStarted
     }
 
+    /// The pipeline of an accepted client connection: NIO's request decoder, then ``DownstreamHandler``.
+    ///
+    /// There is no response encoder and no pipelining helper: responses leave as bytes that Headway framed,
+    /// and ``DownstreamHandler`` orders pipelined requests itself (NIO's helper would drop and re-arm read
+    /// interest on every request, two `epoll_ctl` calls each).
+    static func configureClientPipeline(
+        _ pipeline: ChannelPipeline.SynchronousOperations,
+        cluster: LoopCluster,
+        logger: Logger
+    ) throws {
+        try pipeline.addHandler(ByteToMessageHandler(HTTPRequestDecoder(leftOverBytesStrategy: .dropBytes)))
+        try pipeline.addHandler(DownstreamHandler(cluster: cluster, logger: logger))
+    }
+
     public func run() async throws {
         let quiesce = ServerQuiescingHelper(group: self.group)
         let cluster = self.cluster
@@ -52,17 +66,10 @@ public final class ProxyServer: Service, Sendable {
             .childChannelOption(.allowRemoteHalfClosure, value: true)
             .childChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
-                    let sync = channel.pipeline.syncOperations
-                    // No pipelining assistance: DownstreamHandler orders pipelined requests itself, and
-                    // NIO's helper would drop and re-arm read interest on every request (two epoll_ctl).
-                    try sync.configureHTTPServerPipeline(
-                        withPipeliningAssistance: false,
-                        withServerUpgrade: nil,
-                        withErrorHandling: false,
-                        withOutboundHeaderValidation: false
-                    )
-                    try sync.addHandler(
-                        DownstreamHandler(cluster: cluster.loopCluster(for: channel.eventLoop), logger: logger)
+                    try Self.configureClientPipeline(
+                        channel.pipeline.syncOperations,
+                        cluster: cluster.loopCluster(for: channel.eventLoop),
+                        logger: logger
                     )
                 }
             }

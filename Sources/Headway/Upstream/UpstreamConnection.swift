@@ -1,16 +1,15 @@
 import Logging
 import NIOCore
-import NIOHTTP1
 
-/// The last handler of an upstream connection's pipeline: it hands response parts to the downstream
-/// connection that leased it and carries that connection's request parts out.
+/// The only handler of an upstream connection's pipeline: it writes the request bytes its lessee gives it
+/// and parses the response bytes with a ``ResponseParser``, handing the events to the lessee.
 ///
 /// Loop-confined: it shares its event loop with its ``UpstreamPool`` and with every lessee, so the two
 /// halves of an exchange call each other directly.
 final class UpstreamConnection: ChannelDuplexHandler {
-    typealias InboundIn = HTTPClientResponsePart
-    typealias OutboundIn = HTTPClientRequestPart
-    typealias OutboundOut = HTTPClientRequestPart
+    typealias InboundIn = ByteBuffer
+    typealias OutboundIn = ByteBuffer
+    typealias OutboundOut = ByteBuffer
 
     let endpoint: Endpoint
     private let logger: Logger
@@ -20,7 +19,11 @@ final class UpstreamConnection: ChannelDuplexHandler {
     var lessee: DownstreamHandler?
     var idleSince: NIODeadline = .now()
     private(set) var isOpen = true
+    /// Cleared when the connection saw something that rules out reuse (bytes after a response).
+    private(set) var isReusable = true
     private var context: ChannelHandlerContext?
+    private var parser = ResponseParser()
+    private var isHeadRequest = false
     /// A `read` held back because the lessee's client could not take more bytes.
     private var pendingRead = false
     private var closeReason: (any Error)?
@@ -42,8 +45,15 @@ final class UpstreamConnection: ChannelDuplexHandler {
 
     // MARK: Requests out
 
-    func write(_ part: HTTPClientRequestPart) {
-        self.context?.write(self.wrapOutboundOut(part), promise: nil)
+    /// Starts a request: the next bytes that arrive are its response.
+    func startRequest(head: ByteBuffer, isHeadRequest: Bool) {
+        self.parser.expectResponse()
+        self.isHeadRequest = isHeadRequest
+        self.context?.write(self.wrapOutboundOut(head), promise: nil)
+    }
+
+    func write(_ bytes: ByteBuffer) {
+        self.context?.write(self.wrapOutboundOut(bytes), promise: nil)
     }
 
     func flush() {
@@ -52,6 +62,7 @@ final class UpstreamConnection: ChannelDuplexHandler {
 
     func close() {
         guard self.isOpen else { return }
+        self.isReusable = false
         self.context?.close(promise: nil)
     }
 
@@ -74,7 +85,7 @@ final class UpstreamConnection: ChannelDuplexHandler {
     // MARK: Responses in
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        let part = self.unwrapInboundIn(data)
+        var buffer = self.unwrapInboundIn(data)
         guard let lessee = self.lessee else {
             // Bytes from an idle connection answer nothing we asked: never let them reach a later request.
             self.logger.debug(
@@ -84,7 +95,29 @@ final class UpstreamConnection: ChannelDuplexHandler {
             self.close()
             return
         }
-        lessee.upstreamReceived(part, from: self)
+        do {
+            while let event = try self.parser.next(from: &buffer, isHeadRequest: self.isHeadRequest) {
+                if case .end = event {
+                    // Bytes after a complete response (HTTP-EDGE-CASES U10): relay the response but never
+                    // reuse the connection, so the extra bytes can never answer a later request.
+                    let hasExtraBytes = buffer.readableBytes > 0
+                    if hasExtraBytes { self.isReusable = false }
+                    // The lessee releases this connection now and may lease it again at once: stop here.
+                    lessee.upstreamReceived(event, from: self)
+                    if hasExtraBytes { self.close() }
+                    return
+                }
+                lessee.upstreamReceived(event, from: self)
+                guard self.lessee === lessee else { return }
+            }
+        } catch {
+            self.logger.warning(
+                "invalid response from endpoint; closing the connection",
+                metadata: ["endpoint.address": "\(self.endpoint.label)", "error": "\(error)"]
+            )
+            self.closeReason = error
+            self.close()
+        }
     }
 
     func channelReadComplete(context: ChannelHandlerContext) {
@@ -99,18 +132,29 @@ final class UpstreamConnection: ChannelDuplexHandler {
     }
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
-        // Malformed responses, resets: the connection cannot be trusted any more.
+        // Resets and other I/O errors: the connection cannot be trusted any more.
         self.closeReason = error
-        context.close(promise: nil)
+        self.close()
     }
 
     func channelInactive(context: ChannelHandlerContext) {
         self.isOpen = false
+        self.isReusable = false
         self.pool?.connectionClosed(self)
         self.pool = nil
         if let lessee = self.lessee {
-            self.lessee = nil
-            lessee.upstreamClosed(self, error: self.closeReason)
+            do {
+                if let end = try self.parser.inputClosed() {
+                    // A body delimited by the close is complete now.
+                    lessee.upstreamReceived(end, from: self)
+                } else {
+                    self.lessee = nil
+                    lessee.upstreamClosed(self, error: self.closeReason)
+                }
+            } catch {
+                self.lessee = nil
+                lessee.upstreamClosed(self, error: self.closeReason ?? error)
+            }
         } else {
             self.logger.debug("upstream connection closed", metadata: ["endpoint.address": "\(self.endpoint.label)"])
         }

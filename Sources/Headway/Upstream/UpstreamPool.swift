@@ -1,6 +1,5 @@
 import Logging
 import NIOCore
-import NIOHTTP1
 import NIOPosix
 
 /// Keep-alive connections to one endpoint, opened and used on one event loop only.
@@ -59,7 +58,7 @@ final class UpstreamPool {
     /// (full request written, full response read, upstream keeps the connection alive) is reused.
     func release(_ connection: UpstreamConnection, reusable: Bool) {
         connection.lessee = nil
-        if reusable, connection.isOpen, !self.isDraining {
+        if reusable, connection.isReusable, connection.isOpen, !self.isDraining {
             connection.idleSince = .now()
             self.idle.append(connection)
             self.idleConnectionsChanged(by: 1)
@@ -105,15 +104,9 @@ final class UpstreamPool {
             .channelOption(.socketOption(.tcp_nodelay), value: 1)
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
-                    var encoderConfiguration = HTTPRequestEncoder.Configuration()
-                    // Headway frames every forwarded request itself (see `ForwardedMessage`).
-                    encoderConfiguration.automaticallySetFramingHeaders = false
-                    let decoder = HTTPResponseDecoder(leftOverBytesStrategy: .dropBytes, informationalResponseStrategy: .forward)
-                    try channel.pipeline.syncOperations.addHandlers([
-                        HTTPRequestEncoder(configuration: encoderConfiguration),
-                        ByteToMessageHandler(decoder),
-                        UpstreamConnection(endpoint: endpoint, logger: logger),
-                    ])
+                    // No HTTP codec: requests go out as bytes Headway framed, responses are parsed by
+                    // the connection's own ResponseParser.
+                    try channel.pipeline.syncOperations.addHandler(UpstreamConnection(endpoint: endpoint, logger: logger))
                 }
             }
             .connect(to: endpoint.address)
