@@ -28,6 +28,10 @@ public final class NginxPod: @unchecked Sendable {
 
     /// Starts nginx on `host:port` and waits until it accepts connections.
     public static func start(name: String, host: String, port: Int) async throws -> NginxPod {
+        // Another server on the address would answer in this pod's place and make every assertion lie.
+        guard !RawHTTP.canConnect(host: host, port: port) else {
+            throw CommandError(description: "\(host):\(port) is already in use by another process; stop it first")
+        }
         let prefix = FileManager.default.temporaryDirectory.appendingPathComponent("headway-\(name)-\(UUID().uuidString.prefix(8))")
         for sub in ["files", "tmp", "logs"] {
             try FileManager.default.createDirectory(at: prefix.appendingPathComponent(sub), withIntermediateDirectories: true)

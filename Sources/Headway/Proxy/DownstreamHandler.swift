@@ -36,6 +36,10 @@ final class DownstreamHandler: ChannelDuplexHandler {
     /// Headway answered a bodyless request before its `.end` arrived: drop parts up to that `.end`.
     private var discardingUntilRequestEnd = false
     private var isActive = true
+    /// This handler's slot in its loop's ``ResponseDeadlines`` while it waits for a response head.
+    private var deadlineSlot: Int?
+    /// Response bytes not yet written: small pieces are gathered into one write per read batch.
+    private var unwrittenResponse: ByteBuffer?
 
     init(cluster: LoopCluster, logger: Logger) {
         self.cluster = cluster
@@ -67,7 +71,6 @@ final class DownstreamHandler: ChannelDuplexHandler {
         var chunksResponse = false
         /// The upstream connection can serve another request after this response.
         var upstreamReusable = false
-        var timeout: NIOScheduledCallback?
 
         var isHeadRequest: Bool { self.requestHead.method == .HEAD }
         var isChunkedRequest: Bool { self.framing == .chunked }
@@ -315,14 +318,8 @@ final class DownstreamHandler: ChannelDuplexHandler {
             }
         }
         connection.flush()
-        do {
-            self.exchange!.timeout = try context.eventLoop.assumeIsolated().scheduleCallback(
-                in: self.cluster.configuration.requestTimeout,
-                handler: RequestTimeout(handler: self, attempt: self.exchange!.attempt)
-            )
-        } catch {
-            // The loop is shutting down; the connection closes with it.
-        }
+        self.cancelTimeout()
+        self.deadlineSlot = self.cluster.awaitResponse(self)
         self.resumeReadingIfPossible()
     }
 
@@ -339,7 +336,7 @@ final class DownstreamHandler: ChannelDuplexHandler {
             if clientVersionMinor >= 1 {
                 var bytes = context.channel.allocator.buffer(capacity: head.bytes.readableBytes + 32)
                 head.writeClientHead(into: &bytes, clientVersionMinor: clientVersionMinor, chunked: false, closeConnection: false)
-                context.write(self.wrapOutboundOut(bytes), promise: nil)
+                self.writeToClient(bytes, context: context)
             }
         case .head(let head):
             self.cancelTimeout()
@@ -352,25 +349,52 @@ final class DownstreamHandler: ChannelDuplexHandler {
             self.exchange!.upstreamReusable = head.isKeepAlive
             self.exchange!.responseHeadSent = true
             self.exchange!.responseStatus = head.status
-            var bytes = context.channel.allocator.buffer(capacity: head.bytes.readableBytes + 64)
+            // Room for a small body too: it usually arrives in the same read and then leaves in one write.
+            var bytes = context.channel.allocator.buffer(capacity: head.bytes.readableBytes + 64 + Self.coalescingLimit)
             head.writeClientHead(
                 into: &bytes,
                 clientVersionMinor: clientVersionMinor,
                 chunked: self.exchange!.chunksResponse,
                 closeConnection: self.closeAfterResponse
             )
-            context.write(self.wrapOutboundOut(bytes), promise: nil)
+            self.writeToClient(bytes, context: context)
         case .body(let buffer):
             if exchange.chunksResponse {
                 let header = ForwardedMessage.chunkHeader(for: buffer.readableBytes, allocator: context.channel.allocator)
-                context.write(self.wrapOutboundOut(header), promise: nil)
-                context.write(self.wrapOutboundOut(buffer), promise: nil)
-                context.write(self.wrapOutboundOut(Self.crlf), promise: nil)
+                self.writeToClient(header, context: context)
+                self.writeToClient(buffer, context: context)
+                self.writeToClient(Self.crlf, context: context)
             } else {
-                context.write(self.wrapOutboundOut(buffer), promise: nil)
+                self.writeToClient(buffer, context: context)
             }
         case .end:
             self.finishExchange(context: context)
+        }
+    }
+
+    /// Response pieces up to this size are copied into one buffer rather than written one by one.
+    private static let coalescingLimit = 4096
+
+    /// Queues response bytes for the client: small pieces are appended to the bytes not yet written (one
+    /// write and one iovec instead of several), large ones are written as they are, without copying.
+    private func writeToClient(_ buffer: ByteBuffer, context: ChannelHandlerContext) {
+        if buffer.readableBytes <= Self.coalescingLimit {
+            if self.unwrittenResponse == nil {
+                self.unwrittenResponse = buffer
+            } else {
+                var piece = buffer
+                self.unwrittenResponse!.writeBuffer(&piece)
+            }
+            return
+        }
+        self.writeUnwrittenResponse(context: context)
+        context.write(self.wrapOutboundOut(buffer), promise: nil)
+    }
+
+    private func writeUnwrittenResponse(context: ChannelHandlerContext) {
+        if let bytes = self.unwrittenResponse {
+            self.unwrittenResponse = nil
+            context.write(self.wrapOutboundOut(bytes), promise: nil)
         }
     }
 
@@ -397,7 +421,9 @@ final class DownstreamHandler: ChannelDuplexHandler {
     }
 
     func flushToClient() {
-        self.context?.flush()
+        guard let context = self.context else { return }
+        self.writeUnwrittenResponse(context: context)
+        context.flush()
     }
 
     func upstreamBecameWritable() {
@@ -442,11 +468,10 @@ final class DownstreamHandler: ChannelDuplexHandler {
         }
     }
 
-    fileprivate func requestTimedOut(attempt: Int) {
-        guard let exchange = self.exchange, exchange.attempt == attempt, !exchange.responseHeadSent,
-            let pool = exchange.pool
-        else { return }
-        self.exchange!.timeout = nil
+    /// Its loop's sweep found this handler's `request_timeout` deadline passed (and forgot the handler).
+    func requestTimedOut() {
+        self.deadlineSlot = nil
+        guard let exchange = self.exchange, !exchange.responseHeadSent, let pool = exchange.pool else { return }
         // The late response must never reach a later request: the connection goes.
         if let connection = exchange.connection {
             connection.lessee = nil
@@ -531,17 +556,19 @@ final class DownstreamHandler: ChannelDuplexHandler {
 
     /// Writes the last bytes of a response and flushes; then closes, or starts the next pipelined request.
     private func writeEndAndContinue(context: ChannelHandlerContext, lastBytes: ByteBuffer?) {
+        if let lastBytes {
+            self.writeToClient(lastBytes, context: context)
+        }
         if self.closeAfterResponse {
             self.pending.removeAll()
-            let bytes = lastBytes ?? context.channel.allocator.buffer(capacity: 0)
+            let bytes = self.unwrittenResponse ?? context.channel.allocator.buffer(capacity: 0)
+            self.unwrittenResponse = nil
             context.writeAndFlush(self.wrapOutboundOut(bytes)).assumeIsolated().whenComplete { _ in
                 context.close(promise: nil)
             }
             return
         }
-        if let lastBytes {
-            context.write(self.wrapOutboundOut(lastBytes), promise: nil)
-        }
+        self.writeUnwrittenResponse(context: context)
         context.flush()
         if let head = self.nextPendingHead() {
             self.startPendingExchange(head)
@@ -590,10 +617,14 @@ final class DownstreamHandler: ChannelDuplexHandler {
     }
 
     private func cancelTimeout() {
-        if let timeout = self.exchange?.timeout {
-            timeout.cancel()
-            self.exchange!.timeout = nil
+        if let slot = self.deadlineSlot {
+            self.deadlineSlot = nil
+            self.cluster.responseStarted(slot: slot)
         }
+    }
+
+    func deadlineSlotMoved(to slot: Int) {
+        self.deadlineSlot = slot
     }
 
     // MARK: Reading
@@ -609,16 +640,6 @@ final class DownstreamHandler: ChannelDuplexHandler {
             self.readHeld = false
             context.read()
         }
-    }
-}
-
-/// Fires when an upstream has not started its response within `request_timeout`.
-private struct RequestTimeout: NIOScheduledCallbackHandler {
-    weak var handler: DownstreamHandler?
-    let attempt: Int
-
-    func handleScheduledCallback(eventLoop: some EventLoop) {
-        self.handler?.requestTimedOut(attempt: self.attempt)
     }
 }
 

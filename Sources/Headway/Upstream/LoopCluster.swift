@@ -22,6 +22,9 @@ final class LoopCluster: @unchecked Sendable {
     private var picker: EndpointPicker
     private var snapshotVersion = 0
     private var idleSweep: RepeatedTask?
+    private var deadlineSweep: RepeatedTask?
+    /// Exchanges waiting for a response head, checked against `request_timeout` by a periodic sweep.
+    private var deadlines = ResponseDeadlines()
     private var isShutDown = false
 
     init(eventLoop: any EventLoop, configuration: HeadwayConfiguration.Upstream, metrics: UpstreamMetrics, logger: Logger) {
@@ -68,12 +71,34 @@ final class LoopCluster: @unchecked Sendable {
         return self.pools[index]
     }
 
+    /// Starts the `request_timeout` clock for `handler`; returns its slot for ``responseStarted(slot:)``.
+    func awaitResponse(_ handler: DownstreamHandler) -> Int {
+        if self.deadlineSweep == nil {
+            let period = ResponseDeadlines.sweepPeriod(for: self.configuration.requestTimeout)
+            self.deadlineSweep = self.eventLoop.scheduleRepeatedTask(initialDelay: period, delay: period) {
+                [weak self] (_: RepeatedTask) in
+                guard let self else { return }
+                for handler in self.deadlines.takeExpired(now: .now()) {
+                    handler.requestTimedOut()
+                }
+            }
+        }
+        return self.deadlines.add(handler, deadline: .now() + self.configuration.requestTimeout)
+    }
+
+    /// Stops the clock started by ``awaitResponse(_:)``.
+    func responseStarted(slot: Int) {
+        self.deadlines.remove(slot: slot)
+    }
+
     /// Closes every idle connection and stops opening new ones; busy connections close after their response.
     func shutdown() {
         self.eventLoop.assertInEventLoop()
         self.isShutDown = true
         self.idleSweep?.cancel()
         self.idleSweep = nil
+        self.deadlineSweep?.cancel()
+        self.deadlineSweep = nil
         for pool in self.pools + self.drainingPools { pool.drain() }
     }
 
