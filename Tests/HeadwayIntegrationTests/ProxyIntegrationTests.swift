@@ -291,3 +291,85 @@ extension IntegrationTests {
         }
     }
 }
+
+extension IntegrationTests {
+    /// The endpoint set changes while requests are in flight, as it will with DNS discovery.
+    @Suite struct EndpointSetChanges {
+        @Test func removedPodFinishesInFlightRequestsAndGetsNoNewOnes() async throws {
+            let pods = try await EchoPods.start()
+            let headway = try await InProcessHeadway.start { $0.endpoints = pods.endpoints }
+            let cluster = headway.application.clusters[0]
+            // Six slow requests on six connections: two land on each pod.
+            let slow = Task {
+                try await withThrowingTaskGroup(of: CommandResult.self) { group in
+                    for _ in 0..<6 {
+                        group.addTask { try await curl(["--include", "\(headway.listenURL)/delay/800"]) }
+                    }
+                    return try await group.reduce(into: []) { $0.append($1) }
+                }
+            }
+            try await Task.sleep(for: .milliseconds(300))
+            let removed = try SocketAddress(ipAddress: "127.0.0.2", port: EchoPods.port)
+            cluster.setEndpoints(pods.pods.map(\.address).filter { $0 != removed })
+            try await Task.sleep(for: .milliseconds(50))
+            let during = try await EndpointsDocument.fetch(from: headway)
+            let urls = (1...20).flatMap { ["--output", "/dev/null", "\(headway.listenURL)/after\($0)"] }
+            let after = try await curl(["--dump-header", "-"] + urls)
+            let slowResults = try await slow.value
+            try await Task.sleep(for: .milliseconds(100))
+            let drained = try await EndpointsDocument.fetch(from: headway)
+            try await headway.stop()
+            try await pods.stop()
+
+            #expect(slowResults.count == 6)
+            for result in slowResults {
+                #expect(result.stdout.hasPrefix("HTTP/1.1 200"), "an in-flight request failed: \(result.stdout) \(result.stderr)")
+            }
+            let draining = during.upstreams[0].endpoints.first { $0.address == "127.0.0.2:\(EchoPods.port)" }
+            #expect(draining?.state == "draining", "\(during)")
+            #expect(podCounts(inHeaders: after.stdout) == ["pod-2": 10, "pod-3": 10])
+            #expect(!drained.upstreams[0].endpoints.contains { $0.address == "127.0.0.2:\(EchoPods.port)" }, "\(drained)")
+        }
+
+        @Test func addedPodGetsTraffic() async throws {
+            let pods = try await EchoPods.start()
+            let headway = try await InProcessHeadway.start { $0.endpoints = [pods.endpoints[0]] }
+            headway.application.clusters[0].setEndpoints(pods.pods.map(\.address))
+            try await Task.sleep(for: .milliseconds(50))
+            let urls = (1...30).flatMap { ["--output", "/dev/null", "\(headway.listenURL)/r\($0)"] }
+            let result = try await curl(["--dump-header", "-"] + urls)
+            try await headway.stop()
+            try await pods.stop()
+            #expect(podCounts(inHeaders: result.stdout) == ["pod-1": 10, "pod-2": 10, "pod-3": 10])
+        }
+    }
+
+    /// What an operator reads: metrics and the failure answers.
+    @Suite struct Observability {
+        @Test func everyEndpointUnreachableAnswers502NamingIt() async throws {
+            let headway = try await InProcessHeadway.start { $0.endpoints = ["127.0.0.5:\(NginxPods.port)", "127.0.0.6:\(NginxPods.port)"] }
+            let result = try await curl(["--include", "\(headway.listenURL)/"])
+            try await headway.stop()
+            #expect(result.stdout.hasPrefix("HTTP/1.1 502"), "\(result.stdout)")
+            #expect(result.stdout.contains("could not connect to endpoint 127.0.0."), "\(result.stdout)")
+        }
+
+        @Test func metricsCountResponsesPerEndpoint() async throws {
+            let pods = try await NginxPods.start()
+            defer { pods.stop() }
+            let headway = try await InProcessHeadway.start { $0.endpoints = pods.endpoints }
+            let urls = (1...9).flatMap { ["--output", "/dev/null", "\(headway.listenURL)/m\($0)"] }
+            _ = try await curl(urls)
+            let metrics = try await curl(["\(headway.adminURL)/metrics"])
+            try await headway.stop()
+            for pod in pods.endpoints {
+                #expect(
+                    metrics.stdout.contains("headway_upstream_responses_total{upstream=\"default\",endpoint=\"\(pod)\",status_class=\"2xx\"} 3"),
+                    "\(metrics.stdout)"
+                )
+            }
+            #expect(metrics.stdout.contains("headway_upstream_request_duration_seconds_count"))
+            #expect(metrics.stdout.contains("headway_upstream_connections_open{upstream=\"default\"} 3"))
+        }
+    }
+}

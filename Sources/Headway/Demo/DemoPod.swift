@@ -91,7 +91,8 @@ private final class DemoPodHandler: ChannelInboundHandler {
                 return
             }
             var delay = self.latency
-            if head.uri.hasPrefix("/delay/"), let milliseconds = Int64(head.uri.dropFirst("/delay/".count)) {
+            let path = head.uri.prefix { $0 != "?" }
+            if path.hasPrefix("/delay/"), let milliseconds = Int64(path.dropFirst("/delay/".count)) {
                 delay = delay + .milliseconds(milliseconds)
             }
             if delay > .zero {
