@@ -16,8 +16,6 @@ import NIOCore
 struct ResponseParser {
     /// Longest accepted response head; longer ones are refused (U11).
     static let maximumHeadLength = 64 * 1024
-    /// Longest accepted chunk-size line (size, extensions) or trailer section.
-    static let maximumChunkLineLength = 4 * 1024
 
     enum Event {
         /// A 1xx response other than 101; the final response follows.
@@ -40,10 +38,7 @@ struct ResponseParser {
     private enum State {
         case head
         case contentLength(remaining: Int64)
-        case chunkSize(value: UInt64, digits: Int, lineLength: Int, inExtension: Bool, sawCR: Bool)
-        case chunkData(remaining: UInt64)
-        case chunkDataEnd(sawCR: Bool)
-        case trailers(lineLength: Int, sectionLength: Int, sawCR: Bool)
+        case chunked(ChunkedDecoder)
         case untilClose
         /// The body is complete; `.end` is reported next.
         case ending
@@ -59,7 +54,7 @@ struct ResponseParser {
         switch self.state {
         case .done: true
         case .head: self.pendingHead.readableBytes == 0
-        case .contentLength, .chunkSize, .chunkData, .chunkDataEnd, .trailers, .untilClose, .ending: false
+        case .contentLength, .chunked, .untilClose, .ending: false
         }
     }
 
@@ -89,12 +84,22 @@ struct ResponseParser {
             guard buffer.readableBytes > 0 else { return nil }
             return .body(buffer.readSlice(length: buffer.readableBytes)!)
 
-        case .chunkSize, .chunkData, .chunkDataEnd, .trailers:
-            if let event = try self.parseChunked(from: &buffer) { return event }
-            if case .ending = self.state {
+        case .chunked(var decoder):
+            let data: ByteBuffer?
+            do {
+                data = try decoder.next(from: &buffer)
+            } catch {
+                throw .init(error.reason)
+            }
+            if let data {
+                self.state = .chunked(decoder)
+                return .body(data)
+            }
+            if decoder.isComplete {
                 self.state = .done
                 return .end
             }
+            self.state = .chunked(decoder)
             return nil
 
         case .ending:
@@ -120,7 +125,7 @@ struct ResponseParser {
             return nil
         case .head where self.pendingHead.readableBytes == 0:
             return nil
-        case .head, .contentLength, .chunkSize, .chunkData, .chunkDataEnd, .trailers:
+        case .head, .contentLength, .chunked:
             throw .init("the connection closed in the middle of the response")
         }
     }
@@ -132,7 +137,7 @@ struct ResponseParser {
         if self.pendingHead.readableBytes == 0 {
             // Usual case: the whole head is in this read; slice it without copying.
             guard buffer.readableBytes > 0 else { return nil }
-            guard let headEnd = Self.endOfHead(in: buffer, from: 0) else {
+            guard let headEnd = HTTPSyntax.endOfHead(in: buffer, from: 0) else {
                 self.pendingHead = buffer
                 buffer.moveReaderIndex(forwardBy: buffer.readableBytes)
                 try self.checkPendingHeadLength()
@@ -144,7 +149,7 @@ struct ResponseParser {
             let searchFrom = max(0, self.pendingHead.readableBytes - 3)
             let previouslyPending = self.pendingHead.readableBytes
             self.pendingHead.writeImmutableBuffer(buffer)
-            guard let headEnd = Self.endOfHead(in: self.pendingHead, from: searchFrom) else {
+            guard let headEnd = HTTPSyntax.endOfHead(in: self.pendingHead, from: searchFrom) else {
                 buffer.moveReaderIndex(forwardBy: buffer.readableBytes)
                 try self.checkPendingHeadLength()
                 return nil
@@ -164,7 +169,7 @@ struct ResponseParser {
         case .contentLength(let length):
             self.state = .contentLength(remaining: length)
         case .chunked:
-            self.state = .chunkSize(value: 0, digits: 0, lineLength: 0, inExtension: false, sawCR: false)
+            self.state = .chunked(ChunkedDecoder())
         case .untilClose:
             self.state = .untilClose
         }
@@ -174,119 +179,6 @@ struct ResponseParser {
     private func checkPendingHeadLength() throws(ResponseParserError) {
         if self.pendingHead.readableBytes > Self.maximumHeadLength {
             throw .init("response head larger than \(Self.maximumHeadLength) bytes")
-        }
-    }
-
-    /// The offset just past the first CRLFCRLF at or after `start`, or `nil`.
-    private static func endOfHead(in buffer: ByteBuffer, from start: Int) -> Int? {
-        buffer.withUnsafeReadableBytes { bytes in
-            var index = start
-            let count = bytes.count
-            while index + 3 < count {
-                if bytes[index + 3] != UInt8(ascii: "\n") {
-                    index += 1
-                    continue
-                }
-                if bytes[index] == UInt8(ascii: "\r") && bytes[index + 1] == UInt8(ascii: "\n")
-                    && bytes[index + 2] == UInt8(ascii: "\r")
-                {
-                    return index + 4
-                }
-                index += 1
-            }
-            return nil
-        }
-    }
-
-    // MARK: Chunked body
-
-    private mutating func parseChunked(from buffer: inout ByteBuffer) throws(ResponseParserError) -> Event? {
-        while buffer.readableBytes > 0 {
-            switch self.state {
-            case .chunkData(let remaining):
-                let count = Int(min(remaining, UInt64(buffer.readableBytes)))
-                let slice = buffer.readSlice(length: count)!
-                self.state = remaining == UInt64(count) ? .chunkDataEnd(sawCR: false) : .chunkData(remaining: remaining - UInt64(count))
-                return .body(slice)
-
-            case .chunkDataEnd(let sawCR):
-                let byte = buffer.readInteger(as: UInt8.self)!
-                if !sawCR {
-                    guard byte == UInt8(ascii: "\r") else { throw .init("chunk data longer than its size") }
-                    self.state = .chunkDataEnd(sawCR: true)
-                } else {
-                    guard byte == UInt8(ascii: "\n") else { throw .init("chunk data not followed by CRLF") }
-                    self.state = .chunkSize(value: 0, digits: 0, lineLength: 0, inExtension: false, sawCR: false)
-                }
-
-            case .chunkSize(var value, var digits, var lineLength, var inExtension, let sawCR):
-                let byte = buffer.readInteger(as: UInt8.self)!
-                lineLength += 1
-                guard lineLength <= Self.maximumChunkLineLength else { throw .init("chunk-size line too long") }
-                if sawCR {
-                    guard byte == UInt8(ascii: "\n"), digits > 0 else { throw .init("malformed chunk-size line") }
-                    if value == 0 {
-                        self.state = .trailers(lineLength: 0, sectionLength: 0, sawCR: false)
-                    } else {
-                        self.state = .chunkData(remaining: value)
-                    }
-                    continue
-                }
-                if byte == UInt8(ascii: "\r") {
-                    self.state = .chunkSize(value: value, digits: digits, lineLength: lineLength, inExtension: inExtension, sawCR: true)
-                    continue
-                }
-                if inExtension {
-                    // Extensions are dropped; only their bytes are checked.
-                    guard byte == UInt8(ascii: "\t") || (byte >= 0x20 && byte != 0x7F) else {
-                        throw .init("control character in a chunk extension")
-                    }
-                } else if let digit = Self.hexValue(byte) {
-                    guard digits < 16 else { throw .init("chunk size too large") }
-                    value = value << 4 | UInt64(digit)
-                    digits += 1
-                } else if byte == UInt8(ascii: ";") && digits > 0 {
-                    inExtension = true
-                } else {
-                    throw .init("invalid chunk size")
-                }
-                self.state = .chunkSize(value: value, digits: digits, lineLength: lineLength, inExtension: inExtension, sawCR: false)
-
-            case .trailers(var lineLength, var sectionLength, let sawCR):
-                // Trailer fields are read and dropped (RFC 9112 §7.1.2 lets a recipient discard them).
-                let byte = buffer.readInteger(as: UInt8.self)!
-                sectionLength += 1
-                guard sectionLength <= Self.maximumChunkLineLength else { throw .init("trailer section too long") }
-                if sawCR {
-                    guard byte == UInt8(ascii: "\n") else { throw .init("bare CR in the trailer section") }
-                    if lineLength == 0 {
-                        self.state = .ending
-                        return nil
-                    }
-                    self.state = .trailers(lineLength: 0, sectionLength: sectionLength, sawCR: false)
-                } else if byte == UInt8(ascii: "\r") {
-                    self.state = .trailers(lineLength: lineLength, sectionLength: sectionLength, sawCR: true)
-                } else {
-                    guard byte == UInt8(ascii: "\t") || (byte >= 0x20 && byte != 0x7F) || byte >= 0x80 else {
-                        throw .init("control character in a trailer field")
-                    }
-                    lineLength += 1
-                    self.state = .trailers(lineLength: lineLength, sectionLength: sectionLength, sawCR: false)
-                }
-
-            case .head, .contentLength, .untilClose, .ending, .done:
-                preconditionFailure("parseChunked called in state \(self.state)")
-            }
-        }
-        return nil
-    }
-
-    private static func hexValue(_ byte: UInt8) -> UInt8? {
-        switch byte {
-        case UInt8(ascii: "0")...UInt8(ascii: "9"): byte - UInt8(ascii: "0")
-        case UInt8(ascii: "a")...UInt8(ascii: "f"): byte - UInt8(ascii: "a") + 10
-        case UInt8(ascii: "A")...UInt8(ascii: "F"): byte - UInt8(ascii: "A") + 10
-        default: nil
         }
     }
 }
