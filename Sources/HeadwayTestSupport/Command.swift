@@ -35,8 +35,8 @@ public enum Command {
         if let environment { process.environment = environment }
         let outURL = FileManager.default.temporaryDirectory.appendingPathComponent("headway-cmd-\(UUID().uuidString).out")
         let errURL = outURL.appendingPathExtension("err")
-        FileManager.default.createFile(atPath: outURL.path, contents: nil)
-        FileManager.default.createFile(atPath: errURL.path, contents: nil)
+        _ = FileManager.default.createFile(atPath: outURL.path, contents: nil)
+        _ = FileManager.default.createFile(atPath: errURL.path, contents: nil)
         defer {
             try? FileManager.default.removeItem(at: outURL)
             try? FileManager.default.removeItem(at: errURL)

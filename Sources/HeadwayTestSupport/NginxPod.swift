@@ -133,7 +133,7 @@ public final class NginxPod: @unchecked Sendable {
 public enum TestData {
     /// Writes `size` bytes from a fast PRNG (so 100 MiB takes well under a second).
     public static func writeRandomFile(to url: URL, size: Int) throws {
-        FileManager.default.createFile(atPath: url.path, contents: nil)
+        _ = FileManager.default.createFile(atPath: url.path, contents: nil)
         let handle = try FileHandle(forWritingTo: url)
         defer { try? handle.close() }
         var generator = SystemRandomNumberGenerator()

@@ -12,7 +12,7 @@ import NIOHTTP1
 /// Backpressure both ways holds `read` rather than buffering: the client is read only while the upstream
 /// connection is writable, and the upstream only while the client is writable.
 final class DownstreamHandler: ChannelDuplexHandler {
-    typealias InboundIn = HTTPServerRequestPart
+    typealias InboundIn = ByteBuffer
     /// Nothing is written through this handler; it is outbound only to hold back `read`.
     typealias OutboundIn = ByteBuffer
     /// Responses are written as bytes: Headway frames them itself (see ``ResponseHead``).
@@ -23,8 +23,11 @@ final class DownstreamHandler: ChannelDuplexHandler {
     private var context: ChannelHandlerContext?
     private var clientIP: String?
 
+    private var parser = RequestParser()
+    /// Set after a malformed request: its answer is on the way and nothing more is read.
+    private var stoppedParsing = false
     /// Request parts received but not yet forwarded, oldest first.
-    private var pending = CircularBuffer<HTTPServerRequestPart>(initialCapacity: 4)
+    private var pending = CircularBuffer<RequestParser.Event>(initialCapacity: 4)
     private var exchange: Exchange?
     /// Incremented for every upstream attempt, so that a late connect result for an abandoned attempt is
     /// recognised and ignored.
@@ -48,10 +51,9 @@ final class DownstreamHandler: ChannelDuplexHandler {
 
     /// The state of the request being served.
     private struct Exchange {
-        let requestHead: HTTPRequestHead
+        let requestHead: RequestHead
         /// The serialized head for the upstream, kept to replay the request on another endpoint.
         let upstreamHead: ByteBuffer
-        let framing: ForwardedMessage.RequestFraming
         let start: NIODeadline
         var attempt: Int
         var pool: UpstreamPool?
@@ -72,16 +74,9 @@ final class DownstreamHandler: ChannelDuplexHandler {
         /// The upstream connection can serve another request after this response.
         var upstreamReusable = false
 
-        var isHeadRequest: Bool { self.requestHead.method == .HEAD }
-        var isChunkedRequest: Bool { self.framing == .chunked }
-
-        /// Idempotent requests (RFC 9110 §9.2.2) may be retried after bytes were sent.
-        var isIdempotent: Bool {
-            switch self.requestHead.method {
-            case .GET, .HEAD, .OPTIONS, .PUT, .DELETE, .TRACE: true
-            default: false
-            }
-        }
+        var isHeadRequest: Bool { self.requestHead.method == .head }
+        var isChunkedRequest: Bool { self.requestHead.framing == .chunked }
+        var clientVersionMinor: UInt8 { self.requestHead.versionMinor }
     }
 
     var isClientWritable: Bool { self.context?.channel.isWritable ?? false }
@@ -99,39 +94,50 @@ final class DownstreamHandler: ChannelDuplexHandler {
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        let part = self.unwrapInboundIn(data)
+        guard !self.stoppedParsing else { return }
+        var buffer = self.unwrapInboundIn(data)
+        do {
+            while !self.stoppedParsing, let event = try self.parser.next(from: &buffer) {
+                self.received(event)
+            }
+        } catch {
+            self.requestMalformed(error, context: context)
+        }
+    }
+
+    private func received(_ event: RequestParser.Event) {
         if self.discardingUntilRequestEnd {
-            if case .end = part { self.discardingUntilRequestEnd = false }
+            if case .end = event { self.discardingUntilRequestEnd = false }
             return
         }
-        switch part {
+        switch event {
         case .head(let head):
             if self.exchange == nil && self.pending.isEmpty && !self.closeAfterResponse {
                 self.startExchange(head)
             } else {
-                self.pending.append(part)
+                self.pending.append(event)
             }
         case .body(let buffer):
             guard self.exchange != nil, self.exchange?.requestEndReceived == false else {
-                self.pending.append(part)
+                self.pending.append(event)
                 return
             }
             self.exchange!.requestHasBody = true
             if let connection = self.exchange?.connection, self.pending.isEmpty {
                 self.forwardBody(buffer, to: connection)
             } else {
-                self.pending.append(part)
+                self.pending.append(event)
             }
         case .end:
             guard self.exchange != nil, self.exchange?.requestEndReceived == false else {
-                self.pending.append(part)
+                self.pending.append(event)
                 return
             }
             self.exchange!.requestEndReceived = true
             if let connection = self.exchange?.connection, self.pending.isEmpty {
                 self.forwardEnd(to: connection)
             } else {
-                self.pending.append(part)
+                self.pending.append(event)
             }
         }
     }
@@ -164,8 +170,13 @@ final class DownstreamHandler: ChannelDuplexHandler {
                 context.close(promise: nil)
             }
         case ChannelEvent.inputClosed:
-            // The client half-closed: answer what it sent, then close.
+            // The client half-closed: answer what it sent, then close. A request cut short cannot be answered.
             self.closeAfterResponse = true
+            if self.parser.isInsideRequest && self.exchange?.requestEndReceived != true {
+                self.abortExchange()
+                context.close(promise: nil)
+                return
+            }
             if self.exchange == nil {
                 if let head = self.nextPendingHead() {
                     self.startPendingExchange(head)
@@ -179,32 +190,29 @@ final class DownstreamHandler: ChannelDuplexHandler {
     }
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
-        // Parse errors from NIO's decoder: answer once if no response has started, then close (NIO leaves
-        // the connection open otherwise, and the decoder cannot resynchronise).
-        guard error is HTTPParserError else {
-            // Resets and other I/O errors: nobody is left to answer.
-            self.logger.debug("client connection error", metadata: ["error": "\(error)"])
-            self.abortExchange()
-            context.close(promise: nil)
-            return
-        }
+        // Resets and other I/O errors: nobody is left to answer.
+        self.logger.debug("client connection error", metadata: ["error": "\(error)"])
+        self.abortExchange()
+        context.close(promise: nil)
+    }
+
+    /// Answers a malformed request once, if no response has started, then closes: after a framing error
+    /// the connection cannot be resynchronised.
+    private func requestMalformed(_ error: RequestParseError, context: ChannelHandlerContext) {
+        self.stoppedParsing = true
         self.closeAfterResponse = true
         self.pending.removeAll()
-        let answer: ProxyError
-        if let parserError = error as? HTTPParserError, case .headerOverflow = parserError {
-            answer = .headersTooLarge
-        } else {
-            answer = .badRequest("\(error)")
-        }
-        self.logger.debug("malformed request", metadata: ["error": "\(error)"])
+        self.logger.info(
+            "malformed request; answering \(error.status.code) and closing",
+            metadata: ["reason": "\(error.reason)"]
+        )
         if self.exchange?.responseHeadSent == true {
             self.abortExchange()
             context.close(promise: nil)
-        } else if let exchange = self.exchange {
-            self.abortExchange()
-            self.respondLocally(answer, clientVersion: exchange.requestHead.version)
         } else {
-            self.respondLocally(answer, clientVersion: .http1_1)
+            let versionMinor = self.exchange?.clientVersionMinor ?? 1
+            self.abortExchange()
+            self.respondLocally(.malformedRequest(error), clientVersionMinor: versionMinor)
         }
     }
 
@@ -220,27 +228,25 @@ final class DownstreamHandler: ChannelDuplexHandler {
 
     // MARK: Exchange
 
-    private func startExchange(_ head: HTTPRequestHead, endReceived: Bool = false, hasBody: Bool = false) {
+    private func startExchange(_ head: RequestHead, endReceived: Bool = false, hasBody: Bool = false) {
         if !head.isKeepAlive {
             self.closeAfterResponse = true
         }
-        if head.headers.contains(name: "upgrade") {
-            // NIO's decoder stops parsing after an upgrade request; Headway does not tunnel yet, so the
-            // request goes on without Upgrade and the connection closes after the response.
+        if head.wantsUpgrade {
+            // Headway does not tunnel upgrades yet: the request goes on without Upgrade, and since the
+            // client may follow it with bytes of the protocol it asked for, the connection closes after.
             self.closeAfterResponse = true
         }
-        if head.method == .CONNECT {
+        if head.method == .connect || head.method == .trace {
+            // A reverse proxy has no use for CONNECT; TRACE would echo credentials (RFC 9110 §9.3.8).
             self.closeAfterResponse = true
-            self.respondLocally(.methodNotAllowed(head.method), clientVersion: head.version)
+            self.respondLocally(.methodNotAllowed(head.methodName), clientVersionMinor: head.versionMinor)
+            if !endReceived { self.discardingUntilRequestEnd = head.framing == .none }
             return
         }
-        var upstreamHead = self.context!.channel.allocator.buffer(capacity: 512)
-        guard let framing = ForwardedMessage.writeUpstreamRequest(for: head, clientIP: self.clientIP, into: &upstreamHead) else {
-            self.closeAfterResponse = true
-            self.respondLocally(.badRequest("invalid Content-Length"), clientVersion: head.version)
-            return
-        }
-        self.exchange = Exchange(requestHead: head, upstreamHead: upstreamHead, framing: framing, start: .now(), attempt: 0)
+        var upstreamHead = self.context!.channel.allocator.buffer(capacity: head.bytes.readableBytes + 160)
+        head.writeUpstreamHead(into: &upstreamHead, clientIP: self.clientIP)
+        self.exchange = Exchange(requestHead: head, upstreamHead: upstreamHead, start: .now(), attempt: 0)
         self.exchange!.requestEndReceived = endReceived
         self.exchange!.requestHasBody = hasBody
         self.dispatch()
@@ -301,7 +307,7 @@ final class DownstreamHandler: ChannelDuplexHandler {
     }
 
     private func attach(_ connection: UpstreamConnection) {
-        guard let exchange = self.exchange, let context = self.context else { return }
+        guard let exchange = self.exchange else { return }
         self.exchange!.connection = connection
         connection.startRequest(head: exchange.upstreamHead, isHeadRequest: exchange.isHeadRequest)
         // Forward what arrived while the connection was opening, up to this request's end.
@@ -329,7 +335,7 @@ final class DownstreamHandler: ChannelDuplexHandler {
             connection.close()
             return
         }
-        let clientVersionMinor = UInt8(truncatingIfNeeded: exchange.requestHead.version.minor)
+        let clientVersionMinor = exchange.clientVersionMinor
         switch event {
         case .informational(let head):
             // 1xx (100 Continue, 103 Early Hints) go on to HTTP/1.1 clients; HTTP/1.0 ones must not see them.
@@ -360,7 +366,7 @@ final class DownstreamHandler: ChannelDuplexHandler {
             self.writeToClient(bytes, context: context)
         case .body(let buffer):
             if exchange.chunksResponse {
-                let header = ForwardedMessage.chunkHeader(for: buffer.readableBytes, allocator: context.channel.allocator)
+                let header = HTTPSyntax.chunkHeader(for: buffer.readableBytes, allocator: context.channel.allocator)
                 self.writeToClient(header, context: context)
                 self.writeToClient(buffer, context: context)
                 self.writeToClient(Self.crlf, context: context)
@@ -405,7 +411,7 @@ final class DownstreamHandler: ChannelDuplexHandler {
     private func forwardBody(_ buffer: ByteBuffer, to connection: UpstreamConnection) {
         guard buffer.readableBytes > 0, let context = self.context else { return }
         if self.exchange!.isChunkedRequest {
-            connection.write(ForwardedMessage.chunkHeader(for: buffer.readableBytes, allocator: context.channel.allocator))
+            connection.write(HTTPSyntax.chunkHeader(for: buffer.readableBytes, allocator: context.channel.allocator))
             connection.write(buffer)
             connection.write(Self.crlf)
         } else {
@@ -451,7 +457,7 @@ final class DownstreamHandler: ChannelDuplexHandler {
         // A keep-alive connection the pod closed just as we reused it is the classic stale-connection race:
         // replay the request elsewhere if nothing of it is lost by doing so.
         let canReplay = exchange.requestEndReceived && !exchange.requestHasBody && exchange.retries < 1
-            && (exchange.isIdempotent || !exchange.requestEndForwarded)
+            && (exchange.requestHead.isIdempotent || !exchange.requestEndForwarded)
         pool.endpoint.recordUpstreamError()
         if canReplay {
             self.logger.info(
@@ -461,7 +467,7 @@ final class DownstreamHandler: ChannelDuplexHandler {
             self.exchange!.retries += 1
             self.exchange!.failedPool = pool
             self.exchange!.requestEndForwarded = false
-            self.pending.prepend(.end(nil))
+            self.pending.prepend(.end)
             self.dispatch()
         } else {
             self.failExchange(.upstreamClosed(endpoint: pool.endpoint.label, error: error))
@@ -511,14 +517,14 @@ final class DownstreamHandler: ChannelDuplexHandler {
 
     /// Answers the current request (or a request that never became an exchange) with Headway's own response.
     private func failExchange(_ error: ProxyError) {
-        let version = self.exchange?.requestHead.version ?? .http1_1
+        let versionMinor = self.exchange?.clientVersionMinor ?? 1
         if let exchange = self.exchange {
             self.logger.warning(
                 "answering \(error.status.code) \(error.status.reasonPhrase)",
-                metadata: ["reason": "\(error.detail)", "request.method": "\(exchange.requestHead.method.rawValue)"]
+                metadata: ["reason": "\(error.detail)", "request.method": "\(exchange.requestHead.methodName)"]
             )
             if !exchange.requestEndReceived {
-                if exchange.framing == .none {
+                if exchange.requestHead.framing == .none {
                     // Only the `.end` of a bodyless request is still to come: skip it and keep the connection.
                     self.discardingUntilRequestEnd = true
                 } else {
@@ -529,15 +535,15 @@ final class DownstreamHandler: ChannelDuplexHandler {
         }
         self.cancelTimeout()
         self.exchange = nil
-        self.respondLocally(error, clientVersion: version)
+        self.respondLocally(error, clientVersionMinor: versionMinor)
     }
 
-    private func respondLocally(_ error: ProxyError, clientVersion: HTTPVersion) {
+    private func respondLocally(_ error: ProxyError, clientVersionMinor: UInt8) {
         guard let context = self.context else { return }
         self.cluster.metrics.localResponseSent()
         let body = error.detail + "\n"
         var bytes = context.channel.allocator.buffer(capacity: 192 + body.utf8.count)
-        bytes.writeStaticString(clientVersion.minor == 0 ? "HTTP/1.0 " : "HTTP/1.1 ")
+        bytes.writeStaticString(clientVersionMinor == 0 ? "HTTP/1.0 " : "HTTP/1.1 ")
         bytes.writeString("\(error.status.code) \(error.status.reasonPhrase)\r\n")
         bytes.writeStaticString("Content-Type: text/plain; charset=utf-8\r\nContent-Length: ")
         bytes.writeString("\(body.utf8.count)\r\n")
@@ -546,7 +552,7 @@ final class DownstreamHandler: ChannelDuplexHandler {
         }
         if self.closeAfterResponse {
             bytes.writeStaticString("Connection: close\r\n")
-        } else if clientVersion.minor == 0 {
+        } else if clientVersionMinor == 0 {
             bytes.writeStaticString("Connection: keep-alive\r\n")
         }
         bytes.writeStaticString("\r\n")
@@ -577,7 +583,7 @@ final class DownstreamHandler: ChannelDuplexHandler {
     }
 
     /// Removes and returns the next pipelined request head, dropping parts of requests that were abandoned.
-    private func nextPendingHead() -> HTTPRequestHead? {
+    private func nextPendingHead() -> RequestHead? {
         while let part = self.pending.popFirst() {
             if case .head(let head) = part {
                 return head
@@ -587,7 +593,7 @@ final class DownstreamHandler: ChannelDuplexHandler {
     }
 
     /// Starts the exchange for a pipelined request whose parts (some or all) already wait in `pending`.
-    private func startPendingExchange(_ head: HTTPRequestHead) {
+    private func startPendingExchange(_ head: RequestHead) {
         var endReceived = false
         var hasBody = false
         scan: for part in self.pending {

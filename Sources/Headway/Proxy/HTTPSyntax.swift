@@ -96,6 +96,8 @@ enum HTTPSyntax {
                     self.keepAlive = true
                 } else if HTTPSyntax.equalsIgnoringCase(name, "upgrade") {
                     self.upgrade = true
+                } else if HTTPSyntax.equalsIgnoringCase(name, "host") {
+                    continue  // A client must not be able to make Headway drop Host.
                 } else {
                     self.nominated.append(name.map(HTTPSyntax.lowercased))
                 }
@@ -159,6 +161,14 @@ enum HTTPSyntax {
                 return problem
             }
         }
+    }
+
+    /// The size line that precedes a chunk of `length` bytes in a chunked body (RFC 9112 §7.1).
+    static func chunkHeader(for length: Int, allocator: ByteBufferAllocator) -> ByteBuffer {
+        var header = allocator.buffer(capacity: 18)
+        header.writeString(String(length, radix: 16))
+        header.writeStaticString("\r\n")
+        return header
     }
 
     /// The offset just past the first CRLFCRLF in `buffer` at or after `start`, or `nil`.

@@ -5,7 +5,7 @@ import NIOHTTP1
 /// The mapping to an HTTP status lives here and only here (``status``); the reason text is the
 /// short plain-text body the client gets and the log line the operator sees.
 struct ProxyError: Error, Hashable, CustomStringConvertible {
-    private enum Code: Hashable {
+    private enum Code: Equatable {
         case noEndpoint
         case connectionLimit
         case connectFailed
@@ -13,8 +13,7 @@ struct ProxyError: Error, Hashable, CustomStringConvertible {
         case upstreamTimeout
         case badUpstreamResponse
         case methodNotAllowed
-        case badRequest
-        case headersTooLarge
+        case malformedRequest(HTTPResponseStatus)
     }
 
     private let code: Code
@@ -44,13 +43,12 @@ struct ProxyError: Error, Hashable, CustomStringConvertible {
     static func badUpstreamResponse(endpoint: String, reason: String) -> Self {
         .init(.badUpstreamResponse, "endpoint \(endpoint) sent an invalid response: \(reason)")
     }
-    static func methodNotAllowed(_ method: HTTPMethod) -> Self {
-        .init(.methodNotAllowed, "method \(method.rawValue) is not supported by this proxy")
+    static func methodNotAllowed(_ method: String) -> Self {
+        .init(.methodNotAllowed, "method \(method) is not supported by this proxy")
     }
-    static func badRequest(_ reason: String) -> Self {
-        .init(.badRequest, "bad request: \(reason)")
+    static func malformedRequest(_ error: RequestParseError) -> Self {
+        .init(.malformedRequest(error.status), "malformed request: \(error.reason)")
     }
-    static let headersTooLarge = Self(.headersTooLarge, "request header fields too large")
 
     var status: HTTPResponseStatus {
         switch self.code {
@@ -58,8 +56,7 @@ struct ProxyError: Error, Hashable, CustomStringConvertible {
         case .connectFailed, .upstreamClosedEarly, .badUpstreamResponse: .badGateway
         case .upstreamTimeout: .gatewayTimeout
         case .methodNotAllowed: .methodNotAllowed
-        case .badRequest: .badRequest
-        case .headersTooLarge: .requestHeaderFieldsTooLarge
+        case .malformedRequest(let status): status
         }
     }
 
@@ -69,5 +66,5 @@ struct ProxyError: Error, Hashable, CustomStringConvertible {
     var description: String { self.detail }
 
     static func == (lhs: Self, rhs: Self) -> Bool { lhs.code == rhs.code }
-    func hash(into hasher: inout Hasher) { hasher.combine(self.code) }
+    func hash(into hasher: inout Hasher) { hasher.combine(self.status.code) }
 }

@@ -36,17 +36,16 @@ public final class ProxyServer: Service, Sendable {
         self.onDrainStarted = onDrainStarted
     }
 
-    /// The pipeline of an accepted client connection: NIO's request decoder, then ``DownstreamHandler``.
+    /// The pipeline of an accepted client connection: ``DownstreamHandler`` alone.
     ///
-    /// There is no response encoder and no pipelining helper: responses leave as bytes that Headway framed,
-    /// and ``DownstreamHandler`` orders pipelined requests itself (NIO's helper would drop and re-arm read
-    /// interest on every request, two `epoll_ctl` calls each).
+    /// No NIO HTTP codec and no pipelining helper: requests are parsed by ``RequestParser``, responses
+    /// leave as bytes that Headway framed, and ``DownstreamHandler`` orders pipelined requests itself
+    /// (NIO's helper would drop and re-arm read interest on every request, two `epoll_ctl` calls each).
     static func configureClientPipeline(
         _ pipeline: ChannelPipeline.SynchronousOperations,
         cluster: LoopCluster,
         logger: Logger
     ) throws {
-        try pipeline.addHandler(ByteToMessageHandler(HTTPRequestDecoder(leftOverBytesStrategy: .dropBytes)))
         try pipeline.addHandler(DownstreamHandler(cluster: cluster, logger: logger))
     }
 

@@ -1,0 +1,154 @@
+import NIOCore
+import NIOHTTP1
+
+/// Reads HTTP/1.x requests from the bytes of a client connection, strictly, one after another (pipelining).
+///
+/// Headway parses requests itself, as it parses responses: the head stays bytes until it is rewritten for
+/// the upstream, and every malformed message gets the status RFC 9112 asks for (400, 414, 431, 501, 505)
+/// instead of one generic error. Chunked bodies are decoded (extensions and trailers dropped) and framed
+/// again on the way upstream.
+struct RequestParser {
+    /// Longest accepted request head; longer ones get 431.
+    static let maximumHeadLength = 64 * 1024
+
+    enum Event {
+        case head(RequestHead)
+        case body(ByteBuffer)
+        case end
+    }
+
+    private enum State {
+        case head
+        case contentLength(remaining: UInt64)
+        case chunked(ChunkedDecoder)
+        case ending
+    }
+
+    private var state = State.head
+    private var pendingHead = ByteBuffer()
+
+    /// Whether a request has started and not ended (then a close from the client cuts it short).
+    var isInsideRequest: Bool {
+        switch self.state {
+        case .head: self.pendingHead.readableBytes > 0
+        case .contentLength, .chunked, .ending: true
+        }
+    }
+
+    /// Consumes bytes from `buffer` and returns the next event, or `nil` when more bytes are needed.
+    mutating func next(from buffer: inout ByteBuffer) throws(RequestParseError) -> Event? {
+        switch self.state {
+        case .head:
+            guard let head = try self.parseHead(from: &buffer) else { return nil }
+            switch head.framing {
+            case .none: self.state = .ending
+            case .contentLength(let length): self.state = .contentLength(remaining: length)
+            case .chunked: self.state = .chunked(ChunkedDecoder())
+            }
+            return .head(head)
+
+        case .contentLength(let remaining):
+            guard buffer.readableBytes > 0 else { return nil }
+            let count = Int(min(remaining, UInt64(buffer.readableBytes)))
+            let slice = buffer.readSlice(length: count)!
+            self.state = remaining == UInt64(count) ? .ending : .contentLength(remaining: remaining - UInt64(count))
+            return .body(slice)
+
+        case .chunked(var decoder):
+            let data: ByteBuffer?
+            do {
+                data = try decoder.next(from: &buffer)
+            } catch {
+                throw .badRequest(error.reason)
+            }
+            if let data {
+                self.state = .chunked(decoder)
+                return .body(data)
+            }
+            if decoder.isComplete {
+                self.state = .head
+                return .end
+            }
+            self.state = .chunked(decoder)
+            return nil
+
+        case .ending:
+            self.state = .head
+            return .end
+        }
+    }
+
+    private mutating func parseHead(from buffer: inout ByteBuffer) throws(RequestParseError) -> RequestHead? {
+        if self.pendingHead.readableBytes == 0 {
+            Self.skipEmptyLines(&buffer)
+            guard buffer.readableBytes > 0 else { return nil }
+            guard let headEnd = HTTPSyntax.endOfHead(in: buffer, from: 0) else {
+                self.pendingHead = buffer
+                buffer.moveReaderIndex(forwardBy: buffer.readableBytes)
+                try self.checkPendingHead()
+                return nil
+            }
+            return try RequestHead(parsing: buffer.readSlice(length: headEnd)!)
+        }
+        if self.pendingHead.readableBytes == 1, self.pendingHead.readableBytesView.first == UInt8(ascii: "\r") {
+            // A lone CR: the first half of an empty line before the request line.
+            guard let next = buffer.readableBytesView.first else { return nil }
+            guard next == UInt8(ascii: "\n") else { throw .badRequest("bare CR before the request line") }
+            buffer.moveReaderIndex(forwardBy: 1)
+            self.pendingHead.clear()
+            return try self.parseHead(from: &buffer)
+        }
+        let searchFrom = max(0, self.pendingHead.readableBytes - 3)
+        let previouslyPending = self.pendingHead.readableBytes
+        self.pendingHead.writeImmutableBuffer(buffer)
+        guard let headEnd = HTTPSyntax.endOfHead(in: self.pendingHead, from: searchFrom) else {
+            buffer.moveReaderIndex(forwardBy: buffer.readableBytes)
+            try self.checkPendingHead()
+            return nil
+        }
+        buffer.moveReaderIndex(forwardBy: headEnd - previouslyPending)
+        let headBytes = self.pendingHead.readSlice(length: headEnd)!
+        self.pendingHead = ByteBuffer()
+        return try RequestHead(parsing: headBytes)
+    }
+
+    /// Empty lines before a request line are ignored (RFC 9112 §2.2).
+    private static func skipEmptyLines(_ buffer: inout ByteBuffer) {
+        while buffer.readableBytes >= 2, buffer.getInteger(at: buffer.readerIndex, as: UInt16.self) == 0x0D0A {
+            buffer.moveReaderIndex(forwardBy: 2)
+        }
+    }
+
+    /// An incomplete head that is already too long gets its answer now, not when (if ever) it ends.
+    private func checkPendingHead() throws(RequestParseError) {
+        let length = self.pendingHead.readableBytes
+        if length > RequestHead.maximumRequestLineLength,
+            self.pendingHead.readableBytesView.prefix(RequestHead.maximumRequestLineLength + 2).firstIndex(of: UInt8(ascii: "\n")) == nil
+        {
+            throw .uriTooLong
+        }
+        if length > Self.maximumHeadLength {
+            throw .fieldsTooLarge
+        }
+    }
+}
+
+/// Why a request was refused: the status to answer with, and a short reason for the body and the log.
+struct RequestParseError: Error, Hashable, CustomStringConvertible {
+    let status: HTTPResponseStatus
+    let reason: String
+
+    static func badRequest(_ reason: String) -> Self { .init(status: .badRequest, reason: reason) }
+    static let uriTooLong = Self(status: .uriTooLong, reason: "request line too long")
+    static let fieldsTooLarge = Self(status: .requestHeaderFieldsTooLarge, reason: "request header fields too large")
+    static let versionNotSupported = Self(status: .httpVersionNotSupported, reason: "only HTTP/1.0 and HTTP/1.1 are supported")
+    static func notImplemented(_ what: String) -> Self { .init(status: .notImplemented, reason: "\(what) is not implemented") }
+
+    var description: String { self.reason }
+
+    static func == (lhs: Self, rhs: Self) -> Bool { lhs.status == rhs.status && lhs.reason == rhs.reason }
+    func hash(into hasher: inout Hasher) {
+        hasher.combine(self.status.code)
+        hasher.combine(self.reason)
+    }
+}
