@@ -52,6 +52,65 @@ extension IntegrationTests {
             #expect(log.contains("draining connections"))
         }
 
+        @Test func gigabyteBodiesStreamThroughWithBoundedMemory() async throws {
+            let pods = try await NginxPods.start(count: 1)
+            defer { pods.stop() }
+            let echo = try await EchoPods.start(count: 1)
+            // A sparse file: 1 GiB of zeros that costs no disk.
+            let big = pods.pods[0].filesDirectory.appendingPathComponent("big")
+            _ = FileManager.default.createFile(atPath: big.path, contents: nil)
+            let handle = try FileHandle(forWritingTo: big)
+            try handle.truncate(atOffset: 1 << 30)
+            try handle.close()
+            let config = temporaryFile("stream.yaml")
+            defer { try? FileManager.default.removeItem(at: config) }
+            try """
+                admin: 127.0.0.1:25911
+                threads: 1
+                log_level: warning
+                listeners:
+                  - {listen: 127.0.0.1:25011, upstream: files}
+                  - {listen: 127.0.0.1:25012, upstream: echo}
+                upstreams:
+                  files: {endpoints: [\(pods.endpoints[0])]}
+                  echo: {endpoints: [\(echo.endpoints[0])]}
+                """.write(to: config, atomically: true, encoding: .utf8)
+            let process = Process()
+            process.executableURL = URL(fileURLWithPath: IntegrationEnvironment.headwayBinary)
+            process.arguments = ["--config", config.path]
+            process.standardOutput = FileHandle.nullDevice
+            process.standardError = FileHandle.nullDevice
+            try process.run()
+            defer { if process.isRunning { process.terminate() } }
+            for _ in 0..<100 where !RawHTTP.canConnect(host: "127.0.0.1", port: 25012) {
+                try await Task.sleep(for: .milliseconds(50))
+            }
+            let download = try await curl(
+                ["--output", "/dev/null", "--write-out", "%{size_download}", "http://127.0.0.1:25011/files/big"],
+                timeout: 120
+            )
+            let upload = try await curl(
+                ["--upload-file", big.path, "--output", "/dev/null", "--write-out", "%{size_upload} %{size_download}", "http://127.0.0.1:25012/echo"],
+                timeout: 120
+            )
+            // A client reading at 64 MB/s while the pod could send at 1 GB/s: without backpressure Headway
+            // would hold most of the 256 MiB in memory.
+            let slowReader = try await curl(
+                ["--limit-rate", "64M", "--range", "0-268435455", "--output", "/dev/null", "--write-out", "%{size_download}",
+                 "http://127.0.0.1:25011/files/big"],
+                timeout: 60
+            )
+            let status = (try? String(contentsOfFile: "/proc/\(process.processIdentifier)/status", encoding: .utf8)) ?? ""
+            let peakKilobytes = status.split(separator: "\n").first { $0.hasPrefix("VmHWM:") }
+                .flatMap { Int($0.split(separator: " ", omittingEmptySubsequences: true)[1]) } ?? 0
+            process.terminate()
+            try await echo.stop()
+            #expect(download.stdout == "\(1 << 30)", "\(download.stderr)")
+            #expect(upload.stdout == "\(1 << 30) \(1 << 30)", "\(upload.stderr)")
+            #expect(slowReader.stdout == "\(1 << 28)", "\(slowReader.stderr)")
+            #expect(peakKilobytes > 0 && peakKilobytes < 100 * 1024, "peak RSS \(peakKilobytes) kB")
+        }
+
         @Test func validateNamesEveryProblemAndExitsNonZero() async throws {
             let file = temporaryFile("bad.yaml")
             defer { try? FileManager.default.removeItem(at: file) }
