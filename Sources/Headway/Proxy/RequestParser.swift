@@ -25,12 +25,12 @@ struct RequestParser {
     }
 
     private var state = State.head
-    private var pendingHead = ByteBuffer()
+    private var head = HeadAccumulator()
 
     /// Whether a request has started and not ended (then a close from the client cuts it short).
     var isInsideRequest: Bool {
         switch self.state {
-        case .head: self.pendingHead.readableBytes > 0
+        case .head: self.head.pending.readableBytes > 0
         case .contentLength, .chunked, .ending: true
         }
     }
@@ -79,36 +79,21 @@ struct RequestParser {
     }
 
     private mutating func parseHead(from buffer: inout ByteBuffer) throws(RequestParseError) -> RequestHead? {
-        if self.pendingHead.readableBytes == 0 {
+        let pending = self.head.pending
+        if pending.readableBytes == 0 {
             Self.skipEmptyLines(&buffer)
-            guard buffer.readableBytes > 0 else { return nil }
-            guard let headEnd = HTTPSyntax.endOfHead(in: buffer, from: 0) else {
-                self.pendingHead = buffer
-                buffer.moveReaderIndex(forwardBy: buffer.readableBytes)
-                try self.checkPendingHead()
-                return nil
-            }
-            return try RequestHead(parsing: buffer.readSlice(length: headEnd)!)
-        }
-        if self.pendingHead.readableBytes == 1, self.pendingHead.readableBytesView.first == UInt8(ascii: "\r") {
+        } else if pending.readableBytes == 1, pending.readableBytesView.first == UInt8(ascii: "\r") {
             // A lone CR: the first half of an empty line before the request line.
             guard let next = buffer.readableBytesView.first else { return nil }
             guard next == UInt8(ascii: "\n") else { throw .badRequest("bare CR before the request line") }
             buffer.moveReaderIndex(forwardBy: 1)
-            self.pendingHead.clear()
+            self.head.reset()
             return try self.parseHead(from: &buffer)
         }
-        let searchFrom = max(0, self.pendingHead.readableBytes - 3)
-        let previouslyPending = self.pendingHead.readableBytes
-        self.pendingHead.writeImmutableBuffer(buffer)
-        guard let headEnd = HTTPSyntax.endOfHead(in: self.pendingHead, from: searchFrom) else {
-            buffer.moveReaderIndex(forwardBy: buffer.readableBytes)
+        guard let headBytes = self.head.nextHead(from: &buffer) else {
             try self.checkPendingHead()
             return nil
         }
-        buffer.moveReaderIndex(forwardBy: headEnd - previouslyPending)
-        let headBytes = self.pendingHead.readSlice(length: headEnd)!
-        self.pendingHead = ByteBuffer()
         return try RequestHead(parsing: headBytes)
     }
 
@@ -121,9 +106,9 @@ struct RequestParser {
 
     /// An incomplete head that is already too long gets its answer now, not when (if ever) it ends.
     private func checkPendingHead() throws(RequestParseError) {
-        let length = self.pendingHead.readableBytes
+        let length = self.head.pending.readableBytes
         if length > RequestHead.maximumRequestLineLength,
-            self.pendingHead.readableBytesView.prefix(RequestHead.maximumRequestLineLength + 2).firstIndex(of: UInt8(ascii: "\n")) == nil
+            self.head.pending.readableBytesView.prefix(RequestHead.maximumRequestLineLength + 2).firstIndex(of: UInt8(ascii: "\n")) == nil
         {
             throw .uriTooLong
         }

@@ -47,13 +47,13 @@ struct ResponseParser {
     }
 
     private var state: State = .head
-    private var pendingHead = ByteBuffer()
+    private var head = HeadAccumulator()
 
     /// Whether the parser sits between responses (nothing of a response has arrived yet).
     var isIdle: Bool {
         switch self.state {
         case .done: true
-        case .head: self.pendingHead.readableBytes == 0
+        case .head: self.head.pending.readableBytes == 0
         case .contentLength, .chunked, .untilClose, .ending: false
         }
     }
@@ -61,7 +61,7 @@ struct ResponseParser {
     /// Prepares for the response to the next request.
     mutating func expectResponse() {
         self.state = .head
-        self.pendingHead.clear()
+        self.head.reset()
     }
 
     /// Consumes bytes from `buffer` and returns the next event, or `nil` when more bytes are needed.
@@ -123,7 +123,7 @@ struct ResponseParser {
             return .end
         case .done:
             return nil
-        case .head where self.pendingHead.readableBytes == 0:
+        case .head where self.head.pending.readableBytes == 0:
             return nil
         case .head, .contentLength, .chunked:
             throw .init("the connection closed in the middle of the response")
@@ -133,30 +133,11 @@ struct ResponseParser {
     // MARK: Head
 
     private mutating func parseHead(from buffer: inout ByteBuffer, isHeadRequest: Bool) throws(ResponseParserError) -> Event? {
-        let headBytes: ByteBuffer
-        if self.pendingHead.readableBytes == 0 {
-            // Usual case: the whole head is in this read; slice it without copying.
-            guard buffer.readableBytes > 0 else { return nil }
-            guard let headEnd = HTTPSyntax.endOfHead(in: buffer, from: 0) else {
-                self.pendingHead = buffer
-                buffer.moveReaderIndex(forwardBy: buffer.readableBytes)
-                try self.checkPendingHeadLength()
-                return nil
+        guard let headBytes = self.head.nextHead(from: &buffer) else {
+            if self.head.pending.readableBytes > Self.maximumHeadLength {
+                throw .init("response head larger than \(Self.maximumHeadLength) bytes")
             }
-            headBytes = buffer.readSlice(length: headEnd)!
-        } else {
-            // Only bytes not searched before are searched again (the last three may start the CRLFCRLF).
-            let searchFrom = max(0, self.pendingHead.readableBytes - 3)
-            let previouslyPending = self.pendingHead.readableBytes
-            self.pendingHead.writeImmutableBuffer(buffer)
-            guard let headEnd = HTTPSyntax.endOfHead(in: self.pendingHead, from: searchFrom) else {
-                buffer.moveReaderIndex(forwardBy: buffer.readableBytes)
-                try self.checkPendingHeadLength()
-                return nil
-            }
-            buffer.moveReaderIndex(forwardBy: headEnd - previouslyPending)
-            headBytes = self.pendingHead.readSlice(length: headEnd)!
-            self.pendingHead = ByteBuffer()
+            return nil
         }
         let head = try ResponseHead(parsing: headBytes, isHeadRequest: isHeadRequest)
         if head.isInformational {
@@ -174,12 +155,6 @@ struct ResponseParser {
             self.state = .untilClose
         }
         return .head(head)
-    }
-
-    private func checkPendingHeadLength() throws(ResponseParserError) {
-        if self.pendingHead.readableBytes > Self.maximumHeadLength {
-            throw .init("response head larger than \(Self.maximumHeadLength) bytes")
-        }
     }
 }
 
