@@ -26,8 +26,13 @@ let package = Package(
     ],
     targets: [
         .target(
+            name: "CHeadwayResolv",
+            linkerSettings: [.linkedLibrary("resolv")]
+        ),
+        .target(
             name: "Headway",
             dependencies: [
+                "CHeadwayResolv",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),

@@ -30,6 +30,21 @@ struct ConfigurationOptions: ParsableArguments {
     @Option(help: "Static endpoints, comma-separated: 127.0.0.2:8080,127.0.0.3:8080.")
     var endpoints: String?
 
+    @Option(help: "Headless service to resolve by DNS, NAME:PORT (e.g. nginx-headless-service:80).")
+    var service: String?
+
+    @Option(help: "DNS server IPv4:PORT to ask instead of the system's (repeatable).")
+    var dnsServer: [String] = []
+
+    @Option(help: "resolv.conf-style file whose servers, search list and ndots replace the system's.")
+    var resolvConf: String?
+
+    @Option(help: "How often to resolve the service, e.g. 5s.")
+    var refresh: String?
+
+    @Flag(help: "Resolve again when the answer's TTL expires (clamped to min/max_refresh).")
+    var respectTTL = false
+
     @Option(help: "Balancing policy: round-robin.")
     var policy: String?
 
@@ -59,6 +74,11 @@ struct ConfigurationOptions: ParsableArguments {
         overrides.logLevel = self.logLevel
         overrides.drainTimeout = self.drainTimeout
         overrides.endpoints = self.endpoints.map { $0.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) } }
+        overrides.service = self.service
+        overrides.dnsServers = self.dnsServer.isEmpty ? nil : self.dnsServer
+        overrides.resolvConf = self.resolvConf
+        overrides.refresh = self.refresh
+        overrides.respectTTL = self.respectTTL ? true : nil
         overrides.policy = self.policy
         overrides.connectTimeout = self.connectTimeout
         overrides.requestTimeout = self.requestTimeout

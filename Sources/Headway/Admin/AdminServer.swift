@@ -64,11 +64,13 @@ public final class AdminServer: Service, Sendable {
 /// What the admin endpoint reports, shared with the rest of the process.
 final class AdminState: Sendable {
     let clusters: [UpstreamCluster]
+    let discoveries: [DNSDiscovery]
     let registry: PrometheusCollectorRegistry
     private let shuttingDown = Atomic<Bool>(false)
 
-    init(clusters: [UpstreamCluster], registry: PrometheusCollectorRegistry) {
+    init(clusters: [UpstreamCluster], discoveries: [DNSDiscovery], registry: PrometheusCollectorRegistry) {
         self.clusters = clusters
+        self.discoveries = discoveries
         self.registry = registry
     }
 
@@ -90,7 +92,20 @@ final class AdminState: Sendable {
         struct Upstream: Codable {
             var name: String
             var policy: String
+            var discovery: Discovery
             var endpoints: [Endpoint]
+        }
+        /// Where the endpoints come from; for DNS, the resolver's last answer and its timing.
+        struct Discovery: Codable {
+            var type: String
+            var service: String?
+            var addresses: [String]?
+            var ttl: UInt32?
+            var resolved_at: String?
+            var age_seconds: Double?
+            var next_resolution_at: String?
+            var last_error: String?
+            var consecutive_failures: Int?
         }
         struct Endpoint: Codable {
             var address: String
@@ -104,12 +119,32 @@ final class AdminState: Sendable {
         var upstreams: [Upstream]
     }
 
+    private func discoveryDocument(for cluster: UpstreamCluster) -> EndpointsDocument.Discovery {
+        guard let discovery = self.discoveries.first(where: { $0.cluster === cluster }) else {
+            return .init(type: "static")
+        }
+        let status = discovery.status
+        let format = Date.ISO8601FormatStyle(includingFractionalSeconds: true)
+        return .init(
+            type: "dns",
+            service: "\(discovery.settings.name):\(discovery.settings.port)",
+            addresses: status.addresses,
+            ttl: status.ttl,
+            resolved_at: status.resolvedAt.map { $0.formatted(format) },
+            age_seconds: status.resolvedAt.map { Date().timeIntervalSince($0) },
+            next_resolution_at: status.nextResolutionAt.map { $0.formatted(format) },
+            last_error: status.lastError,
+            consecutive_failures: status.consecutiveFailures
+        )
+    }
+
     var endpointsDocument: EndpointsDocument {
         EndpointsDocument(
             upstreams: self.clusters.map { cluster in
                 EndpointsDocument.Upstream(
                     name: cluster.configuration.name,
                     policy: cluster.configuration.policy.rawValue,
+                    discovery: self.discoveryDocument(for: cluster),
                     endpoints: cluster.endpoints.map { endpoint in
                         let status = endpoint.status
                         return EndpointsDocument.Endpoint(

@@ -17,6 +17,9 @@ public final class HeadwayApplication: Sendable {
     let group: MultiThreadedEventLoopGroup
     let admin: AdminServer
     let proxies: [ProxyServer]
+    let discoveries: [DNSDiscovery]
+    /// Runs the blocking libresolv calls of DNS discovery, off the event loops.
+    private let resolverThreads: NIOThreadPool
     let logger: Logger
     private let serviceGroup: ServiceGroup
     private let bound = NIOLockedValueBox(BoundAddresses())
@@ -38,12 +41,22 @@ public final class HeadwayApplication: Sendable {
         self.clusters = configuration.upstreams.map { upstream in
             UpstreamCluster(configuration: upstream, eventLoops: loops, metrics: metrics, logger: logger)
         }
+        let resolverThreads = NIOThreadPool(numberOfThreads: 1)
+        self.resolverThreads = resolverThreads
+        var discoveries: [DNSDiscovery] = []
         for cluster in self.clusters {
-            // Static discovery: the set is known now. DNS discovery will publish through the same call.
-            cluster.setEndpoints(try cluster.configuration.endpoints.map { try $0.socketAddress() })
+            if let dns = cluster.configuration.dns {
+                discoveries.append(
+                    DNSDiscovery(settings: dns, cluster: cluster, threadPool: resolverThreads, metrics: metrics, logger: logger)
+                )
+            } else {
+                // Static discovery: the set is known now; DNS discovery publishes through the same call.
+                cluster.setEndpoints(try cluster.configuration.endpoints.map { try $0.socketAddress() })
+            }
         }
+        self.discoveries = discoveries
         (self.boundStream, self.boundContinuation) = AsyncStream.makeStream()
-        let adminState = AdminState(clusters: self.clusters, registry: self.metrics.registry)
+        let adminState = AdminState(clusters: self.clusters, discoveries: discoveries, registry: self.metrics.registry)
         let bound = self.bound
         let continuation = self.boundContinuation
         self.admin = AdminServer(
@@ -77,10 +90,11 @@ public final class HeadwayApplication: Sendable {
             )
         }
         self.proxies = proxies
-        // Graceful shutdown runs in reverse order: listeners drain first while admin still answers.
+        // Graceful shutdown runs in reverse order: listeners drain first while discovery and admin go on.
         self.serviceGroup = ServiceGroup(
             configuration: .init(
-                services: [.init(service: self.admin)] + proxies.map { .init(service: $0) },
+                services: [.init(service: self.admin)] + discoveries.map { .init(service: $0) }
+                    + proxies.map { .init(service: $0) },
                 gracefulShutdownSignals: handleSignals ? [.sigterm, .sigint] : [],
                 cancellationSignals: [],
                 logger: logger
@@ -91,14 +105,23 @@ public final class HeadwayApplication: Sendable {
     /// Serves until shutdown, then closes every connection and stops the event loops.
     public func run() async throws {
         self.logger.info("starting headway", metadata: ["config": "\(self.configuration.summary)"])
+        self.resolverThreads.start()
+        // Resolve every DNS upstream once before accepting requests, so the first ones find pods.
+        await withTaskGroup(of: Void.self) { group in
+            for discovery in self.discoveries {
+                group.addTask { await discovery.resolveOnce() }
+            }
+        }
         do {
             try await self.serviceGroup.run()
         } catch {
             self.boundContinuation.finish()
+            try? await self.resolverThreads.shutdownGracefully()
             try? await self.group.shutdownGracefully()
             throw error
         }
         self.boundContinuation.finish()
+        try await self.resolverThreads.shutdownGracefully()
         try await self.group.shutdownGracefully()
         self.logger.info("headway stopped")
     }

@@ -1,3 +1,4 @@
+import Foundation
 import NIOCore
 import Yams
 
@@ -12,6 +13,11 @@ public struct ConfigurationOverrides: Sendable, Equatable {
     public var logLevel: String?
     public var drainTimeout: String?
     public var endpoints: [String]?
+    public var service: String?
+    public var dnsServers: [String]?
+    public var resolvConf: String?
+    public var refresh: String?
+    public var respectTTL: Bool?
     public var policy: String?
     public var connectTimeout: String?
     public var requestTimeout: String?
@@ -25,6 +31,11 @@ public struct ConfigurationOverrides: Sendable, Equatable {
         var names: [String] = []
         if self.listen != nil { names.append("--listen") }
         if self.endpoints != nil { names.append("--endpoints") }
+        if self.service != nil { names.append("--service") }
+        if self.dnsServers != nil { names.append("--dns-server") }
+        if self.resolvConf != nil { names.append("--resolv-conf") }
+        if self.refresh != nil { names.append("--refresh") }
+        if self.respectTTL != nil { names.append("--respect-ttl") }
         if self.policy != nil { names.append("--policy") }
         if self.connectTimeout != nil { names.append("--connect-timeout") }
         if self.requestTimeout != nil { names.append("--request-timeout") }
@@ -52,7 +63,7 @@ extension HeadwayConfiguration {
             reader.read(yaml: yaml, into: &configuration)
         }
         reader.apply(overrides, to: &configuration, hasFile: yaml != nil)
-        reader.checkConsistency(of: configuration, flagsGaveEndpoints: overrides.endpoints != nil)
+        reader.checkConsistency(of: configuration, flagsGaveEndpoints: overrides.endpoints != nil || overrides.service != nil)
         guard reader.problems.isEmpty else {
             throw ConfigurationError(problems: reader.problems)
         }
@@ -162,6 +173,7 @@ private struct Reader {
             }
             var upstream = HeadwayConfiguration.Upstream(name: name)
             var sawEndpoints = false
+            var dnsBlock: Node?
             for (keyNode, value) in settings {
                 let key = keyNode.string ?? "?"
                 let keyPath = "\(path).\(key)"
@@ -176,7 +188,13 @@ private struct Reader {
                         self.address(item, at: "\(keyPath)[\(index)]")
                     }
                 case "service":
-                    self.problem(keyPath, "DNS discovery is not available in this version; list the pods in endpoints")
+                    if let text = value.scalar?.string, let service = self.service(text: text, at: keyPath) {
+                        upstream.dns = service
+                    } else if value.scalar == nil {
+                        self.problem(keyPath, "must be NAME:PORT, e.g. nginx-headless-service:80")
+                    }
+                case "dns":
+                    dnsBlock = value
                 case "policy":
                     if let policy = self.policy(value.string, at: keyPath) { upstream.policy = policy }
                 case "connect_timeout":
@@ -190,17 +208,114 @@ private struct Reader {
                 default:
                     self.problem(
                         keyPath,
-                        "unknown key (known: endpoints, policy, connect_timeout, request_timeout, idle_timeout,"
-                            + " max_connections_per_endpoint)"
+                        "unknown key (known: endpoints, service, dns, policy, connect_timeout, request_timeout,"
+                            + " idle_timeout, max_connections_per_endpoint)"
                     )
                 }
             }
-            if !sawEndpoints {
-                self.problem("\(path).endpoints", "missing: list at least one HOST:PORT")
+            if let dnsBlock {
+                if upstream.dns == nil {
+                    self.problem("\(path).dns", "applies only to an upstream with service")
+                } else {
+                    self.readDNS(dnsBlock, at: "\(path).dns", into: &upstream.dns!)
+                }
+            }
+            if sawEndpoints && upstream.dns != nil {
+                self.problem(path, "has both endpoints and service; give one")
+            } else if !sawEndpoints && upstream.dns == nil {
+                self.problem("\(path).endpoints", "missing: list at least one HOST:PORT, or give service")
             }
             upstreams.append(upstream)
         }
         return upstreams
+    }
+
+    mutating func readDNS(_ node: Node, at path: String, into settings: inout DNSDiscoverySettings) {
+        guard let mapping = node.mapping else {
+            self.problem(path, "must be a mapping of settings")
+            return
+        }
+        for (keyNode, value) in mapping {
+            let key = keyNode.string ?? "?"
+            let keyPath = "\(path).\(key)"
+            switch key {
+            case "servers":
+                guard let list = value.sequence else {
+                    self.problem(keyPath, "must be a list of IPv4:PORT")
+                    continue
+                }
+                settings.servers = list.enumerated().compactMap { index, item in
+                    item.scalar.flatMap { self.dnsServer(text: $0.string, at: "\(keyPath)[\(index)]") }
+                }
+            case "resolv_conf":
+                if let text = value.scalar?.string { self.resolvConf(path: text, at: keyPath, into: &settings) }
+            case "refresh":
+                if let amount = self.duration(value, at: keyPath) { settings.refresh = amount }
+            case "min_refresh":
+                if let amount = self.duration(value, at: keyPath) { settings.minRefresh = amount }
+            case "max_refresh":
+                if let amount = self.duration(value, at: keyPath) { settings.maxRefresh = amount }
+            case "respect_ttl":
+                switch value.scalar?.string {
+                case "true": settings.respectTTL = true
+                case "false": settings.respectTTL = false
+                default: self.problem(keyPath, "must be true or false")
+                }
+            case "family":
+                if let text = value.scalar?.string, let family = AddressFamily(rawValue: text) {
+                    settings.family = family
+                } else {
+                    self.problem(keyPath, "must be one of \(AddressFamily.allCases.map(\.rawValue).joined(separator: ", "))")
+                }
+            default:
+                self.problem(keyPath, "unknown key (known: servers, resolv_conf, refresh, respect_ttl, min_refresh, max_refresh, family)")
+            }
+        }
+        if settings.minRefresh > settings.maxRefresh {
+            self.problem("\(path).min_refresh", "is longer than max_refresh")
+        }
+    }
+
+    /// `NAME:PORT` (port 80 when omitted): a DNS name as the pod's resolver would look it up.
+    mutating func service(text: String, at keyPath: String) -> DNSDiscoverySettings? {
+        var name = Substring(text)
+        var port = 80
+        if let colon = text.lastIndex(of: ":") {
+            name = text[..<colon]
+            guard let parsed = Int(text[text.index(after: colon)...]), (1...65535).contains(parsed) else {
+                self.problem(keyPath, "bad service '\(text)': the port must be 1-65535")
+                return nil
+            }
+            port = parsed
+        }
+        let labels = name.hasSuffix(".") ? name.dropLast() : name
+        let isValidName = !labels.isEmpty && labels.count <= 253 && labels.split(separator: ".", omittingEmptySubsequences: false).allSatisfy { label in
+            (1...63).contains(label.count) && label.allSatisfy { $0.isASCII && ($0.isLetter || $0.isNumber || $0 == "-" || $0 == "_") }
+        }
+        guard isValidName else {
+            self.problem(keyPath, "bad service '\(text)': not a DNS name")
+            return nil
+        }
+        return DNSDiscoverySettings(name: String(name), port: port)
+    }
+
+    mutating func dnsServer(text: String, at keyPath: String) -> HostAndPort? {
+        let withPort = text.contains(":") ? text : "\(text):53"
+        guard let address = self.address(text: withPort, at: keyPath) else { return nil }
+        guard !address.host.contains(":") else {
+            self.problem(keyPath, "DNS servers must be IPv4 addresses (libresolv's server list is IPv4)")
+            return nil
+        }
+        return address
+    }
+
+    mutating func resolvConf(path: String, at keyPath: String, into settings: inout DNSDiscoverySettings) {
+        guard let text = try? String(contentsOfFile: path, encoding: .utf8) else {
+            self.problem(keyPath, "cannot read '\(path)'")
+            return
+        }
+        settings.resolvConf = ResolvConf(parsing: text)
+        settings.resolvConfPath = path
     }
 
     mutating func apply(_ overrides: ConfigurationOverrides, to configuration: inout HeadwayConfiguration, hasFile: Bool) {
@@ -234,6 +349,30 @@ private struct Reader {
         var upstream = configuration.upstreams[0]
         if let endpoints = overrides.endpoints {
             upstream.endpoints = endpoints.compactMap { self.address(text: $0, at: "--endpoints") }
+            upstream.dns = nil
+        }
+        if let service = overrides.service {
+            if overrides.endpoints != nil {
+                self.problem("--service", "give either --service or --endpoints, not both")
+            } else if let settings = self.service(text: service, at: "--service") {
+                upstream.endpoints = []
+                upstream.dns = settings
+            }
+        }
+        let dnsFlags = [overrides.dnsServers != nil, overrides.resolvConf != nil, overrides.refresh != nil, overrides.respectTTL != nil]
+        if dnsFlags.contains(true) {
+            if upstream.dns == nil {
+                self.problem("--service", "--dns-server, --resolv-conf, --refresh and --respect-ttl need a service to resolve")
+            } else {
+                if let servers = overrides.dnsServers {
+                    upstream.dns!.servers = servers.compactMap { self.dnsServer(text: $0, at: "--dns-server") }
+                }
+                if let path = overrides.resolvConf { self.resolvConf(path: path, at: "--resolv-conf", into: &upstream.dns!) }
+                if let text = overrides.refresh, let amount = self.duration(text: text, at: "--refresh") {
+                    upstream.dns!.refresh = amount
+                }
+                if let respectTTL = overrides.respectTTL { upstream.dns!.respectTTL = respectTTL }
+            }
         }
         if let policy = overrides.policy, let valid = self.policy(policy, at: "--policy") {
             upstream.policy = valid
@@ -273,13 +412,13 @@ private struct Reader {
                 self.problem("listeners[\(index)].listen", "\(listener.listen) is also the admin address")
             }
         }
-        for upstream in configuration.upstreams where upstream.endpoints.isEmpty {
+        for upstream in configuration.upstreams where upstream.endpoints.isEmpty && upstream.dns == nil {
             let keyPath = "upstreams.\(upstream.name).endpoints"
             if self.problems.contains(where: { $0.keyPath.hasPrefix(keyPath) || $0.keyPath == "--endpoints" }) {
                 continue  // Already reported: its endpoints were malformed or missing.
             }
             if upstream.name == "default" && !flagsGaveEndpoints {
-                self.problem("--endpoints", "no endpoints: give --endpoints HOST:PORT,... or --config FILE")
+                self.problem("--endpoints", "no endpoints: give --endpoints HOST:PORT,..., --service NAME:PORT or --config FILE")
             } else {
                 self.problem(keyPath, "is empty: list at least one HOST:PORT")
             }

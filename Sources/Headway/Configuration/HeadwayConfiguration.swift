@@ -8,7 +8,9 @@ import NIOCore
 /// - `drain_timeout` (duration, default `10s`): how long SIGTERM waits for in-flight requests.
 /// - `log_level` (`trace`…`critical`, default `info`).
 /// - `listeners[]`: `listen` (`HOST:PORT`), `upstream` (the name of an upstream).
-/// - `upstreams.NAME`: `endpoints` (list of `HOST:PORT`), `policy` (default `round-robin`),
+/// - `upstreams.NAME`: `endpoints` (list of `HOST:PORT`) or `service` (`NAME:PORT`, resolved by DNS with the
+///   `dns` block: `servers`, `resolv_conf`, `refresh` (5s), `respect_ttl` (false), `min_refresh` (1s),
+///   `max_refresh` (60s), `family` (auto)), `policy` (default `round-robin`),
 ///   `connect_timeout` (default `1s`), `request_timeout` (default `15s`), `idle_timeout` (default `60s`),
 ///   `max_connections_per_endpoint` (default `1024`).
 public struct HeadwayConfiguration: Sendable, Equatable {
@@ -32,7 +34,10 @@ public struct HeadwayConfiguration: Sendable, Equatable {
 
     public struct Upstream: Sendable, Equatable {
         public var name: String
+        /// Static discovery: the pods' addresses.
         public var endpoints: [HostAndPort]
+        /// DNS discovery: the headless service's name, resolved continuously; `nil` for static upstreams.
+        public var dns: DNSDiscoverySettings?
         public var policy: LoadBalancingPolicy
         public var connectTimeout: TimeAmount
         public var requestTimeout: TimeAmount
@@ -85,7 +90,12 @@ public struct HeadwayConfiguration: Sendable, Equatable {
     public var summary: String {
         let listeners = self.listeners.map { "\($0.listen)->\($0.upstream)" }.joined(separator: ",")
         let upstreams = self.upstreams.map { upstream in
-            "\(upstream.name){endpoints=[\(upstream.endpoints.map(\.description).joined(separator: ","))]"
+            let discovery = upstream.dns.map { dns in
+                "service=\(dns.name):\(dns.port) dns_servers=[\(dns.servers.map(\.description).joined(separator: ","))]"
+                    + " resolv_conf=\(dns.resolvConfPath ?? "system") refresh=\(DurationText.format(dns.refresh))"
+                    + " respect_ttl=\(dns.respectTTL) family=\(dns.family.rawValue)"
+            } ?? "endpoints=[\(upstream.endpoints.map(\.description).joined(separator: ","))]"
+            return "\(upstream.name){\(discovery)"
                 + " policy=\(upstream.policy.rawValue)"
                 + " connect_timeout=\(DurationText.format(upstream.connectTimeout))"
                 + " request_timeout=\(DurationText.format(upstream.requestTimeout))"

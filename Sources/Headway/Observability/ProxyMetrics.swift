@@ -2,6 +2,12 @@ import CoreMetrics
 import NIOCore
 import Prometheus
 
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
+import Foundation
+#endif
+
 /// Builds metric objects once (when an endpoint joins) with bounded labels: upstream, endpoint, status class.
 ///
 /// Headway passes its own factory around instead of relying on the global `MetricsSystem`, so that several
@@ -27,6 +33,10 @@ public struct ProxyMetrics: Sendable {
 
     func upstreamMetrics(upstream: String) -> UpstreamMetrics {
         UpstreamMetrics(upstream: upstream, factory: self.factory)
+    }
+
+    func discoveryMetrics(upstream: String) -> DiscoveryMetrics {
+        DiscoveryMetrics(upstream: upstream, factory: self.factory)
     }
 }
 
@@ -93,4 +103,40 @@ struct UpstreamMetrics: Sendable {
     func connectionClosed() { self.openConnections.decrement() }
     func idleConnectionsChanged(by delta: Int) { self.idleConnections.increment(by: Double(delta)) }
     func endpointCountChanged(to count: Int) { self.endpoints.set(count) }
+}
+
+/// Per-upstream DNS discovery metrics.
+struct DiscoveryMetrics: Sendable {
+    enum Result: String, CaseIterable {
+        case success
+        case nameNotFound = "nxdomain"
+        case noRecords = "no_records"
+        case failure
+    }
+
+    private let resolutions: [CoreMetrics.Counter]
+    private let lastSuccessTimestamp: Meter
+
+    init(upstream: String, factory: PrometheusMetricsFactory) {
+        self.resolutions = Result.allCases.map { result in
+            CoreMetrics.Counter(
+                label: "headway_dns_resolutions_total",
+                dimensions: [("upstream", upstream), ("result", result.rawValue)],
+                factory: factory
+            )
+        }
+        self.lastSuccessTimestamp = Meter(
+            label: "headway_dns_last_success_timestamp_seconds",
+            dimensions: [("upstream", upstream)],
+            factory: factory
+        )
+    }
+
+    func resolved(_ result: Result) {
+        self.resolutions[Result.allCases.firstIndex(of: result)!].increment()
+    }
+
+    func lastSuccess(at date: Date) {
+        self.lastSuccessTimestamp.set(date.timeIntervalSince1970)
+    }
 }
