@@ -27,7 +27,10 @@ public final class NginxPod: @unchecked Sendable {
     }
 
     /// Starts nginx on `host:port` and waits until it accepts connections.
-    public static func start(name: String, host: String, port: Int) async throws -> NginxPod {
+    ///
+    /// - Parameter moreHosts: further addresses the same nginx listens on (pods by the hundred); then
+    ///   `X-Pod` and the body name the address that answered instead of `name`.
+    public static func start(name: String, host: String, port: Int, moreHosts: [String] = []) async throws -> NginxPod {
         // Another server on the address would answer in this pod's place and make every assertion lie.
         guard !RawHTTP.canConnect(host: host, port: port) else {
             throw CommandError(description: "\(host):\(port) is already in use by another process; stop it first")
@@ -37,6 +40,8 @@ public final class NginxPod: @unchecked Sendable {
             try FileManager.default.createDirectory(at: prefix.appendingPathComponent(sub), withIntermediateDirectories: true)
         }
         let p = prefix.path
+        let listens = ([host] + moreHosts).map { "listen \($0):\(port);" }.joined(separator: "\n                    ")
+        let podName = moreHosts.isEmpty ? name : "$server_addr"
         let config = """
             \(getuid() == 0 ? "user root;" : "")
             worker_processes 1;
@@ -57,11 +62,11 @@ public final class NginxPod: @unchecked Sendable {
                 sendfile on;
                 default_type application/octet-stream;
                 server {
-                    listen \(host):\(port);
-                    add_header X-Pod \(name) always;
+                    \(listens)
+                    add_header X-Pod \(podName) always;
                     location /files/ { alias \(p)/files/; }
                     location = /healthz { return 200 "ok\\n"; }
-                    location / { return 200 "\(name)\\n"; }
+                    location / { return 200 "\(podName)\\n"; }
                 }
             }
             """

@@ -72,7 +72,14 @@ func temporaryFile(_ name: String) -> URL {
 struct EndpointsDocument: Decodable {
     struct Upstream: Decodable {
         var name: String
+        var discovery: Discovery?
         var endpoints: [Endpoint]
+    }
+    struct Discovery: Decodable {
+        var type: String
+        var addresses: [String]?
+        var last_error: String?
+        var consecutive_failures: Int?
     }
     struct Endpoint: Decodable {
         var address: String

@@ -116,7 +116,7 @@ struct HeadwayConfigurationTests {
     }
 
     @Test func noEndpointsAtAllIsExplained() {
-        #expect(self.problems(yaml: nil) == ["--endpoints: no endpoints: give --endpoints HOST:PORT,... or --config FILE"])
+        #expect(self.problems(yaml: nil) == ["--endpoints: no endpoints: give --endpoints HOST:PORT,..., --service NAME:PORT or --config FILE"])
     }
 
     @Test func badFlagsAreNamedLikeKeys() {
@@ -160,5 +160,73 @@ struct HeadwayConfigurationTests {
     @Test(arguments: ["127.0.0.2", "127.0.0.2:0", "127.0.0.2:70000", "::1:80", "example.com:80", "[::1"])
     func badAddressesAreRejected(text: String) {
         #expect((try? HostAndPort.parse(text).get()) == nil)
+    }
+
+    @Test func serviceAndDNSBlockAreRead() throws {
+        let configuration = try HeadwayConfiguration.load(
+            yaml: """
+                upstreams:
+                  web:
+                    service: nginx-headless-service.default.svc.cluster.local.:8080
+                    dns: {servers: [127.0.0.1:5353, 10.0.0.10], refresh: 2s, respect_ttl: true, min_refresh: 500ms, family: dual}
+                """,
+            overrides: .init()
+        )
+        let dns = try #require(configuration.upstreams[0].dns)
+        #expect(dns.name == "nginx-headless-service.default.svc.cluster.local.")
+        #expect(dns.port == 8080)
+        #expect(dns.servers == [HostAndPort(host: "127.0.0.1", port: 5353), HostAndPort(host: "10.0.0.10", port: 53)])
+        #expect(dns.refresh == .seconds(2))
+        #expect(dns.respectTTL)
+        #expect(dns.minRefresh == .milliseconds(500))
+        #expect(dns.family == .dual)
+    }
+
+    @Test func serviceFlagsMakeADNSUpstream() throws {
+        var overrides = ConfigurationOverrides()
+        overrides.service = "web"
+        overrides.dnsServers = ["127.0.0.1:5353"]
+        overrides.refresh = "1s"
+        let configuration = try HeadwayConfiguration.load(yaml: nil, overrides: overrides)
+        #expect(configuration.upstreams[0].dns?.name == "web")
+        #expect(configuration.upstreams[0].dns?.port == 80)
+        #expect(configuration.upstreams[0].dns?.refresh == .seconds(1))
+    }
+
+    @Test func dnsProblemsAreNamed() {
+        let found = self.problems(
+            yaml: """
+                upstreams:
+                  both:
+                    endpoints: [127.0.0.2:8080]
+                    service: web:80
+                  stray:
+                    endpoints: [127.0.0.2:8080]
+                    dns: {refresh: 1s}
+                  bad:
+                    service: "not a name:80"
+                  worse:
+                    service: web:80
+                    dns: {servers: ["[::1]:53"], resolv_conf: /nonexistent/resolv.conf, family: ipv5, colour: blue}
+                listeners:
+                  - {listen: 127.0.0.1:15001, upstream: both}
+                """
+        )
+        #expect(found.contains("upstreams.both: has both endpoints and service; give one"))
+        #expect(found.contains("upstreams.stray.dns: applies only to an upstream with service"))
+        #expect(found.contains { $0.hasPrefix("upstreams.bad.service: bad service 'not a name:80'") })
+        #expect(found.contains { $0.hasPrefix("upstreams.worse.dns.servers[0]: DNS servers must be IPv4") })
+        #expect(found.contains("upstreams.worse.dns.resolv_conf: cannot read '/nonexistent/resolv.conf'"))
+        #expect(found.contains { $0.hasPrefix("upstreams.worse.dns.family: must be one of") })
+        #expect(found.contains { $0.hasPrefix("upstreams.worse.dns.colour: unknown key") })
+    }
+
+    @Test func resolvConfIsParsed() {
+        let conf = ResolvConf(parsing: "# comment\nnameserver 10.96.0.10\nsearch default.svc.cluster.local svc.cluster.local\noptions ndots:5 timeout:2 attempts:3\n")
+        #expect(conf.nameservers == [HostAndPort(host: "10.96.0.10", port: 53)])
+        #expect(conf.search == ["default.svc.cluster.local", "svc.cluster.local"])
+        #expect(conf.ndots == 5)
+        #expect(conf.timeoutSeconds == 2)
+        #expect(conf.attempts == 3)
     }
 }

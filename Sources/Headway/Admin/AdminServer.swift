@@ -52,10 +52,16 @@ public final class AdminServer: Service, Sendable {
         let bound = channel.localAddress ?? self.address
         self.logger.info("admin endpoint listening", metadata: ["admin.address": "\(bound)"])
         self.onBound(bound)
-        try await withGracefulShutdownHandler {
-            try await channel.closeFuture.get()
-        } onGracefulShutdown: {
-            state.isShuttingDown = true
+        // The channel closes on graceful shutdown and on cancellation: waiting on its close future is not
+        // cancellable by itself, and a service that does not return would hold the whole group.
+        try await withTaskCancellationHandler {
+            try await withGracefulShutdownHandler {
+                try await channel.closeFuture.get()
+            } onGracefulShutdown: {
+                state.isShuttingDown = true
+                channel.close(promise: nil)
+            }
+        } onCancel: {
             channel.close(promise: nil)
         }
     }

@@ -79,12 +79,16 @@ final class DNSDiscovery: Service, Sendable {
     var status: State { self.state.withLockedValue { $0 } }
 
     func run() async throws {
-        try await cancelWhenGracefulShutdown {
-            var delay = self.state.withLockedValue { $0.nextDelay } ?? .zero
-            while true {
-                try await Task.sleep(nanoseconds: UInt64(max(delay.nanoseconds, 0)))
-                delay = await self.resolveOnce()
+        do {
+            try await cancelWhenGracefulShutdown {
+                var delay = self.state.withLockedValue { $0.nextDelay } ?? .zero
+                while true {
+                    try await Task.sleep(nanoseconds: UInt64(max(delay.nanoseconds, 0)))
+                    delay = await self.resolveOnce()
+                }
             }
+        } catch is CancellationError {
+            // Shutdown (graceful or not) ends the refresh loop; that is a normal end for this service.
         }
     }
 

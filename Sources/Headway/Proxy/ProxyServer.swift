@@ -81,20 +81,27 @@ public final class ProxyServer: Service, Sendable {
         let drained = channel.eventLoop.makePromise(of: Void.self)
         let drainTimeout = self.drainTimeout
         let onDrainStarted = self.onDrainStarted
-        try await withGracefulShutdownHandler {
-            try await channel.closeFuture.get()
-            try await drained.futureResult.get()
-        } onGracefulShutdown: {
-            onDrainStarted()
-            logger.info("draining connections", metadata: ["listen.address": "\(bound)"])
-            quiesce.initiateShutdown(promise: drained)
-            channel.eventLoop.scheduleTask(in: drainTimeout) {
-                logger.warning(
-                    "drain_timeout reached with requests still in flight; closing",
-                    metadata: ["listen.address": "\(bound)"]
-                )
-                drained.succeed()
+        try await withTaskCancellationHandler {
+            try await withGracefulShutdownHandler {
+                try await channel.closeFuture.get()
+                try await drained.futureResult.get()
+            } onGracefulShutdown: {
+                onDrainStarted()
+                logger.info("draining connections", metadata: ["listen.address": "\(bound)"])
+                quiesce.initiateShutdown(promise: drained)
+                let deadline = channel.eventLoop.scheduleTask(in: drainTimeout) {
+                    logger.warning(
+                        "drain_timeout reached with requests still in flight; closing",
+                        metadata: ["listen.address": "\(bound)"]
+                    )
+                    drained.succeed()
+                }
+                drained.futureResult.whenComplete { _ in deadline.cancel() }
             }
+        } onCancel: {
+            // Not a graceful shutdown: stop waiting for connections; the event loops close them.
+            channel.close(promise: nil)
+            drained.succeed()
         }
         for loop in self.cluster.loops {
             loop.eventLoop.execute { loop.shutdown() }
