@@ -19,9 +19,7 @@ struct RequestParser {
 
     private enum State {
         case head
-        case contentLength(remaining: UInt64)
-        case chunked(ChunkedDecoder)
-        case ending
+        case body(BodyReader)
     }
 
     private var state = State.head
@@ -31,7 +29,7 @@ struct RequestParser {
     var isInsideRequest: Bool {
         switch self.state {
         case .head: self.head.pending.readableBytes > 0
-        case .contentLength, .chunked, .ending: true
+        case .body: true
         }
     }
 
@@ -41,40 +39,29 @@ struct RequestParser {
         case .head:
             guard let head = try self.parseHead(from: &buffer) else { return nil }
             switch head.framing {
-            case .none: self.state = .ending
-            case .contentLength(let length): self.state = .contentLength(remaining: length)
-            case .chunked: self.state = .chunked(ChunkedDecoder())
+            case .none: self.state = .body(BodyReader(.contentLength(0)))
+            case .contentLength(let length): self.state = .body(BodyReader(.contentLength(length)))
+            case .chunked: self.state = .body(BodyReader(.chunked))
             }
             return .head(head)
 
-        case .contentLength(let remaining):
-            guard buffer.readableBytes > 0 else { return nil }
-            let count = Int(min(remaining, UInt64(buffer.readableBytes)))
-            let slice = buffer.readSlice(length: count)!
-            self.state = remaining == UInt64(count) ? .ending : .contentLength(remaining: remaining - UInt64(count))
-            return .body(slice)
-
-        case .chunked(var decoder):
+        case .body(var reader):
             let data: ByteBuffer?
             do {
-                data = try decoder.next(from: &buffer)
+                data = try reader.next(from: &buffer)
             } catch {
                 throw .badRequest(error.reason)
             }
             if let data {
-                self.state = .chunked(decoder)
+                self.state = .body(reader)
                 return .body(data)
             }
-            if decoder.isComplete {
+            if reader.isComplete {
                 self.state = .head
                 return .end
             }
-            self.state = .chunked(decoder)
+            self.state = .body(reader)
             return nil
-
-        case .ending:
-            self.state = .head
-            return .end
         }
     }
 

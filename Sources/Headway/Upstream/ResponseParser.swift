@@ -37,11 +37,7 @@ struct ResponseParser {
 
     private enum State {
         case head
-        case contentLength(remaining: Int64)
-        case chunked(ChunkedDecoder)
-        case untilClose
-        /// The body is complete; `.end` is reported next.
-        case ending
+        case body(BodyReader)
         /// The response ended; any further byte is unsolicited.
         case done
     }
@@ -54,7 +50,7 @@ struct ResponseParser {
         switch self.state {
         case .done: true
         case .head: self.head.pending.readableBytes == 0
-        case .contentLength, .chunked, .untilClose, .ending: false
+        case .body: false
         }
     }
 
@@ -73,38 +69,23 @@ struct ResponseParser {
         case .head:
             return try self.parseHead(from: &buffer, isHeadRequest: isHeadRequest)
 
-        case .contentLength(let remaining):
-            guard buffer.readableBytes > 0 else { return nil }
-            let count = Int(min(remaining, Int64(buffer.readableBytes)))
-            let slice = buffer.readSlice(length: count)!
-            self.state = remaining == Int64(count) ? .ending : .contentLength(remaining: remaining - Int64(count))
-            return .body(slice)
-
-        case .untilClose:
-            guard buffer.readableBytes > 0 else { return nil }
-            return .body(buffer.readSlice(length: buffer.readableBytes)!)
-
-        case .chunked(var decoder):
+        case .body(var reader):
             let data: ByteBuffer?
             do {
-                data = try decoder.next(from: &buffer)
+                data = try reader.next(from: &buffer)
             } catch {
                 throw .init(error.reason)
             }
             if let data {
-                self.state = .chunked(decoder)
+                self.state = .body(reader)
                 return .body(data)
             }
-            if decoder.isComplete {
+            if reader.isComplete {
                 self.state = .done
                 return .end
             }
-            self.state = .chunked(decoder)
+            self.state = .body(reader)
             return nil
-
-        case .ending:
-            self.state = .done
-            return .end
 
         case .done:
             guard buffer.readableBytes == 0 else {
@@ -118,14 +99,14 @@ struct ResponseParser {
     /// the close), `nil` if no response was in progress, and throws if a response was cut short.
     mutating func inputClosed() throws(ResponseParserError) -> Event? {
         switch self.state {
-        case .untilClose, .ending:
+        case .body(let reader) where reader.endsAtClose || reader.isComplete:
             self.state = .done
             return .end
         case .done:
             return nil
         case .head where self.head.pending.readableBytes == 0:
             return nil
-        case .head, .contentLength, .chunked:
+        case .head, .body:
             throw .init("the connection closed in the middle of the response")
         }
     }
@@ -145,14 +126,10 @@ struct ResponseParser {
             return .informational(head)
         }
         switch head.framing {
-        case .none:
-            self.state = .ending
-        case .contentLength(let length):
-            self.state = .contentLength(remaining: length)
-        case .chunked:
-            self.state = .chunked(ChunkedDecoder())
-        case .untilClose:
-            self.state = .untilClose
+        case .none: self.state = .body(BodyReader(.contentLength(0)))
+        case .contentLength(let length): self.state = .body(BodyReader(.contentLength(UInt64(length))))
+        case .chunked: self.state = .body(BodyReader(.chunked))
+        case .untilClose: self.state = .body(BodyReader(.untilClose))
         }
         return .head(head)
     }
