@@ -50,7 +50,7 @@ public final class AdminServer: Service, Sendable {
             .bind(to: self.address)
             .get()
         let bound = channel.localAddress ?? self.address
-        self.logger.info("admin endpoint listening", metadata: ["admin.address": "\(bound)"])
+        self.logger.info("admin endpoint listening", metadata: ["admin.address": "\(UpstreamCluster.label(for: bound))"])
         self.onBound(bound)
         // The channel closes on graceful shutdown and on cancellation: waiting on its close future is not
         // cancellable by itself, and a service that does not return would hold the whole group.

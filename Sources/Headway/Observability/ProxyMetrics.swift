@@ -88,21 +88,26 @@ struct UpstreamMetrics: Sendable {
     private let localResponses: CoreMetrics.Counter
     private let openConnections: Meter
     private let idleConnections: Meter
-    private let endpoints: Meter
+    private let activeEndpoints: Meter
+    private let drainingEndpoints: Meter
 
     init(upstream: String, factory: PrometheusMetricsFactory) {
         let dimensions = [("upstream", upstream)]
         self.localResponses = CoreMetrics.Counter(label: "headway_local_responses_total", dimensions: dimensions, factory: factory)
         self.openConnections = Meter(label: "headway_upstream_connections_open", dimensions: dimensions, factory: factory)
         self.idleConnections = Meter(label: "headway_upstream_connections_idle", dimensions: dimensions, factory: factory)
-        self.endpoints = Meter(label: "headway_upstream_endpoints", dimensions: dimensions, factory: factory)
+        self.activeEndpoints = Meter(label: "headway_upstream_endpoints", dimensions: dimensions + [("state", "active")], factory: factory)
+        self.drainingEndpoints = Meter(label: "headway_upstream_endpoints", dimensions: dimensions + [("state", "draining")], factory: factory)
     }
 
     func localResponseSent() { self.localResponses.increment() }
     func connectionOpened() { self.openConnections.increment() }
     func connectionClosed() { self.openConnections.decrement() }
     func idleConnectionsChanged(by delta: Int) { self.idleConnections.increment(by: Double(delta)) }
-    func endpointCountChanged(to count: Int) { self.endpoints.set(count) }
+    func endpointCountsChanged(active: Int, draining: Int) {
+        self.activeEndpoints.set(active)
+        self.drainingEndpoints.set(draining)
+    }
 }
 
 /// Per-upstream DNS discovery metrics.

@@ -74,9 +74,10 @@ public final class ProxyServer: Service, Sendable {
             }
             .bind(to: self.address)
             .get()
-        let bound = channel.localAddress ?? self.address
+        let boundAddress = channel.localAddress ?? self.address
+        let bound = UpstreamCluster.label(for: boundAddress)
         self.logger.info("listening", metadata: ["listen.address": "\(bound)", "upstream": "\(self.cluster.configuration.name)"])
-        self.onBound(bound)
+        self.onBound(boundAddress)
 
         let drained = channel.eventLoop.makePromise(of: Void.self)
         let drainTimeout = self.drainTimeout

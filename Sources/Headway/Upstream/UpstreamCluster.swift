@@ -49,7 +49,7 @@ public final class UpstreamCluster: Sendable {
 
     /// Replaces the endpoint set with `addresses`; requests in flight to removed endpoints finish undisturbed.
     public func setEndpoints(_ addresses: [SocketAddress]) {
-        let (snapshot, added, removed) = self.state.withLock { state -> (EndpointSnapshot, [Endpoint], [Endpoint]) in
+        let (snapshot, added, removed, draining) = self.state.withLock { state -> (EndpointSnapshot, [Endpoint], [Endpoint], Int) in
             var byAddress: [SocketAddress: Endpoint] = [:]
             for endpoint in state.active { byAddress[endpoint.address] = endpoint }
             var next: [Endpoint] = []
@@ -81,7 +81,7 @@ public final class UpstreamCluster: Sendable {
             state.draining.append(contentsOf: removed)
             state.active = next
             state.version += 1
-            return (EndpointSnapshot(version: state.version, endpoints: next), added, removed)
+            return (EndpointSnapshot(version: state.version, endpoints: next), added, removed, state.draining.count)
         }
         for endpoint in added {
             self.logger.info("endpoint added", metadata: ["endpoint.address": "\(endpoint.label)"])
@@ -89,7 +89,7 @@ public final class UpstreamCluster: Sendable {
         for endpoint in removed {
             self.logger.info("endpoint removed; draining", metadata: ["endpoint.address": "\(endpoint.label)"])
         }
-        self.metrics.endpointCountChanged(to: snapshot.endpoints.count)
+        self.metrics.endpointCountsChanged(active: snapshot.endpoints.count, draining: draining)
         for loop in self.loops {
             loop.eventLoop.execute { loop.install(snapshot) }
         }
@@ -101,6 +101,9 @@ public final class UpstreamCluster: Sendable {
             let finished = state.draining.filter(\.isQuiet)
             for endpoint in finished { endpoint.metrics.destroy() }
             state.draining.removeAll { endpoint in finished.contains { $0 === endpoint } }
+            if !finished.isEmpty {
+                self.metrics.endpointCountsChanged(active: state.active.count, draining: state.draining.count)
+            }
             return state.active + state.draining
         }
     }
