@@ -5,13 +5,16 @@ import NIOCore
 import NIOHTTP1
 import NIOPosix
 
-/// `headway demo`: three demo pods on 127.0.0.2–4, Headway in front of them, and a few requests through it.
+/// `headway demo`: demo pods on 127.0.0.2, 127.0.0.3, … behind a DNS name, Headway resolving that name in
+/// front of them, and requests through it while a pod joins and another leaves.
 struct Demo: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Start demo pods on 127.0.0.2, 127.0.0.3, … and Headway in front of them; show where requests go."
+        abstract: "Run demo pods behind a demo DNS name and Headway in front of them; show a pod joining and leaving."
     )
 
-    @Option(help: "Number of demo pods (on 127.0.0.2, 127.0.0.3, …).")
+    static let serviceName = "pods.headway.demo"
+
+    @Option(help: "Number of demo pods in the DNS answer at start (one more joins during the demo).")
     var pods: Int = 3
 
     @Option(help: "Port every demo pod listens on.")
@@ -23,14 +26,14 @@ struct Demo: AsyncParsableCommand {
     @Option(help: "Admin endpoint address.")
     var admin: String = "127.0.0.1:9901"
 
-    @Option(help: "Requests the demo sends through Headway before it waits for yours.")
-    var requests: Int = 12
+    @Option(help: "Requests the demo sends in each of its three phases before it waits for yours.")
+    var requests: Int = 6
 
     @Flag(help: "Stop after the demo requests instead of serving until Ctrl-C.")
     var exit = false
 
     @Option(help: "trace, debug, info, notice, warning, error or critical.")
-    var logLevel: String = "notice"
+    var logLevel: String = "warning"
 
     func validate() throws {
         guard (1...200).contains(self.pods) else { throw ValidationError("--pods must be between 1 and 200") }
@@ -41,14 +44,20 @@ struct Demo: AsyncParsableCommand {
         let logger = makeLogger(level: self.logLevel)
         let podGroup = MultiThreadedEventLoopGroup(numberOfThreads: 1)
         var demoPods: [DemoPod] = []
-        for index in 0..<self.pods {
+        for index in 0...self.pods {
             let address = try SocketAddress(ipAddress: "127.0.0.\(index + 2)", port: self.podPort)
             demoPods.append(try await DemoPod.start(name: "pod-\(index + 1)", address: address, group: podGroup))
         }
+        let ips = demoPods.map { $0.address.ipAddress! }
+        // Only the first `pods` are in DNS at start; the last one joins later.
+        let dns = try await DemoDNSResponder.start(name: Self.serviceName, addresses: Array(ips.dropLast()), group: podGroup)
+
         var overrides = ConfigurationOverrides()
         overrides.listen = self.listen
         overrides.admin = self.admin
-        overrides.endpoints = demoPods.map { "\($0.address.ipAddress!):\(self.podPort)" }
+        overrides.service = "\(Self.serviceName):\(self.podPort)"
+        overrides.dnsServers = ["127.0.0.1:\(dns.address.port!)"]
+        overrides.refresh = "500ms"
         let configuration: HeadwayConfiguration
         do {
             configuration = try HeadwayConfiguration.load(yaml: nil, overrides: overrides)
@@ -61,23 +70,24 @@ struct Demo: AsyncParsableCommand {
         try await withThrowingDiscardingTaskGroup { group in
             group.addTask { try await application.run() }
             guard let bound = await application.waitUntilBound() else { return }
-            print("demo pods: \(demoPods.map { "\($0.name) at \($0.address.ipAddress!):\($0.address.port!)" }.joined(separator: ", "))")
             let listen = Self.text(bound.listeners[0])
             let admin = Self.text(bound.admin)
-            print("headway:   listening on \(listen), admin on \(admin)\n")
+            print("demo pods:  \(demoPods.map { "\($0.name) \(Self.text($0.address))" }.joined(separator: ", "))")
+            print("demo DNS:   \(Self.serviceName) -> \(ips.dropLast().joined(separator: ", ")) (server \(Self.text(dns.address)))")
+            print("headway:    listening on \(listen), admin on \(admin), resolving \(Self.serviceName) every 500ms\n")
             let client = try await DemoClient.connect(to: bound.listeners[0], group: podGroup)
-            var counts: [String: Int] = [:]
-            for number in 1...max(requests, 1) where requests > 0 {
-                let response = try await client.get("/hello/\(number)")
-                let pod = response.headers.first(name: "x-pod") ?? "?"
-                counts[pod, default: 0] += 1
-                print("request \(number) -> \(response.status.code) from \(pod)")
-            }
+
+            try await Self.send(requests, through: client, phase: "pods 1-\(ips.count - 1) in DNS")
+            dns.setAddresses(ips)
+            print("\n+ DNS now also answers \(ips.last!) (\(demoPods.last!.name)); waiting for Headway to resolve again")
+            try await Task.sleep(for: .seconds(1.2))
+            try await Self.send(requests, through: client, phase: "\(demoPods.last!.name) joined")
+            dns.setAddresses(Array(ips.dropFirst()))
+            print("\n- DNS no longer answers \(ips[0]) (\(demoPods[0].name)); it drains and gets no new request")
+            try await Task.sleep(for: .seconds(1.2))
+            try await Self.send(requests, through: client, phase: "\(demoPods[0].name) left")
             try await client.close()
-            if requests > 0 {
-                let spread = counts.sorted { $0.key < $1.key }.map { "\($0.key): \($0.value)" }.joined(separator: ", ")
-                print("\nround-robin spread over \(demoPods.count) pods: \(spread)")
-            }
+
             if exitAfterRequests {
                 await application.triggerGracefulShutdown()
             } else {
@@ -86,8 +96,23 @@ struct Demo: AsyncParsableCommand {
                 print("Ctrl-C stops the demo.")
             }
         }
+        try? await dns.stop()
         for pod in demoPods { try? await pod.stop() }
         try await podGroup.shutdownGracefully()
+    }
+
+    private static func send(_ count: Int, through client: DemoClient, phase: String) async throws {
+        guard count > 0 else { return }
+        var counts: [String: Int] = [:]
+        var line: [String] = []
+        for number in 1...count {
+            let response = try await client.get("/hello/\(number)")
+            let pod = response.headers.first(name: "x-pod") ?? "?"
+            counts[pod, default: 0] += 1
+            line.append(response.status.code == 200 ? pod : "\(pod)(\(response.status.code))")
+        }
+        let spread = counts.sorted { $0.key < $1.key }.map { "\($0.key): \($0.value)" }.joined(separator: ", ")
+        print("\(phase): \(line.joined(separator: " "))  [\(spread)]")
     }
 
     private static func text(_ address: SocketAddress) -> String {

@@ -157,7 +157,14 @@ extension IntegrationTests {
                 timeout: 30
             )
             #expect(result.status == 0, "\(result.stderr)")
-            #expect(result.stdout.contains("round-robin spread over 3 pods: pod-1: 4, pod-2: 4, pod-3: 4"), "\(result.stdout)")
+            let lines = result.stdout.split(separator: "\n")
+            let first = lines.first { $0.hasPrefix("pods 1-3 in DNS:") }
+            let joined = lines.first { $0.hasPrefix("pod-4 joined:") }
+            let left = lines.first { $0.hasPrefix("pod-1 left:") }
+            #expect(first?.hasSuffix("[pod-1: 2, pod-2: 2, pod-3: 2]") == true, "\(result.stdout)")
+            #expect(joined?.contains("pod-4: ") == true, "the pod added to DNS got no request: \(result.stdout)")
+            let afterRemoval = left?.dropFirst("pod-1 left:".count)
+            #expect(afterRemoval.map { !$0.contains("pod-1") && $0.contains("pod-4: ") } == true, "\(result.stdout)")
         }
     }
 }
