@@ -49,8 +49,8 @@ static int configure(res_state state, const headway_dns_config *config) {
     return 0;
 }
 
-int headway_dns_resolve(const char *name, int qtype, const headway_dns_config *config,
-                        headway_dns_record *records, int capacity, int *total) {
+/// Runs the query; on success `*answer` (64 KiB, to be freed) holds the reply and the length is returned.
+static int query(const char *name, int qtype, const headway_dns_config *config, unsigned char **answer) {
     struct __res_state state;
     memset(&state, 0, sizeof state);
     if (res_ninit(&state) != 0) {
@@ -60,29 +60,79 @@ int headway_dns_resolve(const char *name, int qtype, const headway_dns_config *c
         res_nclose(&state);
         return HEADWAY_DNS_FAILURE;
     }
-
-    unsigned char *answer = malloc(65536);
-    if (answer == NULL) {
+    *answer = malloc(65536);
+    if (*answer == NULL) {
         res_nclose(&state);
         return HEADWAY_DNS_FAILURE;
     }
-    int length = res_nsearch(&state, name, ns_c_in, qtype, answer, 65536);
-    if (length < 0) {
-        int error = state.res_h_errno;
-        free(answer);
-        res_nclose(&state);
-        switch (error) {
-        case HOST_NOT_FOUND: return HEADWAY_DNS_NXDOMAIN;
-        case NO_DATA: return HEADWAY_DNS_NODATA;
-        case TRY_AGAIN: return HEADWAY_DNS_TRY_AGAIN;
-        default: return HEADWAY_DNS_FAILURE;
-        }
+    int length = res_nsearch(&state, name, ns_c_in, qtype, *answer, 65536);
+    int error = state.res_h_errno;
+    res_nclose(&state);
+    if (length >= 0) {
+        return length;
     }
+    free(*answer);
+    *answer = NULL;
+    switch (error) {
+    case HOST_NOT_FOUND: return HEADWAY_DNS_NXDOMAIN;
+    case NO_DATA: return HEADWAY_DNS_NODATA;
+    case TRY_AGAIN: return HEADWAY_DNS_TRY_AGAIN;
+    default: return HEADWAY_DNS_FAILURE;
+    }
+}
 
+int headway_dns_resolve_srv(const char *name, const headway_dns_config *config,
+                            headway_srv_record *records, int capacity, int *total) {
+    unsigned char *answer = NULL;
+    int length = query(name, ns_t_srv, config, &answer);
+    if (length < 0) {
+        return length;
+    }
     ns_msg message;
     if (ns_initparse(answer, length, &message) != 0) {
         free(answer);
-        res_nclose(&state);
+        return HEADWAY_DNS_FAILURE;
+    }
+    int written = 0;
+    int found = 0;
+    int count = ns_msg_count(message, ns_s_an);
+    for (int i = 0; i < count; i++) {
+        ns_rr record;
+        if (ns_parserr(&message, ns_s_an, i, &record) != 0 || ns_rr_type(record) != ns_t_srv || ns_rr_rdlen(record) < 7) {
+            continue;
+        }
+        const unsigned char *data = ns_rr_rdata(record);
+        found++;
+        if (written < capacity) {
+            headway_srv_record *out = &records[written];
+            out->priority = (unsigned short)(data[0] << 8 | data[1]);
+            out->weight = (unsigned short)(data[2] << 8 | data[3]);
+            out->port = (unsigned short)(data[4] << 8 | data[5]);
+            out->ttl = ns_rr_ttl(record);
+            if (dn_expand(ns_msg_base(message), ns_msg_end(message), data + 6, out->target, sizeof out->target) < 0) {
+                found--;
+                continue;
+            }
+            written++;
+        }
+    }
+    free(answer);
+    if (total != NULL) {
+        *total = found;
+    }
+    return found == 0 ? HEADWAY_DNS_NODATA : written;
+}
+
+int headway_dns_resolve(const char *name, int qtype, const headway_dns_config *config,
+                        headway_dns_record *records, int capacity, int *total) {
+    unsigned char *answer = NULL;
+    int length = query(name, qtype, config, &answer);
+    if (length < 0) {
+        return length;
+    }
+    ns_msg message;
+    if (ns_initparse(answer, length, &message) != 0) {
+        free(answer);
         return HEADWAY_DNS_FAILURE;
     }
     int written = 0;
@@ -109,7 +159,6 @@ int headway_dns_resolve(const char *name, int qtype, const headway_dns_config *c
         }
     }
     free(answer);
-    res_nclose(&state);
     if (total != NULL) {
         *total = found;
     }

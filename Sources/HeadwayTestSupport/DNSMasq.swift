@@ -5,23 +5,32 @@ import Foundation
 public final class DNSMasq: @unchecked Sendable {
     public let port: Int
     public let ttl: Int
+    /// SRV records as dnsmasq's `--srv-host` values (`_service._proto.name,target,port,priority,weight`);
+    /// unlike the hosts file they are fixed for the server's life.
+    private let srvHosts: [String]
     private let directory: URL
     private var pid: pid_t?
 
     private var hostsFile: URL { self.directory.appendingPathComponent("hosts") }
     private var logFile: URL { self.directory.appendingPathComponent("queries.log") }
 
-    private init(port: Int, ttl: Int, directory: URL) {
+    private init(port: Int, ttl: Int, srvHosts: [String], directory: URL) {
         self.port = port
         self.ttl = ttl
+        self.srvHosts = srvHosts
         self.directory = directory
     }
 
     /// Starts dnsmasq on 127.0.0.1:`port` answering `records` (name, IPv4) with `ttl` seconds.
-    public static func start(port: Int = 5353, ttl: Int = 0, records: [(name: String, ip: String)]) async throws -> DNSMasq {
+    public static func start(
+        port: Int = 5353,
+        ttl: Int = 0,
+        records: [(name: String, ip: String)],
+        srvHosts: [String] = []
+    ) async throws -> DNSMasq {
         let directory = FileManager.default.temporaryDirectory.appendingPathComponent("headway-dnsmasq-\(UUID().uuidString.prefix(8))")
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
-        let server = DNSMasq(port: port, ttl: ttl, directory: directory)
+        let server = DNSMasq(port: port, ttl: ttl, srvHosts: srvHosts, directory: directory)
         try server.writeRecords(records)
         try await server.launch()
         return server
@@ -39,7 +48,7 @@ public final class DNSMasq: @unchecked Sendable {
             // --local=/#/: every name is local, so an unknown one gets NXDOMAIN (as from CoreDNS), not REFUSED.
             "--no-resolv", "--no-hosts", "--local=/#/", "--addn-hosts=\(self.hostsFile.path)", "--local-ttl=\(self.ttl)",
             "--log-queries", "--log-facility=\(self.logFile.path)", "--pid-file=", "--user=\(getuid() == 0 ? "root" : NSUserName())",
-        ]
+        ] + self.srvHosts.map { "--srv-host=\($0)" }
         self.pid = try Self.spawn(arguments)
         // dnsmasq answers TCP on the same port as UDP: a TCP connect says it is up.
         for _ in 0..<100 {

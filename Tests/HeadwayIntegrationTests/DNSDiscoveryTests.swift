@@ -168,5 +168,38 @@ extension IntegrationTests {
             #expect(result.stdout.hasPrefix("HTTP/1.1 503"), "\(result.stdout)")
             #expect(document.upstreams[0].discovery?.last_error != nil)
         }
+    
+        @Test func srvRecordsGiveEachPodItsPortAndWeight() async throws {
+            let pods = try await NginxPods.start()
+            defer { pods.stop() }
+            // Two pods at priority 0 with weights 10 and 20; the third at priority 1 is a backup and unused.
+            let dns = try await DNSMasq.start(
+                records: pods.pods.map { ("\($0.name).test", $0.host) },
+                srvHosts: [
+                    "_http._tcp.web.test,pod-1.test,\(NginxPods.port),0,10",
+                    "_http._tcp.web.test,pod-2.test,\(NginxPods.port),0,20",
+                    "_http._tcp.web.test,pod-3.test,\(NginxPods.port),1,10",
+                ]
+            )
+            let headway = try await InProcessHeadway.start(
+                yaml: """
+                    listeners:
+                      - {listen: 127.0.0.1:0, upstream: web}
+                    upstreams:
+                      web:
+                        srv: _http._tcp.web.test
+                        dns: {servers: [127.0.0.1:5353], refresh: 500ms}
+                    """
+            )
+            let document = try await EndpointsDocument.fetch(from: headway)
+            let urls = (1...10).flatMap { ["--output", "/dev/null", "\(headway.listenURL)/srv\($0)"] }
+            let result = try await curl(["--dump-header", "-"] + urls)
+            try await headway.stop()
+            _ = dns
+            let endpoints = document.upstreams[0].endpoints
+            #expect(Set(endpoints.map(\.address)) == Set(pods.endpoints.prefix(2)), "\(endpoints)")
+            #expect(endpoints.first { $0.address == pods.endpoints[1] }?.weight == 20)
+            #expect(podCounts(inHeaders: result.stdout) == ["pod-1": 5, "pod-2": 5])
+        }
     }
 }

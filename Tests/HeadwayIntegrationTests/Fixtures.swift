@@ -84,6 +84,7 @@ struct EndpointsDocument: Decodable {
     struct Endpoint: Decodable {
         var address: String
         var state: String
+        var weight: Int
         var in_flight: Int
         var requests: Int
         var failures: Int

@@ -45,4 +45,17 @@ enum {
 int headway_dns_resolve(const char *name, int qtype, const headway_dns_config *config,
                         headway_dns_record *records, int capacity, int *total);
 
+typedef struct {
+    unsigned short priority;
+    unsigned short weight;
+    unsigned short port;
+    unsigned int ttl;
+    char target[256];
+} headway_srv_record;
+
+/// Resolves the SRV records of `name` (e.g. "_http._tcp.web.default.svc.cluster.local"), search list
+/// applied as above. Returns the number written to `records`, or a negative HEADWAY_DNS_* code.
+int headway_dns_resolve_srv(const char *name, const headway_dns_config *config,
+                            headway_srv_record *records, int capacity, int *total);
+
 #endif

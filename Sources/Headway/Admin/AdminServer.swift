@@ -116,6 +116,7 @@ final class AdminState: Sendable {
         struct Endpoint: Codable {
             var address: String
             var state: String
+            var weight: Int
             var in_flight: Int
             var requests: Int
             var failures: Int
@@ -133,7 +134,7 @@ final class AdminState: Sendable {
         let format = Date.ISO8601FormatStyle(includingFractionalSeconds: true)
         return .init(
             type: "dns",
-            service: "\(discovery.settings.name):\(discovery.settings.port)",
+            service: discovery.settings.isSRV ? "srv \(discovery.settings.name)" : "\(discovery.settings.name):\(discovery.settings.port)",
             addresses: status.addresses,
             ttl: status.ttl,
             resolved_at: status.resolvedAt.map { $0.formatted(format) },
@@ -156,6 +157,7 @@ final class AdminState: Sendable {
                         return EndpointsDocument.Endpoint(
                             address: status.address,
                             state: status.state,
+                            weight: status.weight,
                             in_flight: status.inFlight,
                             requests: status.requests,
                             failures: status.failures,

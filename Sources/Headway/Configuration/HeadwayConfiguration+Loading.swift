@@ -193,6 +193,13 @@ private struct Reader {
                     } else if value.scalar == nil {
                         self.problem(keyPath, "must be NAME:PORT, e.g. nginx-headless-service:80")
                     }
+                case "srv":
+                    if let text = value.scalar?.string, var settings = self.service(text: text, at: keyPath), !text.contains(":") {
+                        settings.isSRV = true
+                        upstream.dns = settings
+                    } else {
+                        self.problem(keyPath, "must be an SRV name such as _http._tcp.web (ports come from the records)")
+                    }
                 case "dns":
                     dnsBlock = value
                 case "policy":
@@ -208,7 +215,7 @@ private struct Reader {
                 default:
                     self.problem(
                         keyPath,
-                        "unknown key (known: endpoints, service, dns, policy, connect_timeout, request_timeout,"
+                        "unknown key (known: endpoints, service, srv, dns, policy, connect_timeout, request_timeout,"
                             + " idle_timeout, max_connections_per_endpoint)"
                     )
                 }

@@ -13,7 +13,10 @@ import Foundation
 /// How a DNS upstream is resolved: the `service:` name and the upstream's `dns:` block.
 public struct DNSDiscoverySettings: Sendable, Equatable {
     public var name: String
+    /// The port of every address; unused in SRV mode, where each record carries its own.
     public var port: Int
+    /// SRV mode: `name` is an SRV name such as `_http._tcp.web`.
+    public var isSRV = false
     public var servers: [HostAndPort] = []
     /// A resolv.conf-style file whose search list, ndots and name servers replace the system's.
     public var resolvConf: ResolvConf?
@@ -98,10 +101,13 @@ final class DNSDiscovery: Service, Sendable {
         let resolver = self.settings.resolver
         let name = self.settings.name
         let port = self.settings.port
+        let isSRV = self.settings.isSRV
         let result: Result<DNSAnswer, DNSResolutionError>
         do {
             result = try await self.threadPool.runIfActive {
-                Result { () throws(DNSResolutionError) in try resolver.resolve(name, port: port) }
+                Result { () throws(DNSResolutionError) in
+                    isSRV ? try resolver.resolveSRV(name) : try resolver.resolve(name, port: port)
+                }
             }
         } catch {
             result = .failure(.failure("resolver thread pool stopped"))
@@ -131,7 +137,7 @@ final class DNSDiscovery: Service, Sendable {
             if wasFailing {
                 self.logger.notice("DNS resolution recovered", metadata: ["dns.addresses": "\(addresses.count)"])
             }
-            self.cluster.setEndpoints(addresses)
+            self.cluster.setEndpoints(addresses, weights: answer.weights)
             if self.settings.respectTTL {
                 let ttl = TimeAmount.seconds(Int64(answer.ttl))
                 delay = .nanoseconds(min(max(ttl.nanoseconds, self.settings.minRefresh.nanoseconds), self.settings.maxRefresh.nanoseconds))

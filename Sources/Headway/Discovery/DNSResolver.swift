@@ -19,6 +19,8 @@ public enum AddressFamily: String, Sendable, Hashable, CaseIterable {
 public struct DNSAnswer: Sendable, Equatable {
     public var addresses: [SocketAddress]
     public var ttl: UInt32
+    /// SRV weights by address, kept for weighted policies; empty for A/AAAA answers.
+    public var weights: [SocketAddress: Int] = [:]
 }
 
 /// Why a resolution gave no address. NXDOMAIN and "no data" are answers (the name or its records do not
@@ -83,7 +85,48 @@ public struct DNSResolver: Sendable {
         }
     }
 
-    private func query(_ name: String, type: Int32, port: Int) throws(DNSResolutionError) -> DNSAnswer {
+    /// Resolves the SRV records of `name` (e.g. `_http._tcp.web`), then each target's addresses; every
+    /// address gets its record's port and weight. Only the records of the lowest priority are used: the
+    /// others are backups (RFC 2782).
+    public func resolveSRV(_ name: String) throws(DNSResolutionError) -> DNSAnswer {
+        var records = [headway_srv_record](repeating: headway_srv_record(), count: 256)
+        var total: Int32 = 0
+        let result = self.withConfig { config in
+            records.withUnsafeMutableBufferPointer { buffer in
+                headway_dns_resolve_srv(name, &config, buffer.baseAddress, Int32(buffer.count), &total)
+            }
+        }
+        try Self.check(result)
+        let found = records.prefix(Int(result))
+        guard let priority = found.map(\.priority).min() else { throw .noRecords }
+        var answer = DNSAnswer(addresses: [], ttl: found.map(\.ttl).min() ?? 0)
+        for record in found where record.priority == priority {
+            var target = record.target
+            let targetName = withUnsafeBytes(of: &target) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
+            // Targets are absolute names: no search list.
+            guard let resolved = try? self.resolve(targetName + ".", port: Int(record.port)) else { continue }
+            for address in resolved.addresses {
+                answer.addresses.append(address)
+                answer.weights[address] = Int(record.weight)
+            }
+            answer.ttl = min(answer.ttl, resolved.ttl)
+        }
+        guard !answer.addresses.isEmpty else { throw .noRecords }
+        return answer
+    }
+
+    private static func check(_ result: Int32) throws(DNSResolutionError) {
+        switch result {
+        case Int32(HEADWAY_DNS_NXDOMAIN): throw .nameNotFound
+        case Int32(HEADWAY_DNS_NODATA): throw .noRecords
+        case Int32(HEADWAY_DNS_TRY_AGAIN): throw .unavailable
+        case ..<0: throw .failure("the resolver failed")
+        default: break
+        }
+    }
+
+    /// Calls `body` with the C configuration for this resolver (servers, search list, timeouts).
+    private func withConfig<T>(_ body: (inout headway_dns_config) -> T) -> T {
         var config = headway_dns_config()
         config.search_count = -1
         // C strings must outlive the call: keep them in this scope.
@@ -117,20 +160,19 @@ public struct DNSResolver: Sendable {
             config.timeout_seconds = 2
             config.attempts = 2
         }
+        return body(&config)
+    }
 
+    private func query(_ name: String, type: Int32, port: Int) throws(DNSResolutionError) -> DNSAnswer {
         let capacity = 1024
         var records = [headway_dns_record](repeating: headway_dns_record(), count: capacity)
         var total: Int32 = 0
-        let result = records.withUnsafeMutableBufferPointer { buffer in
-            headway_dns_resolve(name, type, &config, buffer.baseAddress, Int32(capacity), &total)
+        let result = self.withConfig { config in
+            records.withUnsafeMutableBufferPointer { buffer in
+                headway_dns_resolve(name, type, &config, buffer.baseAddress, Int32(capacity), &total)
+            }
         }
-        switch result {
-        case Int32(HEADWAY_DNS_NXDOMAIN): throw .nameNotFound
-        case Int32(HEADWAY_DNS_NODATA): throw .noRecords
-        case Int32(HEADWAY_DNS_TRY_AGAIN): throw .unavailable
-        case ..<0: throw .failure("the resolver failed")
-        default: break
-        }
+        try Self.check(result)
         var addresses: [SocketAddress] = []
         var ttl = UInt32.max
         for record in records.prefix(Int(result)) {

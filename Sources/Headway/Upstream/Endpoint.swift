@@ -25,6 +25,7 @@ public final class Endpoint: Sendable {
     private let connections = Atomic<Int>(0)
     private let idleConnections = Atomic<Int>(0)
     private let stateValue = Atomic<UInt8>(State.active.rawValue)
+    private let weightValue = Atomic<Int>(1)
 
     let metrics: EndpointMetrics
 
@@ -81,6 +82,12 @@ public final class Endpoint: Sendable {
         self.inFlight.load(ordering: .relaxed) == 0 && self.connections.load(ordering: .relaxed) == 0
     }
 
+    /// Relative weight (from an SRV record; 1 otherwise), kept for weighted policies.
+    public var weight: Int {
+        get { self.weightValue.load(ordering: .relaxed) }
+        set { self.weightValue.store(newValue, ordering: .relaxed) }
+    }
+
     public var state: State {
         get { State(rawValue: self.stateValue.load(ordering: .relaxed)) ?? .active }
         set { self.stateValue.store(newValue.rawValue, ordering: .relaxed) }
@@ -91,6 +98,7 @@ public final class Endpoint: Sendable {
         Status(
             address: self.label,
             state: self.state == .active ? "active" : "draining",
+            weight: self.weight,
             inFlight: self.inFlight.load(ordering: .relaxed),
             requests: self.requests.load(ordering: .relaxed),
             failures: self.failures.load(ordering: .relaxed),
@@ -102,6 +110,7 @@ public final class Endpoint: Sendable {
     public struct Status: Sendable, Equatable {
         public var address: String
         public var state: String
+        public var weight: Int
         public var inFlight: Int
         public var requests: Int
         public var failures: Int

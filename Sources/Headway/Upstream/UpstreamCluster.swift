@@ -48,7 +48,9 @@ public final class UpstreamCluster: Sendable {
     }
 
     /// Replaces the endpoint set with `addresses`; requests in flight to removed endpoints finish undisturbed.
-    public func setEndpoints(_ addresses: [SocketAddress]) {
+    ///
+    /// - Parameter weights: relative weights by address (from SRV records), kept for weighted policies.
+    public func setEndpoints(_ addresses: [SocketAddress], weights: [SocketAddress: Int] = [:]) {
         let (snapshot, added, removed, draining) = self.state.withLock { state -> (EndpointSnapshot, [Endpoint], [Endpoint], Int) in
             var byAddress: [SocketAddress: Endpoint] = [:]
             for endpoint in state.active { byAddress[endpoint.address] = endpoint }
@@ -78,6 +80,7 @@ public final class UpstreamCluster: Sendable {
             }
             let removed = state.active.filter { !seen.contains($0.address) }
             for endpoint in removed { endpoint.state = .draining }
+            for endpoint in next { endpoint.weight = weights[endpoint.address] ?? 1 }
             state.draining.append(contentsOf: removed)
             state.active = next
             state.version += 1
