@@ -166,6 +166,7 @@ extension IntegrationTests {
             #expect(emptied != nil)
             #expect(queries >= 3, "an empty answer must be confirmed by a second query (\(queries) queries)")
             #expect(result.stdout.hasPrefix("HTTP/1.1 503"), "\(result.stdout)")
+            #expect(result.stdout.contains("DNS name web.test has no pods (NXDOMAIN"), "the 503 must say why: \(result.stdout)")
             #expect(document.upstreams[0].discovery?.last_error != nil)
         }
     

@@ -162,7 +162,7 @@ final class DNSDiscovery: Service, Sendable {
                 if hadPods {
                     self.logger.warning("DNS confirms the service has no pods; requests now get 503", metadata: ["error": "\(error)"])
                 }
-                self.cluster.setEndpoints([])
+                self.cluster.setEndpoints([], emptyReason: "DNS name \(self.settings.name) has no pods (\(error))")
             } else {
                 self.logger.info("DNS answered with no pods; confirming before emptying the set", metadata: ["error": "\(error)"])
                 delay = min(.seconds(1), self.settings.refresh)

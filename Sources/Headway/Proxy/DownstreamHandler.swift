@@ -256,7 +256,7 @@ final class DownstreamHandler: ChannelDuplexHandler {
     private func dispatch() {
         guard let exchange = self.exchange else { return }
         guard let pool = self.cluster.pickPool(excluding: exchange.failedPool) else {
-            self.failExchange(.noEndpoint(upstream: self.cluster.configuration.name))
+            self.failExchange(.noEndpoint(upstream: self.cluster.configuration.name, reason: self.cluster.emptyReason))
             return
         }
         self.attemptCounter &+= 1

@@ -24,8 +24,8 @@ struct ProxyError: Error, Hashable, CustomStringConvertible {
         self.detail = detail
     }
 
-    static func noEndpoint(upstream: String) -> Self {
-        .init(.noEndpoint, "no endpoint of upstream '\(upstream)' is available")
+    static func noEndpoint(upstream: String, reason: String? = nil) -> Self {
+        .init(.noEndpoint, "no endpoint of upstream '\(upstream)' is available" + (reason.map { ": \($0)" } ?? ""))
     }
     static func connectionLimit(endpoint: String, limit: Int) -> Self {
         .init(.connectionLimit, "endpoint \(endpoint) has reached max_connections_per_endpoint (\(limit))")

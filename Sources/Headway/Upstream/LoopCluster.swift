@@ -21,6 +21,8 @@ final class LoopCluster: @unchecked Sendable {
     private var drainingPools: [UpstreamPool] = []
     private var picker: EndpointPicker
     private var snapshotVersion = 0
+    /// Why the set is empty, when it is and discovery said why; quoted in the 503 answer.
+    private(set) var emptyReason: String?
     private var idleSweep: RepeatedTask?
     private var deadlineSweep: RepeatedTask?
     /// Exchanges waiting for a response head, checked against `request_timeout` by a periodic sweep.
@@ -40,6 +42,7 @@ final class LoopCluster: @unchecked Sendable {
         self.eventLoop.assertInEventLoop()
         guard !self.isShutDown, snapshot.version > self.snapshotVersion else { return }
         self.snapshotVersion = snapshot.version
+        self.emptyReason = snapshot.emptyReason
         var previous: [ObjectIdentifier: UpstreamPool] = [:]
         for pool in self.pools { previous[ObjectIdentifier(pool.endpoint)] = pool }
         self.pools = snapshot.endpoints.map { endpoint in

@@ -49,8 +49,10 @@ public final class UpstreamCluster: Sendable {
 
     /// Replaces the endpoint set with `addresses`; requests in flight to removed endpoints finish undisturbed.
     ///
-    /// - Parameter weights: relative weights by address (from SRV records), kept for weighted policies.
-    public func setEndpoints(_ addresses: [SocketAddress], weights: [SocketAddress: Int] = [:]) {
+    /// - Parameters:
+    ///   - weights: relative weights by address (from SRV records), kept for weighted policies.
+    ///   - emptyReason: why the set is empty, for the 503 that requests then get (e.g. what DNS said).
+    public func setEndpoints(_ addresses: [SocketAddress], weights: [SocketAddress: Int] = [:], emptyReason: String? = nil) {
         let (snapshot, added, removed, draining) = self.state.withLock { state -> (EndpointSnapshot, [Endpoint], [Endpoint], Int) in
             var byAddress: [SocketAddress: Endpoint] = [:]
             for endpoint in state.active { byAddress[endpoint.address] = endpoint }
@@ -84,7 +86,8 @@ public final class UpstreamCluster: Sendable {
             state.draining.append(contentsOf: removed)
             state.active = next
             state.version += 1
-            return (EndpointSnapshot(version: state.version, endpoints: next), added, removed, state.draining.count)
+            let snapshot = EndpointSnapshot(version: state.version, endpoints: next, emptyReason: next.isEmpty ? emptyReason : nil)
+            return (snapshot, added, removed, state.draining.count)
         }
         for endpoint in added {
             self.logger.info("endpoint added", metadata: ["endpoint.address": "\(endpoint.label)"])
@@ -127,4 +130,6 @@ public final class UpstreamCluster: Sendable {
 struct EndpointSnapshot: Sendable {
     var version: Int
     var endpoints: [Endpoint]
+    /// Why there is no endpoint, when there is none and the source knows.
+    var emptyReason: String?
 }
