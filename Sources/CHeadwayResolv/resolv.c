@@ -81,17 +81,28 @@ static int query(const char *name, int qtype, const headway_dns_config *config, 
     }
 }
 
-int headway_dns_resolve_srv(const char *name, const headway_dns_config *config,
-                            headway_srv_record *records, int capacity, int *total) {
-    unsigned char *answer = NULL;
-    int length = query(name, ns_t_srv, config, &answer);
+/// Runs the query and opens the reply for the ns_* parsers; on success `*answer` must be freed.
+static int query_and_parse(const char *name, int qtype, const headway_dns_config *config,
+                           unsigned char **answer, ns_msg *message) {
+    int length = query(name, qtype, config, answer);
     if (length < 0) {
         return length;
     }
-    ns_msg message;
-    if (ns_initparse(answer, length, &message) != 0) {
-        free(answer);
+    if (ns_initparse(*answer, length, message) != 0) {
+        free(*answer);
+        *answer = NULL;
         return HEADWAY_DNS_FAILURE;
+    }
+    return 0;
+}
+
+int headway_dns_resolve_srv(const char *name, const headway_dns_config *config,
+                            headway_srv_record *records, int capacity, int *total) {
+    unsigned char *answer = NULL;
+    ns_msg message;
+    int status = query_and_parse(name, ns_t_srv, config, &answer, &message);
+    if (status < 0) {
+        return status;
     }
     int written = 0;
     int found = 0;
@@ -126,14 +137,10 @@ int headway_dns_resolve_srv(const char *name, const headway_dns_config *config,
 int headway_dns_resolve(const char *name, int qtype, const headway_dns_config *config,
                         headway_dns_record *records, int capacity, int *total) {
     unsigned char *answer = NULL;
-    int length = query(name, qtype, config, &answer);
-    if (length < 0) {
-        return length;
-    }
     ns_msg message;
-    if (ns_initparse(answer, length, &message) != 0) {
-        free(answer);
-        return HEADWAY_DNS_FAILURE;
+    int status = query_and_parse(name, qtype, config, &answer, &message);
+    if (status < 0) {
+        return status;
     }
     int written = 0;
     int found = 0;
