@@ -62,7 +62,7 @@ extension HeadwayConfiguration {
         if let yaml {
             reader.read(yaml: yaml, into: &configuration)
         }
-        reader.apply(overrides, to: &configuration, hasFile: yaml != nil)
+        reader.apply(overrides, to: &configuration)
         reader.checkConsistency(of: configuration, flagsGaveEndpoints: overrides.endpoints != nil || overrides.service != nil)
         guard reader.problems.isEmpty else {
             throw ConfigurationError(problems: reader.problems)
@@ -325,7 +325,7 @@ private struct Reader {
         settings.resolvConfPath = path
     }
 
-    mutating func apply(_ overrides: ConfigurationOverrides, to configuration: inout HeadwayConfiguration, hasFile: Bool) {
+    mutating func apply(_ overrides: ConfigurationOverrides, to configuration: inout HeadwayConfiguration) {
         if let admin = overrides.admin, let address = self.address(text: admin, at: "--admin", bindable: true) {
             configuration.admin = address
         }

@@ -470,7 +470,11 @@ final class DownstreamHandler: ChannelDuplexHandler {
             self.pending.prepend(.end)
             self.dispatch()
         } else {
-            self.failExchange(.upstreamClosed(endpoint: pool.endpoint.label, error: error))
+            if let invalid = error as? ResponseParserError {
+                self.failExchange(.badUpstreamResponse(endpoint: pool.endpoint.label, reason: invalid.reason))
+            } else {
+                self.failExchange(.upstreamClosed(endpoint: pool.endpoint.label, error: error))
+            }
         }
     }
 

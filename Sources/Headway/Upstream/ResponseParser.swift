@@ -45,15 +45,6 @@ struct ResponseParser {
     private var state: State = .head
     private var head = HeadAccumulator()
 
-    /// Whether the parser sits between responses (nothing of a response has arrived yet).
-    var isIdle: Bool {
-        switch self.state {
-        case .done: true
-        case .head: self.head.pending.readableBytes == 0
-        case .body: false
-        }
-    }
-
     /// Prepares for the response to the next request.
     mutating func expectResponse() {
         self.state = .head

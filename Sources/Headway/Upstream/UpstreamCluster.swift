@@ -30,12 +30,13 @@ public final class UpstreamCluster: Sendable {
     ) {
         self.configuration = configuration
         self.proxyMetrics = metrics
-        self.metrics = metrics.upstreamMetrics(upstream: configuration.name)
+        let upstreamMetrics = metrics.upstreamMetrics(upstream: configuration.name)
+        self.metrics = upstreamMetrics
         var logger = logger
         logger[metadataKey: "upstream"] = "\(configuration.name)"
         self.logger = logger
         self.loops = eventLoops.map {
-            LoopCluster(eventLoop: $0, configuration: configuration, metrics: metrics.upstreamMetrics(upstream: configuration.name), logger: logger)
+            LoopCluster(eventLoop: $0, configuration: configuration, metrics: upstreamMetrics, logger: logger)
         }
     }
 
