@@ -1,13 +1,17 @@
 import Foundation
 
+#if canImport(Glibc)
+import Glibc
+#endif
+
 /// One nginx process playing one pod: it listens on its own loopback address and answers with `X-Pod`.
 ///
 /// Each pod has its own prefix directory (config, pid, logs, temp files), so tests never touch the
 /// system's nginx. The access log records nginx's connection serial number per request, which lets tests
 /// count how many upstream connections a proxy opened.
 ///
-/// Locations: `/files/NAME` serves files written with ``writeFile(named:size:)``; `/healthz`; anything else
-/// answers `NAME`.
+/// Locations: `/files/NAME` serves files written with ``writeFile(named:size:)``; `/healthz` answers 200, or
+/// 503 after ``setHealthCheckFailing(_:)``; anything else answers `NAME` (any method, any body size).
 public final class NginxPod: @unchecked Sendable {
     public let name: String
     public let host: String
@@ -59,13 +63,17 @@ public final class NginxPod: @unchecked Sendable {
                 scgi_temp_path \(p)/tmp/scgi;
                 keepalive_requests 1000000;
                 keepalive_timeout 75s;
+                client_max_body_size 0;
                 sendfile on;
                 default_type application/octet-stream;
                 server {
                     \(listens)
                     add_header X-Pod \(podName) always;
                     location /files/ { alias \(p)/files/; }
-                    location = /healthz { return 200 "ok\\n"; }
+                    location = /healthz {
+                        if (-f \(p)/healthz-failing) { return 503 "failing\\n"; }
+                        return 200 "ok\\n";
+                    }
                     location / { return 200 "\(podName)\\n"; }
                 }
             }
@@ -111,13 +119,49 @@ public final class NginxPod: @unchecked Sendable {
         try FileManager.default.copyItem(at: source, to: self.filesDirectory.appendingPathComponent(fileName))
     }
 
-    /// Requests this pod logged, as `(connection serial, uri)` pairs.
-    public func accessLog() throws -> [(connection: Int, uri: String)] {
+    /// Requests this pod logged, as `(connection serial, method, uri)`.
+    public func accessLog() throws -> [(connection: Int, method: String, uri: String)] {
         let text = (try? String(contentsOf: self.prefix.appendingPathComponent("logs/access.log"), encoding: .utf8)) ?? ""
         return text.split(separator: "\n").compactMap { line in
             let fields = line.split(separator: " ")
             guard fields.count >= 3, let connection = Int(fields[0]) else { return nil }
-            return (connection, String(fields[2]))
+            return (connection, String(fields[1]), String(fields[2]))
+        }
+    }
+
+    /// Makes `/healthz` answer 503 (while every other path still works), or 200 again.
+    public func setHealthCheckFailing(_ failing: Bool) throws {
+        let marker = self.prefix.appendingPathComponent("healthz-failing")
+        if failing {
+            try Data().write(to: marker)
+        } else {
+            try? FileManager.default.removeItem(at: marker)
+        }
+    }
+
+    /// Kills the pod as the kernel's OOM killer would: SIGKILL to nginx's master and its worker, no goodbye
+    /// to any connection (the kernel resets them). ``stop()`` then only cleans up.
+    public func kill() {
+        guard self.process.isRunning else { return }
+        let master = self.process.processIdentifier
+        for pid in Self.children(of: master) {
+            Glibc.kill(pid, SIGKILL)
+        }
+        Glibc.kill(master, SIGKILL)
+        self.process.waitUntilExit()
+    }
+
+    /// Processes whose parent is `pid`, from `/proc/PID/stat`.
+    private static func children(of pid: Int32) -> [Int32] {
+        let entries = (try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? []
+        return entries.compactMap { entry -> Int32? in
+            guard let child = Int32(entry),
+                let stat = try? String(contentsOfFile: "/proc/\(entry)/stat", encoding: .utf8),
+                let close = stat.lastIndex(of: ")")
+            else { return nil }
+            // Fields after the command name: state, ppid, ...
+            let fields = stat[stat.index(after: close)...].split(separator: " ")
+            return fields.count > 1 && Int32(fields[1]) == pid ? child : nil
         }
     }
 

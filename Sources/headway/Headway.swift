@@ -54,11 +54,32 @@ struct ConfigurationOptions: ParsableArguments {
     @Option(help: "Time to wait for the first response byte, e.g. 15s.")
     var requestTimeout: String?
 
-    @Option(help: "Close pooled upstream connections idle this long, e.g. 60s.")
+    @Option(help: "Longest silence between two pieces of a response, e.g. 60s.")
     var idleTimeout: String?
+
+    @Option(help: "Close pooled upstream connections unused this long, e.g. 60s.")
+    var keepaliveTimeout: String?
 
     @Option(help: "Most connections to one endpoint, over all event loops.")
     var maxConnectionsPerEndpoint: Int?
+
+    @Option(help: "Turn on active HTTP health checks of every endpoint at this path, e.g. /healthz.")
+    var healthPath: String?
+
+    @Option(help: "Time between two health checks of an endpoint (default 2s).")
+    var healthInterval: String?
+
+    @Option(help: "Time a health check may take (default 1s).")
+    var healthTimeout: String?
+
+    @Option(help: "Passing checks in a row that put an endpoint (back) in rotation (default 2).")
+    var healthyThreshold: Int?
+
+    @Option(help: "Failing checks in a row that take an endpoint out of rotation (default 3).")
+    var unhealthyThreshold: Int?
+
+    @Option(help: "Tries on other endpoints after a failed one (default 2).")
+    var maxRetries: Int?
 
     @Option(help: "How long SIGTERM waits for in-flight requests, e.g. 10s.")
     var drainTimeout: String?
@@ -83,7 +104,14 @@ struct ConfigurationOptions: ParsableArguments {
         overrides.connectTimeout = self.connectTimeout
         overrides.requestTimeout = self.requestTimeout
         overrides.idleTimeout = self.idleTimeout
+        overrides.keepaliveTimeout = self.keepaliveTimeout
         overrides.maxConnectionsPerEndpoint = self.maxConnectionsPerEndpoint
+        overrides.healthPath = self.healthPath
+        overrides.healthInterval = self.healthInterval
+        overrides.healthTimeout = self.healthTimeout
+        overrides.healthyThreshold = self.healthyThreshold
+        overrides.unhealthyThreshold = self.unhealthyThreshold
+        overrides.maxRetries = self.maxRetries
         return overrides
     }
 

@@ -13,6 +13,7 @@ struct DownstreamHandlerTests {
         let cluster = LoopCluster(
             eventLoop: channel.embeddedEventLoop,
             configuration: .init(name: "web"),
+            loopCount: 1,
             metrics: ProxyMetrics().upstreamMetrics(upstream: "web"),
             logger: Logger(label: "test")
         )

@@ -99,6 +99,11 @@ final class AdminState: Sendable {
             var name: String
             var policy: String
             var discovery: Discovery
+            /// `off`, or the active checks' settings.
+            var health_checks: String
+            var healthy_endpoints: Int
+            /// Too few endpoints are healthy: requests are spread over all of them.
+            var panic_mode: Bool
             var endpoints: [Endpoint]
         }
         /// Where the endpoints come from; for DNS, the resolver's last answer and its timing.
@@ -116,6 +121,17 @@ final class AdminState: Sendable {
         struct Endpoint: Codable {
             var address: String
             var state: String
+            /// unknown, healthy, unhealthy or ejected.
+            var health: String
+            var last_check: String?
+            var last_check_detail: String?
+            var last_check_at: String?
+            var consecutive_check_failures: Int
+            var consecutive_5xx: Int
+            var consecutive_gateway_failures: Int
+            var ejections: Int
+            var ejected_until: String?
+            var last_ejection_reason: String?
             var weight: Int
             var in_flight: Int
             var requests: Int
@@ -146,17 +162,32 @@ final class AdminState: Sendable {
     }
 
     var endpointsDocument: EndpointsDocument {
-        EndpointsDocument(
+        let format = Date.ISO8601FormatStyle(includingFractionalSeconds: true)
+        return EndpointsDocument(
             upstreams: self.clusters.map { cluster in
-                EndpointsDocument.Upstream(
+                let health = cluster.healthSummary
+                return EndpointsDocument.Upstream(
                     name: cluster.configuration.name,
                     policy: cluster.configuration.policy.rawValue,
                     discovery: self.discoveryDocument(for: cluster),
+                    health_checks: cluster.configuration.healthCheck?.summary ?? "off",
+                    healthy_endpoints: health.healthy,
+                    panic_mode: health.isInPanic,
                     endpoints: cluster.endpoints.map { endpoint in
                         let status = endpoint.status
                         return EndpointsDocument.Endpoint(
                             address: status.address,
                             state: status.state,
+                            health: status.health,
+                            last_check: status.lastCheck,
+                            last_check_detail: status.lastCheckDetail,
+                            last_check_at: status.lastCheckAt.map { $0.formatted(format) },
+                            consecutive_check_failures: status.consecutiveCheckFailures,
+                            consecutive_5xx: status.consecutive5xx,
+                            consecutive_gateway_failures: status.consecutiveGatewayFailures,
+                            ejections: status.ejections,
+                            ejected_until: status.ejectedUntil.map { $0.formatted(format) },
+                            last_ejection_reason: status.lastEjectionReason,
                             weight: status.weight,
                             in_flight: status.inFlight,
                             requests: status.requests,

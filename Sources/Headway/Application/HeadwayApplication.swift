@@ -90,10 +90,12 @@ public final class HeadwayApplication: Sendable {
             )
         }
         self.proxies = proxies
-        // Graceful shutdown runs in reverse order: listeners drain first while discovery and admin go on.
+        // Graceful shutdown runs in reverse order: listeners drain first while discovery, health checks and
+        // admin go on.
         self.serviceGroup = ServiceGroup(
             configuration: .init(
                 services: [.init(service: self.admin)] + discoveries.map { .init(service: $0) }
+                    + self.clusters.compactMap(\.healthChecker).map { .init(service: $0) }
                     + proxies.map { .init(service: $0) },
                 gracefulShutdownSignals: handleSignals ? [.sigterm, .sigint] : [],
                 cancellationSignals: [],

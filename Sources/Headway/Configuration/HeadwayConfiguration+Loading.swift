@@ -22,7 +22,14 @@ public struct ConfigurationOverrides: Sendable, Equatable {
     public var connectTimeout: String?
     public var requestTimeout: String?
     public var idleTimeout: String?
+    public var keepaliveTimeout: String?
     public var maxConnectionsPerEndpoint: Int?
+    public var healthPath: String?
+    public var healthInterval: String?
+    public var healthTimeout: String?
+    public var healthyThreshold: Int?
+    public var unhealthyThreshold: Int?
+    public var maxRetries: Int?
 
     public init() {}
 
@@ -40,7 +47,14 @@ public struct ConfigurationOverrides: Sendable, Equatable {
         if self.connectTimeout != nil { names.append("--connect-timeout") }
         if self.requestTimeout != nil { names.append("--request-timeout") }
         if self.idleTimeout != nil { names.append("--idle-timeout") }
+        if self.keepaliveTimeout != nil { names.append("--keepalive-timeout") }
         if self.maxConnectionsPerEndpoint != nil { names.append("--max-connections-per-endpoint") }
+        if self.healthPath != nil { names.append("--health-path") }
+        if self.healthInterval != nil { names.append("--health-interval") }
+        if self.healthTimeout != nil { names.append("--health-timeout") }
+        if self.healthyThreshold != nil { names.append("--healthy-threshold") }
+        if self.unhealthyThreshold != nil { names.append("--unhealthy-threshold") }
+        if self.maxRetries != nil { names.append("--max-retries") }
         return names
     }
 }
@@ -210,14 +224,32 @@ private struct Reader {
                     if let amount = self.duration(value, at: keyPath) { upstream.requestTimeout = amount }
                 case "idle_timeout":
                     if let amount = self.duration(value, at: keyPath) { upstream.idleTimeout = amount }
+                case "keepalive_timeout":
+                    if let amount = self.duration(value, at: keyPath) { upstream.keepaliveTimeout = amount }
                 case "max_connections_per_endpoint":
                     if let count = self.positiveInt(value, at: keyPath) { upstream.maxConnectionsPerEndpoint = count }
+                case "max_pending_requests":
+                    if let count = self.positiveInt(value, at: keyPath) { upstream.maxPendingRequests = count }
+                case "min_idle_connections_per_endpoint":
+                    if let count = self.nonNegativeInt(value, at: keyPath) { upstream.minIdleConnectionsPerEndpoint = count }
+                case "health_check":
+                    upstream.healthCheck = self.healthCheck(value, at: keyPath)
+                case "gate_new_endpoints":
+                    if let flag = self.bool(value, at: keyPath) { upstream.gateNewEndpoints = flag }
+                case "outlier_detection":
+                    self.readOutlierDetection(value, at: keyPath, into: &upstream.outlierDetection)
+                case "panic_threshold":
+                    if let percent = self.percent(value, at: keyPath) { upstream.panicThresholdPercent = percent }
+                case "max_retries":
+                    if let count = self.nonNegativeInt(value, at: keyPath) { upstream.retries.maxRetries = count }
+                case "retry_on":
+                    if let statuses = self.retryOn(value, at: keyPath) { upstream.retries.statuses = statuses }
+                case "retry_budget":
+                    self.readRetryBudget(value, at: keyPath, into: &upstream.retries)
+                case "retry_buffer_limit":
+                    if let bytes = self.size(value, at: keyPath) { upstream.retries.bufferLimit = bytes }
                 default:
-                    self.problem(
-                        keyPath,
-                        "unknown key (known: endpoints, service, srv, dns, policy, connect_timeout, request_timeout,"
-                            + " idle_timeout, max_connections_per_endpoint)"
-                    )
+                    self.problem(keyPath, "unknown key (known: \(Self.upstreamKeys))")
                 }
             }
             if let dnsBlock {
@@ -235,6 +267,170 @@ private struct Reader {
             upstreams.append(upstream)
         }
         return upstreams
+    }
+
+    static let upstreamKeys =
+        "endpoints, service, srv, dns, policy, connect_timeout, request_timeout, idle_timeout, keepalive_timeout,"
+        + " max_connections_per_endpoint, max_pending_requests, min_idle_connections_per_endpoint, health_check,"
+        + " gate_new_endpoints, outlier_detection, panic_threshold, max_retries, retry_on, retry_budget, retry_buffer_limit"
+
+    /// `health_check:` as a mapping; an empty mapping (`health_check: {}`) turns checks on with the defaults.
+    mutating func healthCheck(_ node: Node, at path: String) -> HealthCheckSettings? {
+        guard let mapping = node.mapping else {
+            self.problem(path, "must be a mapping, e.g. {path: /healthz, interval: 2s} ({} for the defaults)")
+            return nil
+        }
+        var settings = HealthCheckSettings()
+        for (keyNode, value) in mapping {
+            let key = keyNode.string ?? "?"
+            let keyPath = "\(path).\(key)"
+            switch key {
+            case "type":
+                if let text = value.scalar?.string, let kind = HealthCheckSettings.Kind(rawValue: text) {
+                    settings.kind = kind
+                } else {
+                    self.problem(keyPath, "must be one of \(HealthCheckSettings.Kind.allCases.map(\.rawValue).joined(separator: ", "))")
+                }
+            case "path":
+                if let path = self.healthPath(value.scalar?.string ?? "", at: keyPath) { settings.path = path }
+            case "host":
+                if let text = value.scalar?.string, !text.isEmpty, text.utf8.allSatisfy({ $0 > 0x20 && $0 < 0x7F }) {
+                    settings.host = text
+                } else {
+                    self.problem(keyPath, "must be a host name for the check's Host header")
+                }
+            case "interval":
+                if let amount = self.duration(value, at: keyPath) { settings.interval = amount }
+            case "timeout":
+                if let amount = self.duration(value, at: keyPath) { settings.timeout = amount }
+            case "healthy_threshold":
+                if let count = self.positiveInt(value, at: keyPath) { settings.healthyThreshold = count }
+            case "unhealthy_threshold":
+                if let count = self.positiveInt(value, at: keyPath) { settings.unhealthyThreshold = count }
+            case "expected_statuses":
+                if let ranges = self.statusRanges(value, at: keyPath) { settings.expectedStatuses = ranges }
+            case "jitter":
+                if let percent = self.percent(value, at: keyPath) { settings.jitterPercent = percent }
+            default:
+                self.problem(
+                    keyPath,
+                    "unknown key (known: type, path, host, interval, timeout, healthy_threshold, unhealthy_threshold,"
+                        + " expected_statuses, jitter)"
+                )
+            }
+        }
+        self.checkHealthTimeout(settings, at: "\(path).timeout")
+        return settings
+    }
+
+    /// A check that may outlast its interval would overlap the next one.
+    mutating func checkHealthTimeout(_ settings: HealthCheckSettings, at keyPath: String) {
+        if settings.timeout > settings.interval {
+            self.problem(keyPath, "is longer than the interval (\(DurationText.format(settings.interval)))")
+        }
+    }
+
+    mutating func healthPath(_ text: String, at keyPath: String) -> String? {
+        guard text.hasPrefix("/"), text.utf8.allSatisfy({ $0 > 0x20 && $0 < 0x7F }) else {
+            self.problem(keyPath, "must be an absolute path such as /healthz, without spaces or control characters")
+            return nil
+        }
+        return text
+    }
+
+    /// `[200-399, 404]`: statuses or inclusive ranges of statuses.
+    mutating func statusRanges(_ node: Node, at keyPath: String) -> [ClosedRange<Int>]? {
+        guard let list = node.sequence, list.count > 0 else {
+            self.problem(keyPath, "must be a list of statuses or ranges, e.g. [200-399]")
+            return nil
+        }
+        var ranges: [ClosedRange<Int>] = []
+        for (index, item) in list.enumerated() {
+            let text = item.scalar?.string ?? ""
+            let bounds = text.split(separator: "-", omittingEmptySubsequences: false).map { Int($0) }
+            guard (1...2).contains(bounds.count), let low = bounds.first!, let high = bounds.last!,
+                (100...599).contains(low), (low...599).contains(high)
+            else {
+                self.problem("\(keyPath)[\(index)]", "bad status range '\(text)': write 200 or 200-399, within 100-599")
+                continue
+            }
+            ranges.append(low...high)
+        }
+        return ranges.isEmpty ? nil : ranges
+    }
+
+    mutating func readOutlierDetection(_ node: Node, at path: String, into settings: inout OutlierDetectionSettings) {
+        guard let mapping = node.mapping else {
+            self.problem(path, "must be a mapping of settings")
+            return
+        }
+        for (keyNode, value) in mapping {
+            let key = keyNode.string ?? "?"
+            let keyPath = "\(path).\(key)"
+            switch key {
+            case "consecutive_5xx":
+                if let count = self.nonNegativeInt(value, at: keyPath) { settings.consecutive5xx = count }
+            case "consecutive_gateway_failures":
+                if let count = self.nonNegativeInt(value, at: keyPath) { settings.consecutiveGatewayFailures = count }
+            case "base_ejection_time":
+                if let amount = self.duration(value, at: keyPath) { settings.baseEjectionTime = amount }
+            case "max_ejection_time":
+                if let amount = self.duration(value, at: keyPath) { settings.maxEjectionTime = amount }
+            case "max_ejection_percent":
+                if let percent = self.percent(value, at: keyPath) { settings.maxEjectionPercent = percent }
+            default:
+                self.problem(
+                    keyPath,
+                    "unknown key (known: consecutive_5xx, consecutive_gateway_failures, base_ejection_time,"
+                        + " max_ejection_time, max_ejection_percent)"
+                )
+            }
+        }
+        if settings.baseEjectionTime > settings.maxEjectionTime {
+            self.problem("\(path).base_ejection_time", "is longer than max_ejection_time")
+        }
+    }
+
+    /// `[503, gateway-error]`: statuses to retry; `gateway-error` means 502, 503 and 504, `5xx` any 5xx.
+    mutating func retryOn(_ node: Node, at keyPath: String) -> Set<Int>? {
+        guard let list = node.sequence else {
+            self.problem(keyPath, "must be a list of statuses, gateway-error or 5xx, e.g. [503, gateway-error]")
+            return nil
+        }
+        var statuses = Set<Int>()
+        for (index, item) in list.enumerated() {
+            let text = item.scalar?.string ?? ""
+            switch text {
+            case "gateway-error": statuses.formUnion([502, 503, 504])
+            case "5xx": statuses.formUnion(500...599)
+            default:
+                if let status = Int(text), (500...599).contains(status) {
+                    statuses.insert(status)
+                } else {
+                    self.problem("\(keyPath)[\(index)]", "'\(text)' is not a 5xx status, gateway-error or 5xx")
+                }
+            }
+        }
+        return statuses
+    }
+
+    mutating func readRetryBudget(_ node: Node, at path: String, into settings: inout RetrySettings) {
+        guard let mapping = node.mapping else {
+            self.problem(path, "must be a mapping, e.g. {percent: 20, min_per_second: 10}")
+            return
+        }
+        for (keyNode, value) in mapping {
+            let key = keyNode.string ?? "?"
+            let keyPath = "\(path).\(key)"
+            switch key {
+            case "percent":
+                if let percent = self.percent(value, at: keyPath) { settings.budgetPercent = percent }
+            case "min_per_second":
+                if let count = self.nonNegativeInt(value, at: keyPath) { settings.budgetMinPerSecond = count }
+            default:
+                self.problem(keyPath, "unknown key (known: percent, min_per_second)")
+            }
+        }
     }
 
     mutating func readDNS(_ node: Node, at path: String, into settings: inout DNSDiscoverySettings) {
@@ -263,11 +459,7 @@ private struct Reader {
             case "max_refresh":
                 if let amount = self.duration(value, at: keyPath) { settings.maxRefresh = amount }
             case "respect_ttl":
-                switch value.scalar?.string {
-                case "true": settings.respectTTL = true
-                case "false": settings.respectTTL = false
-                default: self.problem(keyPath, "must be true or false")
-                }
+                if let flag = self.bool(value, at: keyPath) { settings.respectTTL = flag }
             case "family":
                 if let text = value.scalar?.string, let family = AddressFamily(rawValue: text) {
                     settings.family = family
@@ -393,6 +585,13 @@ private struct Reader {
         if let text = overrides.idleTimeout, let amount = self.duration(text: text, at: "--idle-timeout") {
             upstream.idleTimeout = amount
         }
+        if let text = overrides.keepaliveTimeout, let amount = self.duration(text: text, at: "--keepalive-timeout") {
+            upstream.keepaliveTimeout = amount
+        }
+        self.applyHealthFlags(overrides, to: &upstream)
+        if let count = overrides.maxRetries {
+            if count >= 0 { upstream.retries.maxRetries = count } else { self.problem("--max-retries", "must be 0 or more") }
+        }
         if let count = overrides.maxConnectionsPerEndpoint {
             if count >= 1 {
                 upstream.maxConnectionsPerEndpoint = count
@@ -401,6 +600,41 @@ private struct Reader {
             }
         }
         configuration.upstreams[0] = upstream
+    }
+
+    /// `--health-path` turns HTTP checks on; the other health flags adjust checks that are on.
+    mutating func applyHealthFlags(_ overrides: ConfigurationOverrides, to upstream: inout HeadwayConfiguration.Upstream) {
+        let adjustments = [
+            ("--health-interval", overrides.healthInterval != nil), ("--health-timeout", overrides.healthTimeout != nil),
+            ("--healthy-threshold", overrides.healthyThreshold != nil),
+            ("--unhealthy-threshold", overrides.unhealthyThreshold != nil),
+        ]
+        if let path = overrides.healthPath, let valid = self.healthPath(path, at: "--health-path") {
+            var settings = upstream.healthCheck ?? HealthCheckSettings()
+            settings.kind = .http
+            settings.path = valid
+            upstream.healthCheck = settings
+        }
+        guard var settings = upstream.healthCheck else {
+            for (flag, given) in adjustments where given {
+                self.problem(flag, "needs active health checks: give --health-path or a health_check block")
+            }
+            return
+        }
+        if let text = overrides.healthInterval, let amount = self.duration(text: text, at: "--health-interval") {
+            settings.interval = amount
+        }
+        if let text = overrides.healthTimeout, let amount = self.duration(text: text, at: "--health-timeout") {
+            settings.timeout = amount
+        }
+        if let count = overrides.healthyThreshold {
+            if count >= 1 { settings.healthyThreshold = count } else { self.problem("--healthy-threshold", "must be at least 1") }
+        }
+        if let count = overrides.unhealthyThreshold {
+            if count >= 1 { settings.unhealthyThreshold = count } else { self.problem("--unhealthy-threshold", "must be at least 1") }
+        }
+        if adjustments.contains(where: \.1) { self.checkHealthTimeout(settings, at: "--health-timeout") }
+        upstream.healthCheck = settings
     }
 
     mutating func checkConsistency(of configuration: HeadwayConfiguration, flagsGaveEndpoints: Bool) {
@@ -475,6 +709,51 @@ private struct Reader {
             return nil
         }
         return value
+    }
+
+    mutating func nonNegativeInt(_ node: Node, at keyPath: String) -> Int? {
+        guard let text = node.scalar?.string, let value = Int(text), value >= 0 else {
+            self.problem(keyPath, "must be a whole number of 0 or more, got '\(node.scalar?.string ?? "a non-scalar")'")
+            return nil
+        }
+        return value
+    }
+
+    /// `50%` or `50`, from 0 to 100.
+    mutating func percent(_ node: Node, at keyPath: String) -> Int? {
+        let text = node.scalar?.string ?? ""
+        let digits = text.hasSuffix("%") ? String(text.dropLast()) : text
+        guard let value = Int(digits), (0...100).contains(value) else {
+            self.problem(keyPath, "must be a percentage from 0% to 100%, got '\(text)'")
+            return nil
+        }
+        return value
+    }
+
+    mutating func bool(_ node: Node, at keyPath: String) -> Bool? {
+        switch node.scalar?.string {
+        case "true": return true
+        case "false": return false
+        default:
+            self.problem(keyPath, "must be true or false")
+            return nil
+        }
+    }
+
+    /// A size in bytes: `65536`, `64KiB` or `1MiB` (`K`, `KB`, `M`, `MB` are read as powers of 1024 too).
+    mutating func size(_ node: Node, at keyPath: String) -> Int? {
+        let text = node.scalar?.string ?? ""
+        let units: [(suffix: String, factor: Int)] = [
+            ("KiB", 1 << 10), ("MiB", 1 << 20), ("KB", 1 << 10), ("MB", 1 << 20), ("K", 1 << 10), ("M", 1 << 20),
+        ]
+        let unit = units.first { text.hasSuffix($0.suffix) }
+        let digits = text.dropLast(unit?.suffix.count ?? 0)
+        let factor = unit?.factor ?? 1
+        guard let value = Int(digits), value >= 0, value <= Int(Int32.max) / factor else {
+            self.problem(keyPath, "must be a size such as 65536, 64KiB or 1MiB, got '\(text)'")
+            return nil
+        }
+        return value * factor
     }
 
     mutating func policy(_ text: String?, at keyPath: String) -> LoadBalancingPolicy? {

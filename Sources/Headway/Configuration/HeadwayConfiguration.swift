@@ -11,8 +11,10 @@ import NIOCore
 /// - `upstreams.NAME`: `endpoints` (list of `HOST:PORT`) or `service` (`NAME:PORT`, resolved by DNS with the
 ///   `dns` block: `servers`, `resolv_conf`, `refresh` (5s), `respect_ttl` (false), `min_refresh` (1s),
 ///   `max_refresh` (60s), `family` (auto)), `policy` (default `round-robin`),
-///   `connect_timeout` (default `1s`), `request_timeout` (default `15s`), `idle_timeout` (default `60s`),
-///   `max_connections_per_endpoint` (default `1024`).
+///   `connect_timeout` (`1s`), `request_timeout` (`15s`), `idle_timeout` (`60s`), `keepalive_timeout` (`60s`),
+///   `max_connections_per_endpoint` (`1024`), `max_pending_requests` (`1024`), `min_idle_connections_per_endpoint`
+///   (`1`), `health_check` (off), `gate_new_endpoints` (`true`), `outlier_detection`, `panic_threshold` (`50%`),
+///   `max_retries` (`2`), `retry_on`, `retry_budget`, `retry_buffer_limit` (`64KiB`). See README for each.
 public struct HeadwayConfiguration: Sendable, Equatable {
     public var admin: HostAndPort
     public var threads: Int
@@ -40,9 +42,26 @@ public struct HeadwayConfiguration: Sendable, Equatable {
         public var dns: DNSDiscoverySettings?
         public var policy: LoadBalancingPolicy
         public var connectTimeout: TimeAmount
+        /// From the end of the request to the first byte of the response.
         public var requestTimeout: TimeAmount
+        /// Longest silence between two pieces of a response once it has started.
         public var idleTimeout: TimeAmount
+        /// Pooled keep-alive connections unused this long are closed.
+        public var keepaliveTimeout: TimeAmount
         public var maxConnectionsPerEndpoint: Int
+        /// Requests waiting for a connection to open, over all event loops; past it they get 503 at once.
+        public var maxPendingRequests: Int
+        /// Keep-alive connections kept open to every routable endpoint on each event loop, so that no request
+        /// pays for a connect after a scale-up.
+        public var minIdleConnectionsPerEndpoint: Int
+        /// Active checks; `nil` leaves only the passive ones (``outlierDetection``).
+        public var healthCheck: HealthCheckSettings?
+        /// A new endpoint takes requests only after its first passing check (when checks are on).
+        public var gateNewEndpoints: Bool
+        public var outlierDetection: OutlierDetectionSettings
+        /// Below this share of healthy endpoints, requests are spread over all of them (0 turns this off).
+        public var panicThresholdPercent: Int
+        public var retries: RetrySettings
 
         public init(
             name: String,
@@ -51,7 +70,15 @@ public struct HeadwayConfiguration: Sendable, Equatable {
             connectTimeout: TimeAmount = .seconds(1),
             requestTimeout: TimeAmount = .seconds(15),
             idleTimeout: TimeAmount = .seconds(60),
-            maxConnectionsPerEndpoint: Int = 1024
+            keepaliveTimeout: TimeAmount = .seconds(60),
+            maxConnectionsPerEndpoint: Int = 1024,
+            maxPendingRequests: Int = 1024,
+            minIdleConnectionsPerEndpoint: Int = 1,
+            healthCheck: HealthCheckSettings? = nil,
+            gateNewEndpoints: Bool = true,
+            outlierDetection: OutlierDetectionSettings = .init(),
+            panicThresholdPercent: Int = 50,
+            retries: RetrySettings = .init()
         ) {
             self.name = name
             self.endpoints = endpoints
@@ -59,7 +86,15 @@ public struct HeadwayConfiguration: Sendable, Equatable {
             self.connectTimeout = connectTimeout
             self.requestTimeout = requestTimeout
             self.idleTimeout = idleTimeout
+            self.keepaliveTimeout = keepaliveTimeout
             self.maxConnectionsPerEndpoint = maxConnectionsPerEndpoint
+            self.maxPendingRequests = maxPendingRequests
+            self.minIdleConnectionsPerEndpoint = minIdleConnectionsPerEndpoint
+            self.healthCheck = healthCheck
+            self.gateNewEndpoints = gateNewEndpoints
+            self.outlierDetection = outlierDetection
+            self.panicThresholdPercent = panicThresholdPercent
+            self.retries = retries
         }
     }
 
@@ -100,7 +135,19 @@ public struct HeadwayConfiguration: Sendable, Equatable {
                 + " connect_timeout=\(DurationText.format(upstream.connectTimeout))"
                 + " request_timeout=\(DurationText.format(upstream.requestTimeout))"
                 + " idle_timeout=\(DurationText.format(upstream.idleTimeout))"
-                + " max_connections_per_endpoint=\(upstream.maxConnectionsPerEndpoint)}"
+                + " keepalive_timeout=\(DurationText.format(upstream.keepaliveTimeout))"
+                + " max_connections_per_endpoint=\(upstream.maxConnectionsPerEndpoint)"
+                + " max_pending_requests=\(upstream.maxPendingRequests)"
+                + " min_idle_connections_per_endpoint=\(upstream.minIdleConnectionsPerEndpoint)"
+                + " health_check=\(upstream.healthCheck.map { "{\($0.summary)}" } ?? "off")"
+                + " gate_new_endpoints=\(upstream.gateNewEndpoints)"
+                + " outlier_detection={consecutive_5xx=\(upstream.outlierDetection.consecutive5xx)"
+                + " consecutive_gateway_failures=\(upstream.outlierDetection.consecutiveGatewayFailures)"
+                + " base_ejection_time=\(DurationText.format(upstream.outlierDetection.baseEjectionTime))"
+                + " max_ejection_percent=\(upstream.outlierDetection.maxEjectionPercent)}"
+                + " panic_threshold=\(upstream.panicThresholdPercent)%"
+                + " max_retries=\(upstream.retries.maxRetries) retry_on=\(upstream.retries.statuses.sorted())"
+                + " retry_budget=\(upstream.retries.budgetPercent)%+\(upstream.retries.budgetMinPerSecond)/s}"
         }.joined(separator: " ")
         return "listeners=[\(listeners)] admin=\(self.admin) threads=\(self.threads)"
             + " drain_timeout=\(DurationText.format(self.drainTimeout)) log_level=\(self.logLevel) upstreams: \(upstreams)"

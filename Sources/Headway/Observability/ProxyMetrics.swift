@@ -48,6 +48,11 @@ struct EndpointMetrics: Sendable {
     private let upstreamErrors: CoreMetrics.Counter
     private let connectionsOpened: CoreMetrics.Counter
     private let requestDuration: CoreMetrics.Timer
+    private let checksPassed: CoreMetrics.Counter
+    private let checksFailed: CoreMetrics.Counter
+    private let ejections: CoreMetrics.Counter
+    /// 1 while the endpoint may take requests outside panic mode (healthy and not ejected), else 0.
+    private let routable: Meter
 
     init(upstream: String, endpoint: String, factory: PrometheusMetricsFactory) {
         let dimensions = [("upstream", upstream), ("endpoint", endpoint)]
@@ -62,6 +67,14 @@ struct EndpointMetrics: Sendable {
         self.upstreamErrors = CoreMetrics.Counter(label: "headway_upstream_errors_total", dimensions: dimensions, factory: factory)
         self.connectionsOpened = CoreMetrics.Counter(label: "headway_upstream_connections_opened_total", dimensions: dimensions, factory: factory)
         self.requestDuration = CoreMetrics.Timer(label: "headway_upstream_request_duration_seconds", dimensions: dimensions, factory: factory)
+        self.checksPassed = CoreMetrics.Counter(
+            label: "headway_health_checks_total", dimensions: dimensions + [("result", "pass")], factory: factory
+        )
+        self.checksFailed = CoreMetrics.Counter(
+            label: "headway_health_checks_total", dimensions: dimensions + [("result", "fail")], factory: factory
+        )
+        self.ejections = CoreMetrics.Counter(label: "headway_outlier_ejections_total", dimensions: dimensions, factory: factory)
+        self.routable = Meter(label: "headway_endpoint_routable", dimensions: dimensions, factory: factory)
     }
 
     func recordResponse(status: UInt, duration: TimeAmount) {
@@ -73,8 +86,15 @@ struct EndpointMetrics: Sendable {
     func connectFailed() { self.connectFailures.increment() }
     func upstreamErrorOccurred() { self.upstreamErrors.increment() }
     func connectionOpened() { self.connectionsOpened.increment() }
+    func checkFinished(passed: Bool) { (passed ? self.checksPassed : self.checksFailed).increment() }
+    func ejected() { self.ejections.increment() }
+    func routableChanged(_ isRoutable: Bool) { self.routable.set(isRoutable ? 1 : 0) }
 
     func destroy() {
+        self.checksPassed.destroy()
+        self.checksFailed.destroy()
+        self.ejections.destroy()
+        self.routable.destroy()
         for counter in self.responsesByClass { counter.destroy() }
         self.connectFailures.destroy()
         self.upstreamErrors.destroy()
@@ -90,6 +110,10 @@ struct UpstreamMetrics: Sendable {
     private let idleConnections: Meter
     private let activeEndpoints: Meter
     private let drainingEndpoints: Meter
+    private let healthyEndpoints: Meter
+    private let panicMode: Meter
+    private let retries: CoreMetrics.Counter
+    private let retriesRefusedByBudget: CoreMetrics.Counter
 
     init(upstream: String, factory: PrometheusMetricsFactory) {
         let dimensions = [("upstream", upstream)]
@@ -98,6 +122,12 @@ struct UpstreamMetrics: Sendable {
         self.idleConnections = Meter(label: "headway_upstream_connections_idle", dimensions: dimensions, factory: factory)
         self.activeEndpoints = Meter(label: "headway_upstream_endpoints", dimensions: dimensions + [("state", "active")], factory: factory)
         self.drainingEndpoints = Meter(label: "headway_upstream_endpoints", dimensions: dimensions + [("state", "draining")], factory: factory)
+        self.healthyEndpoints = Meter(label: "headway_upstream_healthy_endpoints", dimensions: dimensions, factory: factory)
+        self.panicMode = Meter(label: "headway_upstream_panic_mode", dimensions: dimensions, factory: factory)
+        self.retries = CoreMetrics.Counter(label: "headway_retries_total", dimensions: dimensions, factory: factory)
+        self.retriesRefusedByBudget = CoreMetrics.Counter(
+            label: "headway_retry_budget_exhausted_total", dimensions: dimensions, factory: factory
+        )
     }
 
     func localResponseSent() { self.localResponses.increment() }
@@ -108,6 +138,12 @@ struct UpstreamMetrics: Sendable {
         self.activeEndpoints.set(active)
         self.drainingEndpoints.set(draining)
     }
+    func healthChanged(healthy: Int, panic: Bool) {
+        self.healthyEndpoints.set(healthy)
+        self.panicMode.set(panic ? 1 : 0)
+    }
+    func retried() { self.retries.increment() }
+    func retryRefusedByBudget() { self.retriesRefusedByBudget.increment() }
 }
 
 /// Per-upstream DNS discovery metrics.

@@ -39,7 +39,9 @@ final class DownstreamHandler: ChannelDuplexHandler {
     /// Headway answered a bodyless request before its `.end` arrived: drop parts up to that `.end`.
     private var discardingUntilRequestEnd = false
     private var isActive = true
-    /// This handler's slot in its loop's ``ResponseDeadlines`` while it waits for a response head.
+    /// The answer is out and the output side closed; what the client still sends is read and dropped.
+    private var lingerTimer: Scheduled<Void>?
+    /// This handler's slot in its loop's ``ResponseDeadlines`` while it waits on the upstream.
     private var deadlineSlot: Int?
     /// Response bytes not yet written: small pieces are gathered into one write per read batch.
     private var unwrittenResponse: ByteBuffer?
@@ -65,9 +67,15 @@ final class DownstreamHandler: ChannelDuplexHandler {
         var requestEndReceived = false
         /// The `.end` has been written upstream.
         var requestEndForwarded = false
-        /// A body part of this request has arrived; such a request is never replayed.
-        var requestHasBody = false
+        /// Body parts written upstream in this attempt, kept while they fit `retry_buffer_limit` so that the
+        /// request can be replayed on another endpoint.
+        var forwardedBody: [ByteBuffer] = []
+        var forwardedBodyBytes = 0
+        /// Every body part forwarded so far is in `forwardedBody`; cleared for good once the body outgrows it.
+        var bodyIsReplayable = true
         var responseHeadSent = false
+        /// The loop's coarse clock when the last piece of the response arrived, for `idle_timeout`.
+        var lastResponseProgress = NIODeadline.uptimeNanoseconds(0)
         var responseStatus: UInt = 0
         /// The response body goes to the client in chunks that Headway frames.
         var chunksResponse = false
@@ -122,7 +130,6 @@ final class DownstreamHandler: ChannelDuplexHandler {
                 self.pending.append(event)
                 return
             }
-            self.exchange!.requestHasBody = true
             if let connection = self.exchange?.connection, self.pending.isEmpty {
                 self.forwardBody(buffer, to: connection)
             } else {
@@ -169,6 +176,8 @@ final class DownstreamHandler: ChannelDuplexHandler {
             if self.exchange == nil {
                 context.close(promise: nil)
             }
+        case ChannelEvent.inputClosed where self.lingerTimer != nil:
+            context.close(promise: nil)
         case ChannelEvent.inputClosed:
             // The client half-closed: answer what it sent, then close. A request cut short cannot be answered.
             self.closeAfterResponse = true
@@ -218,6 +227,7 @@ final class DownstreamHandler: ChannelDuplexHandler {
 
     func channelInactive(context: ChannelHandlerContext) {
         self.isActive = false
+        self.lingerTimer?.cancel()
         self.pending.removeAll()
         if let exchange = self.exchange, !exchange.responseHeadSent || exchange.connection != nil {
             self.logger.debug("client closed the connection during an exchange")
@@ -228,7 +238,7 @@ final class DownstreamHandler: ChannelDuplexHandler {
 
     // MARK: Exchange
 
-    private func startExchange(_ head: RequestHead, endReceived: Bool = false, hasBody: Bool = false) {
+    private func startExchange(_ head: RequestHead, endReceived: Bool = false) {
         if !head.isKeepAlive {
             self.closeAfterResponse = true
         }
@@ -246,9 +256,10 @@ final class DownstreamHandler: ChannelDuplexHandler {
         }
         var upstreamHead = self.context!.channel.allocator.buffer(capacity: head.bytes.readableBytes + 160)
         head.writeUpstreamHead(into: &upstreamHead, clientIP: self.clientIP)
-        self.exchange = Exchange(requestHead: head, upstreamHead: upstreamHead, start: .now(), attempt: 0)
+        let start = NIODeadline.now()
+        self.exchange = Exchange(requestHead: head, upstreamHead: upstreamHead, start: start, attempt: 0)
         self.exchange!.requestEndReceived = endReceived
-        self.exchange!.requestHasBody = hasBody
+        self.cluster.requestStarted(at: start)
         self.dispatch()
     }
 
@@ -275,7 +286,56 @@ final class DownstreamHandler: ChannelDuplexHandler {
             self.failExchange(
                 .connectionLimit(endpoint: pool.endpoint.label, limit: self.cluster.configuration.maxConnectionsPerEndpoint)
             )
+        case .pendingLimitReached:
+            pool.endpoint.requestEnded()
+            self.exchange!.pool = nil
+            self.failExchange(
+                .pendingLimit(upstream: self.cluster.configuration.name, limit: self.cluster.configuration.maxPendingRequests)
+            )
         }
+    }
+
+    /// Tries the current exchange again on another endpoint, if `max_retries` and the retry budget allow.
+    ///
+    /// The caller has checked that replaying is safe; the body parts already forwarded go out again first.
+    private func retryElsewhere(after failedPool: UpstreamPool, why: String) -> Bool {
+        guard self.mayRetry(after: failedPool, why: why) else { return false }
+        self.replay(after: failedPool)
+        return true
+    }
+
+    /// Whether `max_retries` and the retry budget allow one more attempt; spends the budget if so.
+    private func mayRetry(after failedPool: UpstreamPool, why: String) -> Bool {
+        let metadata: Logger.Metadata = ["endpoint.address": "\(failedPool.endpoint.label)", "reason": "\(why)"]
+        guard self.exchange!.retries < self.cluster.configuration.retries.maxRetries else { return false }
+        guard self.cluster.spendRetry() else {
+            self.logger.warning("retry budget exhausted; not retrying", metadata: metadata)
+            return false
+        }
+        self.logger.info("retrying on another endpoint", metadata: metadata)
+        return true
+    }
+
+    /// Sends the request again, to an endpoint other than `failedPool` when there is one.
+    private func replay(after failedPool: UpstreamPool) {
+        self.exchange!.retries += 1
+        self.exchange!.failedPool = failedPool
+        if self.exchange!.requestEndForwarded {
+            self.exchange!.requestEndForwarded = false
+            self.pending.prepend(.end)
+        }
+        for part in self.exchange!.forwardedBody.reversed() {
+            self.pending.prepend(.body(part))
+        }
+        self.exchange!.forwardedBody = []
+        self.exchange!.forwardedBodyBytes = 0
+        self.dispatch()
+    }
+
+    /// Whether the request as forwarded so far can be sent again: every forwarded body part was kept.
+    private var isReplayable: Bool {
+        guard let exchange = self.exchange else { return false }
+        return exchange.bodyIsReplayable
     }
 
     /// A connection opened for `attempt` is ready. Returns `false` if the attempt was abandoned meanwhile.
@@ -287,20 +347,31 @@ final class DownstreamHandler: ChannelDuplexHandler {
         return true
     }
 
-    /// Opening a connection for `attempt` failed: retry once on another endpoint, then answer 502.
+    /// Opening a connection for `attempt` failed: retry on another endpoint (nothing was sent, so that is
+    /// safe for every method), then answer 504 for a timeout, 503 when no endpoint is healthy, else 502.
     func connectFailed(pool: UpstreamPool, attempt: Int, error: any Error) {
-        self.logger.warning(
-            "connect to endpoint failed",
-            metadata: ["endpoint.address": "\(pool.endpoint.label)", "error": "\(error)"]
-        )
+        let isTimeout = (error as? ChannelError) == .connectTimeout(self.cluster.configuration.connectTimeout)
+        let what = isTimeout
+            ? "connect timed out after \(DurationText.format(self.cluster.configuration.connectTimeout))"
+            : "connect failed: \(error)"
+        self.logger.warning("connect to endpoint failed", metadata: ["endpoint.address": "\(pool.endpoint.label)", "error": "\(what)"])
+        self.cluster.gatewayFailed(pool.endpoint, what: what)
         guard self.exchange?.attempt == attempt else { return }
         pool.endpoint.requestEnded()
         self.exchange!.pool = nil
-        // Nothing was sent, so a retry is safe for every method.
-        if self.exchange!.retries < 1 {
-            self.exchange!.retries += 1
-            self.exchange!.failedPool = pool
-            self.dispatch()
+        if self.retryElsewhere(after: pool, why: what) { return }
+        if isTimeout {
+            self.failExchange(
+                .connectTimeout(endpoint: pool.endpoint.label, timeout: DurationText.format(self.cluster.configuration.connectTimeout))
+            )
+        } else if self.cluster.healthyCount == 0 {
+            self.failExchange(
+                .noHealthyEndpoint(
+                    upstream: self.cluster.configuration.name,
+                    total: self.cluster.pools.count,
+                    lastError: "\(pool.endpoint.label): \(what)"
+                )
+            )
         } else {
             self.failExchange(.connectFailed(endpoint: pool.endpoint.label, error: error))
         }
@@ -324,7 +395,7 @@ final class DownstreamHandler: ChannelDuplexHandler {
             }
         }
         connection.flush()
-        self.cancelTimeout()
+        self.stopClock()
         self.deadlineSlot = self.cluster.awaitResponse(self)
         self.resumeReadingIfPossible()
     }
@@ -345,7 +416,25 @@ final class DownstreamHandler: ChannelDuplexHandler {
                 self.writeToClient(bytes, context: context)
             }
         case .head(let head):
-            self.cancelTimeout()
+            if self.cluster.configuration.retries.statuses.contains(Int(head.status)),
+                exchange.requestEndForwarded, self.isReplayable, let pool = exchange.pool,
+                self.mayRetry(after: pool, why: "answered \(head.status) (retry_on)")
+            {
+                // This answer never reaches the client: its connection goes, another endpoint gets the request.
+                connection.lessee = nil
+                connection.close()
+                self.stopClock()
+                pool.endpoint.requestEnded()
+                self.cluster.responseFinished(pool.endpoint, status: head.status)
+                self.exchange!.connection = nil
+                self.exchange!.pool = nil
+                self.replay(after: pool)
+                return
+            }
+            if let slot = self.deadlineSlot {
+                self.cluster.responseStarted(slot: slot)
+            }
+            self.exchange!.lastResponseProgress = self.cluster.coarseNow
             let hasOpenEndedBody = head.framing == .chunked || head.framing == .untilClose
             if hasOpenEndedBody && clientVersionMinor == 0 {
                 // An HTTP/1.0 client learns where such a body ends only from the close.
@@ -365,6 +454,7 @@ final class DownstreamHandler: ChannelDuplexHandler {
             )
             self.writeToClient(bytes, context: context)
         case .body(let buffer):
+            self.exchange!.lastResponseProgress = self.cluster.coarseNow
             if exchange.chunksResponse {
                 let header = HTTPSyntax.chunkHeader(for: buffer.readableBytes, allocator: context.channel.allocator)
                 self.writeToClient(header, context: context)
@@ -410,6 +500,15 @@ final class DownstreamHandler: ChannelDuplexHandler {
     /// Sends a piece of the request body upstream, framed as the upstream head announced.
     private func forwardBody(_ buffer: ByteBuffer, to connection: UpstreamConnection) {
         guard buffer.readableBytes > 0, let context = self.context else { return }
+        if self.exchange!.bodyIsReplayable {
+            if self.exchange!.forwardedBodyBytes + buffer.readableBytes <= self.cluster.configuration.retries.bufferLimit {
+                self.exchange!.forwardedBody.append(buffer)
+                self.exchange!.forwardedBodyBytes += buffer.readableBytes
+            } else {
+                self.exchange!.bodyIsReplayable = false
+                self.exchange!.forwardedBody = []
+            }
+        }
         if self.exchange!.isChunkedRequest {
             connection.write(HTTPSyntax.chunkHeader(for: buffer.readableBytes, allocator: context.channel.allocator))
             connection.write(buffer)
@@ -439,13 +538,15 @@ final class DownstreamHandler: ChannelDuplexHandler {
     /// The leased connection closed before the exchange ended.
     func upstreamClosed(_ connection: UpstreamConnection, error: (any Error)?) {
         guard let exchange = self.exchange, exchange.connection === connection, let pool = exchange.pool else { return }
-        self.cancelTimeout()
+        self.stopClock()
         pool.endpoint.requestEnded()
         self.exchange!.connection = nil
         self.exchange!.pool = nil
+        let what = (error as? ResponseParserError).map { "invalid response: \($0.reason)" }
+            ?? "connection closed before the response ended" + (error.map { ": \($0)" } ?? "")
+        self.cluster.gatewayFailed(pool.endpoint, what: what)
         if exchange.responseHeadSent {
             // Part of the response is with the client already; it must see the truncation, not a clean end.
-            pool.endpoint.recordUpstreamError()
             self.logger.warning(
                 "endpoint closed the connection mid-response; aborting the client connection",
                 metadata: ["endpoint.address": "\(pool.endpoint.label)", "error": "\(error.map { "\($0)" } ?? "eof")"]
@@ -455,54 +556,62 @@ final class DownstreamHandler: ChannelDuplexHandler {
             return
         }
         // A keep-alive connection the pod closed just as we reused it is the classic stale-connection race:
-        // replay the request elsewhere if nothing of it is lost by doing so.
-        let canReplay = exchange.requestEndReceived && !exchange.requestHasBody && exchange.retries < 1
+        // replay the request elsewhere if nothing of it is lost by doing so. A request the pod may have acted
+        // on (not idempotent, and sent whole) is not replayed.
+        let isSafeToReplay = self.isReplayable
             && (exchange.requestHead.isIdempotent || !exchange.requestEndForwarded)
-        pool.endpoint.recordUpstreamError()
-        if canReplay {
-            self.logger.info(
-                "endpoint closed the connection before responding; retrying on another endpoint",
-                metadata: ["endpoint.address": "\(pool.endpoint.label)"]
-            )
-            self.exchange!.retries += 1
-            self.exchange!.failedPool = pool
-            self.exchange!.requestEndForwarded = false
-            self.pending.prepend(.end)
-            self.dispatch()
+        if isSafeToReplay, self.retryElsewhere(after: pool, why: what) {
+            return
+        }
+        if let invalid = error as? ResponseParserError {
+            self.failExchange(.badUpstreamResponse(endpoint: pool.endpoint.label, reason: invalid.reason))
         } else {
-            if let invalid = error as? ResponseParserError {
-                self.failExchange(.badUpstreamResponse(endpoint: pool.endpoint.label, reason: invalid.reason))
-            } else {
-                self.failExchange(.upstreamClosed(endpoint: pool.endpoint.label, error: error))
-            }
+            self.failExchange(.upstreamClosed(endpoint: pool.endpoint.label, error: error))
         }
     }
 
-    /// Its loop's sweep found this handler's `request_timeout` deadline passed (and forgot the handler).
-    func requestTimedOut() {
+    /// Asked by the loop's sweep when this handler's deadline passed: a response that made progress since
+    /// gets a later deadline; `nil` means the deadline stands.
+    func extendedDeadline(now: NIODeadline) -> NIODeadline? {
+        guard let exchange = self.exchange, exchange.responseHeadSent else { return nil }
+        let deadline = exchange.lastResponseProgress + self.cluster.configuration.idleTimeout
+        return deadline > now ? deadline : nil
+    }
+
+    /// The sweep found this handler's deadline passed (and forgot the handler): `request_timeout` before the
+    /// response head (answered 504), `idle_timeout` after it (the client connection is aborted).
+    func deadlinePassed() {
         self.deadlineSlot = nil
-        guard let exchange = self.exchange, !exchange.responseHeadSent, let pool = exchange.pool else { return }
+        guard let exchange = self.exchange, let pool = exchange.pool else { return }
         // The late response must never reach a later request: the connection goes.
         if let connection = exchange.connection {
             connection.lessee = nil
             connection.close()
         }
         pool.endpoint.requestEnded()
-        pool.endpoint.recordUpstreamError()
         self.exchange!.connection = nil
         self.exchange!.pool = nil
-        self.failExchange(
-            .upstreamTimeout(
-                endpoint: pool.endpoint.label,
-                timeout: DurationText.format(self.cluster.configuration.requestTimeout)
+        if exchange.responseHeadSent {
+            let timeout = DurationText.format(self.cluster.configuration.idleTimeout)
+            self.cluster.gatewayFailed(pool.endpoint, what: "response stalled for idle_timeout (\(timeout))")
+            self.logger.warning(
+                "endpoint sent nothing for idle_timeout (\(timeout)) mid-response; aborting the client connection",
+                metadata: ["endpoint.address": "\(pool.endpoint.label)"]
             )
-        )
+            self.exchange = nil
+            self.context?.close(promise: nil)
+            return
+        }
+        let timeout = DurationText.format(self.cluster.configuration.requestTimeout)
+        self.cluster.gatewayFailed(pool.endpoint, what: "no response within request_timeout (\(timeout))")
+        self.failExchange(.upstreamTimeout(endpoint: pool.endpoint.label, timeout: timeout))
     }
 
     /// The response ended: give the connection back, then tell the client, then go on with the next request.
     private func finishExchange(context: ChannelHandlerContext) {
         guard let exchange = self.exchange, let connection = exchange.connection, let pool = exchange.pool else { return }
         // State first, write last: writing `.end` may re-enter this handler.
+        self.stopClock()
         self.exchange = nil
         if !exchange.requestEndForwarded {
             // The pod answered before reading the whole request; the rest of it cannot be resynchronised.
@@ -512,6 +621,7 @@ final class DownstreamHandler: ChannelDuplexHandler {
         let lastChunk = exchange.chunksResponse
         pool.endpoint.requestEnded()
         pool.endpoint.metrics.recordResponse(status: exchange.responseStatus, duration: NIODeadline.now() - exchange.start)
+        self.cluster.responseFinished(pool.endpoint, status: exchange.responseStatus)
         self.logger.trace(
             "request done",
             metadata: ["endpoint.address": "\(pool.endpoint.label)", "status": "\(exchange.responseStatus)"]
@@ -537,7 +647,7 @@ final class DownstreamHandler: ChannelDuplexHandler {
                 }
             }
         }
-        self.cancelTimeout()
+        self.stopClock()
         self.exchange = nil
         self.respondLocally(error, clientVersionMinor: versionMinor)
     }
@@ -573,8 +683,13 @@ final class DownstreamHandler: ChannelDuplexHandler {
             self.pending.removeAll()
             let bytes = self.unwrittenResponse ?? context.channel.allocator.buffer(capacity: 0)
             self.unwrittenResponse = nil
-            context.writeAndFlush(self.wrapOutboundOut(bytes)).assumeIsolated().whenComplete { _ in
-                context.close(promise: nil)
+            let clientMaySendMore = self.stoppedParsing || self.parser.isInsideRequest
+            context.writeAndFlush(self.wrapOutboundOut(bytes)).assumeIsolated().whenComplete { result in
+                if clientMaySendMore, case .success = result {
+                    self.lingerThenClose(context: context)
+                } else {
+                    context.close(promise: nil)
+                }
             }
             return
         }
@@ -585,6 +700,19 @@ final class DownstreamHandler: ChannelDuplexHandler {
         }
         self.resumeReadingIfPossible()
     }
+
+    /// Closes the output side and drops what the client still sends, for at most ``lingerTime``, before
+    /// closing: closing a socket with unread input makes the kernel send RST, which can destroy the answer
+    /// before the client reads it (a client uploading a body it was refused must see the 413 or 502).
+    private func lingerThenClose(context: ChannelHandlerContext) {
+        self.stoppedParsing = true
+        context.close(mode: .output, promise: nil)
+        self.lingerTimer = context.eventLoop.assumeIsolated().scheduleTask(in: Self.lingerTime) {
+            context.close(promise: nil)
+        }
+    }
+
+    private static let lingerTime: TimeAmount = .seconds(2)
 
     /// Removes and returns the next pipelined request head, dropping parts of requests that were abandoned.
     private func nextPendingHead() -> RequestHead? {
@@ -599,23 +727,22 @@ final class DownstreamHandler: ChannelDuplexHandler {
     /// Starts the exchange for a pipelined request whose parts (some or all) already wait in `pending`.
     private func startPendingExchange(_ head: RequestHead) {
         var endReceived = false
-        var hasBody = false
         scan: for part in self.pending {
             switch part {
             case .head: break scan
-            case .body: hasBody = true
+            case .body: continue
             case .end:
                 endReceived = true
                 break scan
             }
         }
-        self.startExchange(head, endReceived: endReceived, hasBody: hasBody)
+        self.startExchange(head, endReceived: endReceived)
     }
 
     /// Forgets the current exchange; a half-finished upstream connection is closed, never reused.
     private func abortExchange() {
         guard let exchange = self.exchange else { return }
-        self.cancelTimeout()
+        self.stopClock()
         self.exchange = nil
         if let pool = exchange.pool {
             pool.endpoint.requestEnded()
@@ -626,10 +753,10 @@ final class DownstreamHandler: ChannelDuplexHandler {
         }
     }
 
-    private func cancelTimeout() {
+    private func stopClock() {
         if let slot = self.deadlineSlot {
             self.deadlineSlot = nil
-            self.cluster.responseStarted(slot: slot)
+            self.cluster.stopClock(slot: slot)
         }
     }
 

@@ -7,8 +7,11 @@ import NIOHTTP1
 struct ProxyError: Error, Hashable, CustomStringConvertible {
     private enum Code: Equatable {
         case noEndpoint
+        case noHealthyEndpoint
         case connectionLimit
+        case pendingLimit
         case connectFailed
+        case connectTimeout
         case upstreamClosedEarly
         case upstreamTimeout
         case badUpstreamResponse
@@ -27,11 +30,23 @@ struct ProxyError: Error, Hashable, CustomStringConvertible {
     static func noEndpoint(upstream: String, reason: String? = nil) -> Self {
         .init(.noEndpoint, "no endpoint of upstream '\(upstream)' is available" + (reason.map { ": \($0)" } ?? ""))
     }
+    static func noHealthyEndpoint(upstream: String, total: Int, lastError: String) -> Self {
+        .init(
+            .noHealthyEndpoint,
+            "no healthy endpoint in upstream '\(upstream)' (\(total) known, none healthy); last attempt: \(lastError)"
+        )
+    }
     static func connectionLimit(endpoint: String, limit: Int) -> Self {
         .init(.connectionLimit, "endpoint \(endpoint) has reached max_connections_per_endpoint (\(limit))")
     }
+    static func pendingLimit(upstream: String, limit: Int) -> Self {
+        .init(.pendingLimit, "upstream '\(upstream)' has \(limit) requests waiting for a connection (max_pending_requests)")
+    }
     static func connectFailed(endpoint: String, error: any Error) -> Self {
         .init(.connectFailed, "could not connect to endpoint \(endpoint): \(error)")
+    }
+    static func connectTimeout(endpoint: String, timeout: String) -> Self {
+        .init(.connectTimeout, "connect to endpoint \(endpoint) did not complete within connect_timeout (\(timeout))")
     }
     static let upstreamClosedEarly = Self(.upstreamClosedEarly, "the upstream closed the connection before responding")
     static func upstreamClosed(endpoint: String, error: (any Error)?) -> Self {
@@ -52,9 +67,9 @@ struct ProxyError: Error, Hashable, CustomStringConvertible {
 
     var status: HTTPResponseStatus {
         switch self.code {
-        case .noEndpoint, .connectionLimit: .serviceUnavailable
+        case .noEndpoint, .noHealthyEndpoint, .connectionLimit, .pendingLimit: .serviceUnavailable
         case .connectFailed, .upstreamClosedEarly, .badUpstreamResponse: .badGateway
-        case .upstreamTimeout: .gatewayTimeout
+        case .upstreamTimeout, .connectTimeout: .gatewayTimeout
         case .methodNotAllowed: .methodNotAllowed
         case .malformedRequest(let status): status
         }

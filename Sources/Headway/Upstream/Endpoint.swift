@@ -1,6 +1,12 @@
 import NIOCore
 import Synchronization
 
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
+import Foundation
+#endif
+
 /// One pod behind an upstream: its address and the counters that every event loop updates.
 ///
 /// The same `Endpoint` object lives as long as its address stays in the discovered set, so counters survive
@@ -12,6 +18,14 @@ public final class Endpoint: Sendable {
         case active = 0
         /// Removed from the set: takes no new request, finishes those in flight, then closes its connections.
         case draining = 1
+    }
+
+    /// What active health checks say of the endpoint.
+    public enum Health: UInt8, Sendable {
+        /// No check has finished yet (or checks are off and the endpoint never was judged).
+        case unknown = 0
+        case healthy = 1
+        case unhealthy = 2
     }
 
     public let address: SocketAddress
@@ -26,13 +40,36 @@ public final class Endpoint: Sendable {
     private let idleConnections = Atomic<Int>(0)
     private let stateValue = Atomic<UInt8>(State.active.rawValue)
     private let weightValue = Atomic<Int>(1)
+    private let healthValue: Atomic<UInt8>
+    private let ejectedValue = Atomic<Bool>(false)
+    /// Passive checks: results of real requests in a row, reset by a success.
+    private let consecutive5xx = Atomic<Int>(0)
+    private let consecutiveGatewayFailures = Atomic<Int>(0)
+    /// Health-check and ejection history for the admin page; written by the control plane only.
+    let record = Mutex(HealthRecord())
 
     let metrics: EndpointMetrics
 
-    init(address: SocketAddress, label: String, metrics: EndpointMetrics) {
+    /// - Parameter health: `.unknown` when active checks will judge it, `.healthy` when only passive checks run.
+    init(address: SocketAddress, label: String, health: Health, metrics: EndpointMetrics) {
         self.address = address
         self.label = label
         self.metrics = metrics
+        self.healthValue = Atomic(health.rawValue)
+    }
+
+    struct HealthRecord: Sendable {
+        var checks = HealthCheckCounter()
+        var lastCheckPassed: Bool?
+        var lastCheckDetail: String?
+        var lastCheckAt: Date?
+        var ejections = 0
+        var ejectedUntil: Date?
+        var lastEjectionReason: String?
+        /// When the last ejection ended (uptime), to tell a repeat offender from a one-off.
+        var lastEjectionEnd: NIODeadline?
+        /// Multiplier of `base_ejection_time` for the next ejection.
+        var ejectionMultiplier = 0
     }
 
     // MARK: Counters, updated from any loop
@@ -77,6 +114,67 @@ public final class Endpoint: Sendable {
         self.idleConnections.add(delta, ordering: .relaxed)
     }
 
+    // MARK: Passive checks, updated from any loop
+
+    /// Records a response's status; returns the outlier reason when this response completes a run of 5xx
+    /// that reaches `threshold` (0: off). The success path only reads, so it never contends between loops.
+    func recordResponseStatus(_ status: UInt, consecutive5xxThreshold threshold: Int) -> String? {
+        if self.consecutiveGatewayFailures.load(ordering: .relaxed) != 0 {
+            self.consecutiveGatewayFailures.store(0, ordering: .relaxed)
+        }
+        guard status >= 500 else {
+            if self.consecutive5xx.load(ordering: .relaxed) != 0 {
+                self.consecutive5xx.store(0, ordering: .relaxed)
+            }
+            return nil
+        }
+        let count = self.consecutive5xx.add(1, ordering: .relaxed).newValue
+        return threshold > 0 && count == threshold ? "\(count) consecutive 5xx responses" : nil
+    }
+
+    /// Records a failure Headway saw itself (connect failure, reset, timeout, bad response); returns the outlier
+    /// reason when it completes a run of `gatewayThreshold` of them or of `fiveXXThreshold` 5xx-like failures.
+    func recordGatewayFailure(gatewayThreshold: Int, fiveXXThreshold: Int, what: String) -> String? {
+        let gateway = self.consecutiveGatewayFailures.add(1, ordering: .relaxed).newValue
+        let fiveXX = self.consecutive5xx.add(1, ordering: .relaxed).newValue
+        if gatewayThreshold > 0 && gateway == gatewayThreshold {
+            return "\(gateway) consecutive gateway failures (last: \(what))"
+        }
+        if fiveXXThreshold > 0 && fiveXX == fiveXXThreshold {
+            return "\(fiveXX) consecutive 5xx responses (last: \(what))"
+        }
+        return nil
+    }
+
+    /// A new ejection starts counting afresh.
+    func resetPassiveCounters() {
+        self.consecutive5xx.store(0, ordering: .relaxed)
+        self.consecutiveGatewayFailures.store(0, ordering: .relaxed)
+    }
+
+    public var health: Health {
+        get { Health(rawValue: self.healthValue.load(ordering: .relaxed)) ?? .unknown }
+        set { self.healthValue.store(newValue.rawValue, ordering: .relaxed) }
+    }
+
+    /// Taken out of rotation by outlier detection until its ejection time ends.
+    public var isEjected: Bool {
+        get { self.ejectedValue.load(ordering: .relaxed) }
+        set { self.ejectedValue.store(newValue, ordering: .relaxed) }
+    }
+
+    /// Whether requests may go here outside panic mode.
+    ///
+    /// - Parameter gateUnknown: an endpoint no check has judged yet waits for its first passing check.
+    func isRoutable(gateUnknown: Bool) -> Bool {
+        guard self.state == .active, !self.isEjected else { return false }
+        switch self.health {
+        case .healthy: return true
+        case .unknown: return !gateUnknown
+        case .unhealthy: return false
+        }
+    }
+
     /// No request in flight and no connection left: a draining endpoint can be forgotten.
     var isQuiet: Bool {
         self.inFlight.load(ordering: .relaxed) == 0 && self.connections.load(ordering: .relaxed) == 0
@@ -95,9 +193,30 @@ public final class Endpoint: Sendable {
 
     /// What the admin page shows for this endpoint.
     public var status: Status {
-        Status(
+        let record = self.record.withLock { $0 }
+        let health: String
+        if self.isEjected {
+            health = "ejected"
+        } else {
+            switch self.health {
+            case .unknown: health = "unknown"
+            case .healthy: health = "healthy"
+            case .unhealthy: health = "unhealthy"
+            }
+        }
+        return Status(
             address: self.label,
             state: self.state == .active ? "active" : "draining",
+            health: health,
+            lastCheck: record.lastCheckPassed.map { $0 ? "pass" : "fail" },
+            lastCheckDetail: record.lastCheckDetail,
+            lastCheckAt: record.lastCheckAt,
+            consecutiveCheckFailures: record.checks.consecutiveFailures,
+            consecutive5xx: self.consecutive5xx.load(ordering: .relaxed),
+            consecutiveGatewayFailures: self.consecutiveGatewayFailures.load(ordering: .relaxed),
+            ejections: record.ejections,
+            ejectedUntil: self.isEjected ? record.ejectedUntil : nil,
+            lastEjectionReason: record.lastEjectionReason,
             weight: self.weight,
             inFlight: self.inFlight.load(ordering: .relaxed),
             requests: self.requests.load(ordering: .relaxed),
@@ -110,6 +229,18 @@ public final class Endpoint: Sendable {
     public struct Status: Sendable, Equatable {
         public var address: String
         public var state: String
+        /// unknown, healthy, unhealthy or ejected.
+        public var health: String
+        /// pass or fail; `nil` before the first check or when checks are off.
+        public var lastCheck: String?
+        public var lastCheckDetail: String?
+        public var lastCheckAt: Date?
+        public var consecutiveCheckFailures: Int
+        public var consecutive5xx: Int
+        public var consecutiveGatewayFailures: Int
+        public var ejections: Int
+        public var ejectedUntil: Date?
+        public var lastEjectionReason: String?
         public var weight: Int
         public var inFlight: Int
         public var requests: Int

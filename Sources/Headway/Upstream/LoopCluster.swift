@@ -5,7 +5,7 @@ import NIOCore
 ///
 /// Downstream connections accepted on this loop pick and lease from here without a lock: everything is
 /// touched only on `eventLoop`. The control plane (``UpstreamCluster``) swaps the endpoint set by posting a
-/// snapshot with `eventLoop.execute`.
+/// snapshot with `eventLoop.execute`, and posts ``refreshRoutable()`` when an endpoint's health changes.
 ///
 /// `@unchecked Sendable`: the object is shared with the control plane only so that it can post work to
 /// `eventLoop`; every method asserts it runs there, and no state is read or written from another thread.
@@ -14,9 +14,15 @@ final class LoopCluster: @unchecked Sendable {
     let configuration: HeadwayConfiguration.Upstream
     let metrics: UpstreamMetrics
     let logger: Logger
+    /// The control plane, told of outliers and pending requests; set once by the cluster that owns this loop.
+    weak var upstream: UpstreamCluster?
 
-    /// Pools of the active endpoints, in the snapshot's order; the picker indexes into this array.
+    /// Pools of the active endpoints, in the snapshot's order.
     private(set) var pools: [UpstreamPool] = []
+    /// The pools requests go to: the healthy ones, or all of them in panic mode. The picker indexes into this.
+    private var routable: [UpstreamPool] = []
+    /// Healthy, non-ejected endpoints in the set; zero means every attempt goes to an endpoint known bad.
+    private(set) var healthyCount = 0
     /// Pools of removed endpoints that still have connections; dropped once empty.
     private var drainingPools: [UpstreamPool] = []
     private var picker: EndpointPicker
@@ -25,16 +31,24 @@ final class LoopCluster: @unchecked Sendable {
     private(set) var emptyReason: String?
     private var idleSweep: RepeatedTask?
     private var deadlineSweep: RepeatedTask?
-    /// Exchanges waiting for a response head, checked against `request_timeout` by a periodic sweep.
+    /// Exchanges waiting for a response head or for the next piece of a response, with their deadlines.
     private var deadlines = ResponseDeadlines()
+    /// The loop's clock as of the last deadline sweep: cheap to read on every response piece.
+    private(set) var coarseNow = NIODeadline.now()
+    private var retryBudget: RetryBudget
     private var isShutDown = false
 
-    init(eventLoop: any EventLoop, configuration: HeadwayConfiguration.Upstream, metrics: UpstreamMetrics, logger: Logger) {
+    init(eventLoop: any EventLoop, configuration: HeadwayConfiguration.Upstream, loopCount: Int, metrics: UpstreamMetrics, logger: Logger) {
         self.eventLoop = eventLoop
         self.configuration = configuration
         self.metrics = metrics
         self.logger = logger
         self.picker = EndpointPicker(policy: configuration.policy)
+        // Each loop serves its share of the requests, so it keeps its share of the budget's floor.
+        self.retryBudget = RetryBudget(
+            percent: configuration.retries.budgetPercent,
+            minPerSecond: Double(configuration.retries.budgetMinPerSecond) / Double(max(loopCount, 1))
+        )
     }
 
     /// Installs a new endpoint set: new endpoints get a pool, unchanged ones keep theirs, removed ones drain.
@@ -61,36 +75,104 @@ final class LoopCluster: @unchecked Sendable {
             self.drainingPools.append(pool)
         }
         self.drainingPools.removeAll { $0.isEmpty }
-        self.picker.endpointSetChanged(count: self.pools.count)
+        self.refreshRoutable()
         self.startIdleSweepIfNeeded()
+    }
+
+    /// Recomputes which pools take requests from the endpoints' health, and warms the healthy ones.
+    func refreshRoutable() {
+        self.eventLoop.assertInEventLoop()
+        guard !self.isShutDown else { return }
+        let gate = self.configuration.healthCheck != nil && self.configuration.gateNewEndpoints
+        let healthy = self.pools.filter { $0.endpoint.isRoutable(gateUnknown: gate) }
+        self.healthyCount = healthy.count
+        let panic = UpstreamCluster.isPanic(
+            healthy: healthy.count,
+            total: self.pools.count,
+            thresholdPercent: self.configuration.panicThresholdPercent
+        )
+        let next = panic ? self.pools : healthy
+        if next.count != self.routable.count || !zip(next, self.routable).allSatisfy({ $0 === $1 }) {
+            self.routable = next
+            self.picker.endpointSetChanged(count: next.count)
+        }
+        for pool in self.pools {
+            pool.isRoutable = pool.endpoint.isRoutable(gateUnknown: gate)
+            pool.keepWarm()
+        }
     }
 
     /// Chooses the pool for a request with the upstream's policy, avoiding `excluded` when another exists.
     func pickPool(excluding excluded: UpstreamPool?) -> UpstreamPool? {
-        let excludedIndex = excluded.flatMap { excluded in self.pools.firstIndex { $0 === excluded } }
-        guard let index = self.picker.pick(count: self.pools.count, excluding: excludedIndex) else {
+        let excludedIndex = excluded.flatMap { excluded in self.routable.firstIndex { $0 === excluded } }
+        guard let index = self.picker.pick(count: self.routable.count, excluding: excludedIndex) else {
             return nil
         }
-        return self.pools[index]
+        return self.routable[index]
     }
 
-    /// Starts the `request_timeout` clock for `handler`; returns its slot for ``responseStarted(slot:)``.
+    // MARK: Retries and passive checks
+
+    /// Counts a request for the retry budget.
+    func requestStarted(at now: NIODeadline) {
+        self.retryBudget.requestStarted(at: now)
+    }
+
+    /// Whether the retry budget allows one more retry now; a refusal is counted.
+    func spendRetry() -> Bool {
+        if self.retryBudget.spendRetry(at: .now()) {
+            self.metrics.retried()
+            return true
+        }
+        self.metrics.retryRefusedByBudget()
+        return false
+    }
+
+    /// A response from `endpoint` finished with `status` (passive check).
+    func responseFinished(_ endpoint: Endpoint, status: UInt) {
+        if let reason = endpoint.recordResponseStatus(status, consecutive5xxThreshold: self.configuration.outlierDetection.consecutive5xx) {
+            self.upstream?.reportOutlier(endpoint, reason: reason)
+        }
+    }
+
+    /// Headway saw `endpoint` fail a request itself: `what` says how (passive check).
+    func gatewayFailed(_ endpoint: Endpoint, what: String) {
+        endpoint.recordUpstreamError()
+        let settings = self.configuration.outlierDetection
+        if let reason = endpoint.recordGatewayFailure(
+            gatewayThreshold: settings.consecutiveGatewayFailures,
+            fiveXXThreshold: settings.consecutive5xx,
+            what: what
+        ) {
+            self.upstream?.reportOutlier(endpoint, reason: reason)
+        }
+    }
+
+    // MARK: Deadlines
+
+    /// Starts the `request_timeout` clock for `handler`; returns its slot for the calls below.
     func awaitResponse(_ handler: DownstreamHandler) -> Int {
         if self.deadlineSweep == nil {
-            let period = ResponseDeadlines.sweepPeriod(for: self.configuration.requestTimeout)
+            let shortest = min(self.configuration.requestTimeout, self.configuration.idleTimeout)
+            let period = ResponseDeadlines.sweepPeriod(for: shortest)
             self.deadlineSweep = self.eventLoop.scheduleRepeatedTask(initialDelay: period, delay: period) {
                 [weak self] (_: RepeatedTask) in
                 guard let self else { return }
-                for handler in self.deadlines.takeExpired(now: .now()) {
-                    handler.requestTimedOut()
-                }
+                self.coarseNow = .now()
+                self.deadlines.sweep(now: self.coarseNow)
             }
         }
-        return self.deadlines.add(handler, deadline: .now() + self.configuration.requestTimeout)
+        self.coarseNow = .now()
+        return self.deadlines.add(handler, deadline: self.coarseNow + self.configuration.requestTimeout)
+    }
+
+    /// The response head arrived: from now on the clock is `idle_timeout` between two pieces of the response.
+    func responseStarted(slot: Int) {
+        self.deadlines.setDeadline(self.coarseNow + self.configuration.idleTimeout, slot: slot)
     }
 
     /// Stops the clock started by ``awaitResponse(_:)``.
-    func responseStarted(slot: Int) {
+    func stopClock(slot: Int) {
         self.deadlines.remove(slot: slot)
     }
 
@@ -108,15 +190,19 @@ final class LoopCluster: @unchecked Sendable {
     private func startIdleSweepIfNeeded() {
         guard self.idleSweep == nil else { return }
         // Closing idle connections a little late is harmless; a sweep per loop avoids a timer per connection.
+        // The same sweep replaces warm connections whose connect failed.
         let period = TimeAmount.nanoseconds(
-            min(max(self.configuration.idleTimeout.nanoseconds / 4, TimeAmount.milliseconds(50).nanoseconds),
-                TimeAmount.seconds(5).nanoseconds)
+            min(max(self.configuration.keepaliveTimeout.nanoseconds / 4, TimeAmount.milliseconds(50).nanoseconds),
+                TimeAmount.seconds(1).nanoseconds)
         )
         self.idleSweep = self.eventLoop.scheduleRepeatedTask(initialDelay: period, delay: period) {
             [weak self] (_: RepeatedTask) in
             guard let self else { return }
-            let cutoff = NIODeadline.now() - self.configuration.idleTimeout
-            for pool in self.pools { pool.closeConnections(idleSince: cutoff) }
+            let cutoff = NIODeadline.now() - self.configuration.keepaliveTimeout
+            for pool in self.pools {
+                pool.closeConnections(idleSince: cutoff)
+                pool.keepWarm()
+            }
             self.drainingPools.removeAll { $0.isEmpty }
         }
     }

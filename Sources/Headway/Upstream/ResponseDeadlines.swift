@@ -1,22 +1,28 @@
 import NIOCore
 
-/// The exchanges of one event loop that wait for a response head, each with its `request_timeout` deadline.
+/// The exchanges of one event loop that wait on an upstream, each with its deadline: `request_timeout` until
+/// the response head, then `idle_timeout` between two pieces of the response.
 ///
 /// One sweep per loop replaces a timer per request: scheduling and cancelling a NIO timer for every request
 /// costs an allocation and a priority-queue removal that scans the queue, on the hot path. The price is
-/// precision: a timeout fires up to one sweep period late (a twentieth of `request_timeout`, at most
-/// 250 ms). Registration and removal are O(1) (swap-remove with the index kept by the exchange).
+/// precision: a timeout fires up to one sweep period late (a twentieth of the shorter timeout, at most
+/// 250 ms). Registration and removal are O(1) (swap-remove with the index kept by the exchange). A response
+/// that makes progress does not touch this table: the sweep asks the exchange when it last saw a byte.
 struct ResponseDeadlines {
     private var entries: [(handler: DownstreamHandler, deadline: NIODeadline)] = []
 
-    static func sweepPeriod(for requestTimeout: TimeAmount) -> TimeAmount {
-        .nanoseconds(min(max(requestTimeout.nanoseconds / 20, 5_000_000), 250_000_000))
+    static func sweepPeriod(for timeout: TimeAmount) -> TimeAmount {
+        .nanoseconds(min(max(timeout.nanoseconds / 20, 5_000_000), 250_000_000))
     }
 
-    /// Registers `handler` until ``remove(_:)``; returns the slot the handler keeps for that call.
+    /// Registers `handler` until ``remove(slot:)``; returns the slot the handler keeps for later calls.
     mutating func add(_ handler: DownstreamHandler, deadline: NIODeadline) -> Int {
         self.entries.append((handler, deadline))
         return self.entries.count - 1
+    }
+
+    mutating func setDeadline(_ deadline: NIODeadline, slot: Int) {
+        self.entries[slot].deadline = deadline
     }
 
     /// Removes the entry in `slot`; the handler that was last takes its place and is told its new slot.
@@ -29,18 +35,26 @@ struct ResponseDeadlines {
         self.entries.removeLast()
     }
 
-    /// Removes and returns the handlers whose deadline has passed.
-    mutating func takeExpired(now: NIODeadline) -> [DownstreamHandler] {
+    /// Finds the deadlines that passed: an exchange that made progress since gets a later deadline, the
+    /// others are removed and told that they timed out.
+    mutating func sweep(now: NIODeadline) {
         var expired: [DownstreamHandler] = []
         var index = 0
         while index < self.entries.count {
-            if self.entries[index].deadline <= now {
-                expired.append(self.entries[index].handler)
-                self.remove(slot: index)
-            } else {
+            let entry = self.entries[index]
+            if entry.deadline > now {
                 index += 1
+            } else if let later = entry.handler.extendedDeadline(now: now) {
+                self.entries[index].deadline = later
+                index += 1
+            } else {
+                self.remove(slot: index)
+                expired.append(entry.handler)
             }
         }
-        return expired
+        // Told after the walk: a handler that times out may register again (a retry) and change the table.
+        for handler in expired {
+            handler.deadlinePassed()
+        }
     }
 }

@@ -2,15 +2,29 @@ import Logging
 import NIOCore
 import Synchronization
 
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
+import Foundation
+#endif
+
 /// The control-plane view of one upstream: the current endpoint set and one ``LoopCluster`` per event loop.
 ///
 /// Discovery calls ``setEndpoints(_:)`` with the full set each time it learns something; the cluster diffs it
 /// against what it has (new addresses get an ``Endpoint``, unchanged ones keep theirs with their counters,
 /// missing ones start draining) and posts an immutable snapshot to every loop. Loops never take this lock.
+///
+/// It is also where health decisions meet: active checks (``HealthChecker``) and passive ones (outlier
+/// reports from the loops) change an endpoint's health here, and every loop is then told to recompute which
+/// endpoints take requests, with panic mode when too few are healthy.
 public final class UpstreamCluster: Sendable {
     public let configuration: HeadwayConfiguration.Upstream
     let loops: [LoopCluster]
     let metrics: UpstreamMetrics
+    /// Active checks, when `health_check` is configured.
+    let healthChecker: HealthChecker?
+    /// Requests waiting for a connection to open, over all loops (bounded by `max_pending_requests`).
+    let pendingRequests = Atomic<Int>(0)
     private let proxyMetrics: ProxyMetrics
     private let logger: Logger
     private let state = Mutex(State())
@@ -20,6 +34,13 @@ public final class UpstreamCluster: Sendable {
         /// Removed endpoints that still have requests in flight or open connections.
         var draining: [Endpoint] = []
         var version = 0
+        var healthy = 0
+        var isInPanic = false
+    }
+
+    /// Whether a new endpoint waits for its first passing check before it takes requests.
+    var gatesUnknownEndpoints: Bool {
+        self.configuration.healthCheck != nil && self.configuration.gateNewEndpoints
     }
 
     init(
@@ -35,8 +56,14 @@ public final class UpstreamCluster: Sendable {
         var logger = logger
         logger[metadataKey: "upstream"] = "\(configuration.name)"
         self.logger = logger
+        self.healthChecker = configuration.healthCheck.map { settings in
+            HealthChecker(settings: settings, eventLoops: eventLoops, logger: logger)
+        }
         self.loops = eventLoops.map {
-            LoopCluster(eventLoop: $0, configuration: configuration, metrics: upstreamMetrics, logger: logger)
+            LoopCluster(eventLoop: $0, configuration: configuration, loopCount: eventLoops.count, metrics: upstreamMetrics, logger: logger)
+        }
+        for loop in self.loops {
+            loop.upstream = self
         }
     }
 
@@ -54,6 +81,7 @@ public final class UpstreamCluster: Sendable {
     ///   - weights: relative weights by address (from SRV records), kept for weighted policies.
     ///   - emptyReason: why the set is empty, for the 503 that requests then get (e.g. what DNS said).
     public func setEndpoints(_ addresses: [SocketAddress], weights: [SocketAddress: Int] = [:], emptyReason: String? = nil) {
+        let initialHealth: Endpoint.Health = self.configuration.healthCheck == nil ? .healthy : .unknown
         let (snapshot, added, removed, draining) = self.state.withLock { state -> (EndpointSnapshot, [Endpoint], [Endpoint], Int) in
             var byAddress: [SocketAddress: Endpoint] = [:]
             for endpoint in state.active { byAddress[endpoint.address] = endpoint }
@@ -69,11 +97,13 @@ public final class UpstreamCluster: Sendable {
                         let revived = state.draining.remove(at: index)
                         revived.state = .active
                         next.append(revived)
+                        added.append(revived)
                     } else {
                         let label = Self.label(for: address)
                         let endpoint = Endpoint(
                             address: address,
                             label: label,
+                            health: initialHealth,
                             metrics: self.proxyMetrics.endpointMetrics(upstream: self.configuration.name, endpoint: label)
                         )
                         next.append(endpoint)
@@ -97,9 +127,114 @@ public final class UpstreamCluster: Sendable {
             self.logger.info("endpoint removed; draining", metadata: ["endpoint.address": "\(endpoint.label)"])
         }
         self.metrics.endpointCountsChanged(active: snapshot.endpoints.count, draining: draining)
+        self.healthChecker?.unwatch(removed)
+        self.healthChecker?.watch(added, notifying: self)
         for loop in self.loops {
             loop.eventLoop.execute { loop.install(snapshot) }
         }
+        self.availabilityChanged()
+    }
+
+    // MARK: Health
+
+    /// An endpoint's health or ejection changed: recompute panic mode and tell every loop.
+    func availabilityChanged() {
+        let gate = self.gatesUnknownEndpoints
+        let threshold = self.configuration.panicThresholdPercent
+        let (active, healthy, panic, panicChanged) = self.state.withLock { state in
+            let healthy = state.active.filter { $0.isRoutable(gateUnknown: gate) }.count
+            let panic = Self.isPanic(healthy: healthy, total: state.active.count, thresholdPercent: threshold)
+            defer {
+                state.isInPanic = panic
+                state.healthy = healthy
+            }
+            return (state.active, healthy, panic, panic != state.isInPanic)
+        }
+        for endpoint in active {
+            endpoint.metrics.routableChanged(endpoint.isRoutable(gateUnknown: gate))
+        }
+        self.metrics.healthChanged(healthy: healthy, panic: panic)
+        if panicChanged {
+            if panic {
+                self.logger.warning(
+                    "panic mode: only \(healthy) of \(active.count) endpoints are healthy; spreading requests over all of them",
+                    metadata: ["panic_threshold": "\(threshold)%"]
+                )
+            } else {
+                self.logger.notice("panic mode over: \(healthy) of \(active.count) endpoints are healthy")
+            }
+        }
+        for loop in self.loops {
+            loop.eventLoop.execute { loop.refreshRoutable() }
+        }
+    }
+
+    /// Too few healthy endpoints to carry the load: requests go to all endpoints rather than overload these.
+    static func isPanic(healthy: Int, total: Int, thresholdPercent: Int) -> Bool {
+        total > 0 && healthy * 100 < thresholdPercent * total
+    }
+
+    /// A loop saw `endpoint` fail real requests `reason` (passive check): eject it for a while, unless that
+    /// would eject more than `max_ejection_percent` of the endpoints.
+    func reportOutlier(_ endpoint: Endpoint, reason: String) {
+        let settings = self.configuration.outlierDetection
+        let now = NIODeadline.now()
+        enum Decision { case eject(TimeAmount), limitReached(Int), ignore }
+        let decision = self.state.withLock { state -> Decision in
+            guard endpoint.state == .active, !endpoint.isEjected, state.active.contains(where: { $0 === endpoint }) else {
+                return .ignore
+            }
+            let ejected = state.active.filter(\.isEjected).count
+            let allowed = max(1, state.active.count * settings.maxEjectionPercent / 100)
+            guard ejected < allowed else { return .limitReached(ejected) }
+            let duration = endpoint.record.withLock { record -> TimeAmount in
+                // A repeat offender (ejected again soon after its last ejection ended) stays out longer.
+                let base = settings.baseEjectionTime.nanoseconds
+                if let end = record.lastEjectionEnd, (now - end).nanoseconds < base * Int64(max(record.ejectionMultiplier, 1)) {
+                    record.ejectionMultiplier += 1
+                } else {
+                    record.ejectionMultiplier = 1
+                }
+                let duration = TimeAmount.nanoseconds(min(base * Int64(record.ejectionMultiplier), settings.maxEjectionTime.nanoseconds))
+                record.ejections += 1
+                record.ejectedUntil = Date().addingTimeInterval(Double(duration.nanoseconds) / 1e9)
+                record.lastEjectionReason = reason
+                return duration
+            }
+            endpoint.isEjected = true
+            return .eject(duration)
+        }
+        let metadata: Logger.Metadata = ["endpoint.address": "\(endpoint.label)", "reason": "\(reason)"]
+        switch decision {
+        case .ignore:
+            return
+        case .limitReached(let ejected):
+            self.logger.warning(
+                "outlier not ejected: \(ejected) endpoints are ejected already (max_ejection_percent \(settings.maxEjectionPercent)%)",
+                metadata: metadata
+            )
+            return
+        case .eject(let duration):
+            endpoint.metrics.ejected()
+            self.logger.warning("endpoint ejected for \(DurationText.format(duration))", metadata: metadata)
+            self.loops[0].eventLoop.scheduleTask(in: duration) { [weak self] in
+                self?.ejectionEnded(endpoint)
+            }
+            self.availabilityChanged()
+        }
+    }
+
+    private func ejectionEnded(_ endpoint: Endpoint) {
+        endpoint.record.withLock { record in
+            record.lastEjectionEnd = .now()
+            record.ejectedUntil = nil
+        }
+        endpoint.resetPassiveCounters()
+        endpoint.isEjected = false
+        if endpoint.state == .active {
+            self.logger.info("ejection ended; endpoint back in rotation", metadata: ["endpoint.address": "\(endpoint.label)"])
+        }
+        self.availabilityChanged()
     }
 
     /// Active endpoints, then draining ones that still have work; fully drained endpoints are forgotten here.
@@ -113,6 +248,11 @@ public final class UpstreamCluster: Sendable {
             }
             return state.active + state.draining
         }
+    }
+
+    /// Healthy, non-ejected endpoints, and whether too few of them put the upstream in panic mode.
+    public var healthSummary: (healthy: Int, isInPanic: Bool) {
+        self.state.withLock { ($0.healthy, $0.isInPanic) }
     }
 
     /// Whether at least one endpoint may take a request now (for `/ready`).

@@ -1,6 +1,7 @@
 import Logging
 import NIOCore
 import NIOPosix
+import Synchronization
 
 /// Keep-alive connections to one endpoint, opened and used on one event loop only.
 ///
@@ -9,18 +10,24 @@ import NIOPosix
 /// - `Endpoint.connections` counts this pool's connections that are opening or open, so the sum over all
 ///   loops never exceeds `max_connections_per_endpoint`;
 /// - a connection the upstream closed, or that failed, is never handed out again (it leaves `idle` in
-///   ``connectionClosed(_:)`` before any other event can lease it).
+///   ``connectionClosed(_:)`` before any other event can lease it);
+/// - while the endpoint is routable, `min_idle_connections_per_endpoint` connections are idle or opening
+///   (warm), so that a request after a scale-up or a lull does not pay for a connect.
 final class UpstreamPool {
     let endpoint: Endpoint
     unowned let cluster: LoopCluster
     /// Set when the endpoint left the set or the proxy shuts down: no new connection, released ones close.
     var isDraining = false
+    /// Healthy and not ejected: the pool keeps connections warm only then.
+    var isRoutable = false
 
     /// Idle connections, most recently used last: leasing from the end keeps the warmest connection busy
     /// and lets the others reach the idle timeout.
     private var idle: [UpstreamConnection] = []
     /// Connections of this pool that are opening or open.
     private var ownedConnections = 0
+    /// Warm connections being opened (no request waits for them).
+    private var warming = 0
 
     init(endpoint: Endpoint, cluster: LoopCluster) {
         self.endpoint = endpoint
@@ -36,6 +43,8 @@ final class UpstreamPool {
         case connecting
         /// `max_connections_per_endpoint` connections are already open or opening.
         case limitReached
+        /// `max_pending_requests` requests of the upstream already wait for a connection.
+        case pendingLimitReached
     }
 
     /// Leases an idle connection, or starts opening one for `exchange` (identified by `attempt`).
@@ -45,13 +54,36 @@ final class UpstreamPool {
             connection.lessee = exchange
             return .leased(connection)
         }
+        let upstream = self.cluster.upstream
+        if let upstream {
+            let (previous, _) = upstream.pendingRequests.add(1, ordering: .relaxed)
+            guard previous < self.cluster.configuration.maxPendingRequests else {
+                upstream.pendingRequests.subtract(1, ordering: .relaxed)
+                return .pendingLimitReached
+            }
+        }
         let limit = self.cluster.configuration.maxConnectionsPerEndpoint
         guard self.endpoint.reserveConnection(limit: limit) else {
+            upstream?.pendingRequests.subtract(1, ordering: .relaxed)
             return .limitReached
         }
         self.ownedConnections += 1
-        self.connect(for: exchange, attempt: attempt)
+        self.connect(for: (exchange, attempt))
         return .connecting
+    }
+
+    /// Opens connections until `min_idle_connections_per_endpoint` are idle or opening, if the endpoint is
+    /// routable. A failed warm connect is not retried here: the loop's sweep calls this again.
+    func keepWarm() {
+        guard self.isRoutable, !self.isDraining else { return }
+        let wanted = self.cluster.configuration.minIdleConnectionsPerEndpoint - self.idle.count - self.warming
+        guard wanted > 0 else { return }
+        for _ in 0..<wanted {
+            guard self.endpoint.reserveConnection(limit: self.cluster.configuration.maxConnectionsPerEndpoint) else { return }
+            self.ownedConnections += 1
+            self.warming += 1
+            self.connect(for: nil)
+        }
     }
 
     /// Takes a connection back after an exchange. Only a connection whose last exchange ended cleanly
@@ -67,7 +99,7 @@ final class UpstreamPool {
         }
     }
 
-    /// The upstream connection closed (either side); forget it.
+    /// The upstream connection closed (either side); forget it, and replace it if it was keeping the pool warm.
     func connectionClosed(_ connection: UpstreamConnection) {
         self.ownedConnections -= 1
         self.endpoint.releaseConnection()
@@ -75,12 +107,15 @@ final class UpstreamPool {
         if let index = self.idle.firstIndex(where: { $0 === connection }) {
             self.idle.remove(at: index)
             self.idleConnectionsChanged(by: -1)
+            self.keepWarm()
         }
     }
 
-    /// Closes connections that have been idle since before `cutoff`.
+    /// Closes connections that have been idle since before `cutoff`, except the warm ones the pool keeps.
     func closeConnections(idleSince cutoff: NIODeadline) {
-        for connection in self.idle where connection.idleSince < cutoff {
+        let keep = self.isRoutable ? self.cluster.configuration.minIdleConnectionsPerEndpoint : 0
+        // `idle` is ordered by last use: the oldest come first.
+        for connection in self.idle.dropLast(keep) where connection.idleSince < cutoff {
             connection.close()
         }
     }
@@ -96,7 +131,8 @@ final class UpstreamPool {
         self.cluster.metrics.idleConnectionsChanged(by: delta)
     }
 
-    private func connect(for exchange: DownstreamHandler, attempt: Int) {
+    /// Opens a connection for `waiter` (an exchange and its attempt), or a warm one for the pool when `nil`.
+    private func connect(for waiter: (exchange: DownstreamHandler, attempt: Int)?) {
         let endpoint = self.endpoint
         let logger = self.cluster.logger
         ClientBootstrap(group: self.cluster.eventLoop)
@@ -112,35 +148,52 @@ final class UpstreamPool {
             .connect(to: endpoint.address)
             .assumeIsolated()
             .whenComplete { result in
+                if waiter == nil {
+                    self.warming -= 1
+                } else {
+                    self.cluster.upstream?.pendingRequests.subtract(1, ordering: .relaxed)
+                }
                 switch result {
                 case .success(let channel):
                     guard let connection = try? channel.pipeline.syncOperations.handler(type: UpstreamConnection.self),
                         connection.isOpen
                     else {
                         channel.close(promise: nil)
-                        self.connectFailed(exchange: exchange, attempt: attempt, error: ProxyError.upstreamClosedEarly)
+                        self.connectFailed(waiter: waiter, error: ProxyError.upstreamClosedEarly)
                         return
                     }
                     connection.pool = self
                     endpoint.metrics.connectionOpened()
                     self.cluster.metrics.connectionOpened()
                     logger.debug("upstream connection opened", metadata: ["endpoint.address": "\(endpoint.label)"])
+                    guard let (exchange, attempt) = waiter else {
+                        self.release(connection, reusable: true)
+                        return
+                    }
                     connection.lessee = exchange
                     if !exchange.connectionReady(connection, attempt: attempt) {
                         // The client went away while we were connecting: keep the fresh connection for the next one.
                         self.release(connection, reusable: true)
                     }
                 case .failure(let error):
-                    self.connectFailed(exchange: exchange, attempt: attempt, error: error)
+                    self.connectFailed(waiter: waiter, error: error)
                 }
             }
     }
 
-    private func connectFailed(exchange: DownstreamHandler, attempt: Int, error: any Error) {
+    private func connectFailed(waiter: (exchange: DownstreamHandler, attempt: Int)?, error: any Error) {
         self.ownedConnections -= 1
         self.endpoint.releaseConnection()
         self.endpoint.recordFailure()
         self.endpoint.metrics.connectFailed()
-        exchange.connectFailed(pool: self, attempt: attempt, error: error)
+        if let (exchange, attempt) = waiter {
+            exchange.connectFailed(pool: self, attempt: attempt, error: error)
+        } else {
+            // No request waited; health checks and real requests judge the endpoint, the sweep tries again.
+            self.cluster.logger.debug(
+                "warm connection to endpoint failed",
+                metadata: ["endpoint.address": "\(self.endpoint.label)", "error": "\(error)"]
+            )
+        }
     }
 }

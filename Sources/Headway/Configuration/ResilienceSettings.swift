@@ -1,0 +1,77 @@
+import NIOCore
+
+/// Active health checking of every endpoint of an upstream (`health_check:`).
+public struct HealthCheckSettings: Sendable, Equatable {
+    public enum Kind: String, Sendable, CaseIterable {
+        /// `GET path`; the check passes when the status is in `expectedStatuses`.
+        case http
+        /// A completed TCP connect is the check.
+        case tcp
+    }
+
+    public var kind: Kind = .http
+    public var path: String = "/healthz"
+    /// `Host` of the check request; the endpoint's `IP:PORT` when `nil`.
+    public var host: String?
+    public var interval: TimeAmount = .seconds(2)
+    public var timeout: TimeAmount = .seconds(1)
+    /// Passing checks in a row that bring an unhealthy (or new) endpoint into rotation.
+    public var healthyThreshold = 2
+    /// Failing checks in a row that take a healthy endpoint out of rotation.
+    public var unhealthyThreshold = 3
+    public var expectedStatuses: [ClosedRange<Int>] = [200...399]
+    /// Each interval is stretched or shrunk by up to this share, so checks of many sidecars spread out.
+    public var jitterPercent = 10
+
+    public init() {}
+
+    func isExpected(status: Int) -> Bool {
+        self.expectedStatuses.contains { $0.contains(status) }
+    }
+
+    var summary: String {
+        switch self.kind {
+        case .tcp:
+            "tcp interval=\(DurationText.format(self.interval)) timeout=\(DurationText.format(self.timeout))"
+                + " healthy_threshold=\(self.healthyThreshold) unhealthy_threshold=\(self.unhealthyThreshold)"
+        case .http:
+            "http path=\(self.path) interval=\(DurationText.format(self.interval)) timeout=\(DurationText.format(self.timeout))"
+                + " healthy_threshold=\(self.healthyThreshold) unhealthy_threshold=\(self.unhealthyThreshold)"
+                + " expected_statuses=\(self.expectedStatuses.map { "\($0.lowerBound)-\($0.upperBound)" })"
+        }
+    }
+}
+
+/// Passive health checking (`outlier_detection:`): endpoints that fail real requests in a row are ejected
+/// from rotation for a while. A threshold of 0 turns that detector off.
+public struct OutlierDetectionSettings: Sendable, Equatable {
+    /// Responses with a 5xx status in a row (Headway's own 502/504 for the endpoint count too).
+    public var consecutive5xx = 5
+    /// Connect failures, resets, early closes, timeouts and malformed responses in a row.
+    public var consecutiveGatewayFailures = 5
+    /// The first ejection lasts this long; each ejection that follows soon after lasts one more multiple.
+    public var baseEjectionTime: TimeAmount = .seconds(30)
+    public var maxEjectionTime: TimeAmount = .seconds(300)
+    /// Never more than this share of the endpoints is ejected at once (but one endpoint always may be).
+    public var maxEjectionPercent = 50
+
+    public init() {}
+}
+
+/// When and how often a failed request is tried again on another endpoint.
+public struct RetrySettings: Sendable, Equatable {
+    /// Response statuses that are retried (`retry_on: [503, gateway-error]`); connect failures and
+    /// connections closed before any response byte are always retried when that is safe.
+    public var statuses: Set<Int> = []
+    public var maxRetries = 2
+    /// Retries may be at most this share of the requests of the last `budgetWindow`...
+    public var budgetPercent = 20
+    /// ...plus this many per second, so that a quiet upstream can still retry.
+    public var budgetMinPerSecond = 10
+    /// A request body up to this size is kept so that the request can be replayed; a larger one is not.
+    public var bufferLimit = 64 * 1024
+
+    public static let budgetWindow: TimeAmount = .seconds(10)
+
+    public init() {}
+}

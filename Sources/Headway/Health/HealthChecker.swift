@@ -1,0 +1,115 @@
+import Logging
+import NIOCore
+import ServiceLifecycle
+import Synchronization
+
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
+import Foundation
+#endif
+
+/// The active health checks of one upstream: a ``HealthProbe`` per endpoint, spread over the event loops
+/// (never a thread per pod), and the thresholds that turn check results into health.
+///
+/// The cluster tells it which endpoints to watch as the set changes. As a `Service` it only waits: when the
+/// process shuts down (after the listeners have drained) it stops every probe.
+final class HealthChecker: Service, Sendable {
+    let settings: HealthCheckSettings
+    private let eventLoops: [any EventLoop]
+    private let logger: Logger
+    private let state = Mutex(State())
+
+    private struct State {
+        var probes: [ObjectIdentifier: HealthProbe] = [:]
+        var nextLoop = 0
+        var isStopped = false
+    }
+
+    init(settings: HealthCheckSettings, eventLoops: [any EventLoop], logger: Logger) {
+        self.settings = settings
+        self.eventLoops = eventLoops
+        self.logger = logger
+    }
+
+    /// Starts checking `endpoints` (new in the set), each on the next loop in turn; health changes are
+    /// reported to `cluster`.
+    func watch(_ endpoints: [Endpoint], notifying cluster: UpstreamCluster) {
+        let probes = self.state.withLock { state -> [HealthProbe] in
+            guard !state.isStopped else { return [] }
+            return endpoints.compactMap { endpoint in
+                guard state.probes[ObjectIdentifier(endpoint)] == nil else { return nil }
+                let loop = self.eventLoops[state.nextLoop % self.eventLoops.count]
+                state.nextLoop += 1
+                let probe = HealthProbe(endpoint: endpoint, eventLoop: loop, settings: self.settings) {
+                    [weak self, weak cluster] endpoint, passed, detail in
+                    guard let self, let cluster else { return }
+                    if self.record(endpoint, passed: passed, detail: detail) {
+                        cluster.availabilityChanged()
+                    }
+                }
+                state.probes[ObjectIdentifier(endpoint)] = probe
+                return probe
+            }
+        }
+        for probe in probes { probe.start() }
+    }
+
+    /// Stops checking endpoints that left the set.
+    func unwatch(_ endpoints: [Endpoint]) {
+        let probes = self.state.withLock { state in
+            endpoints.compactMap { state.probes.removeValue(forKey: ObjectIdentifier($0)) }
+        }
+        for probe in probes {
+            probe.eventLoop.execute { probe.stop() }
+        }
+    }
+
+    func run() async throws {
+        try? await gracefulShutdown()
+        let probes = self.state.withLock { state in
+            state.isStopped = true
+            defer { state.probes.removeAll() }
+            return Array(state.probes.values)
+        }
+        for probe in probes {
+            probe.eventLoop.execute { probe.stop() }
+        }
+    }
+
+    /// A probe finished a check of `endpoint`; returns whether its health changed.
+    private func record(_ endpoint: Endpoint, passed: Bool, detail: String) -> Bool {
+        endpoint.metrics.checkFinished(passed: passed)
+        let (transition, failures) = endpoint.record.withLock { record -> (Endpoint.Health?, Int) in
+            record.lastCheckPassed = passed
+            record.lastCheckDetail = detail
+            record.lastCheckAt = Date()
+            let transition = record.checks.record(
+                passed: passed,
+                healthyThreshold: self.settings.healthyThreshold,
+                unhealthyThreshold: self.settings.unhealthyThreshold
+            )
+            return (transition, record.checks.consecutiveFailures)
+        }
+        let metadata: Logger.Metadata = ["endpoint.address": "\(endpoint.label)", "check": "\(detail)"]
+        guard let transition else {
+            if !passed {
+                self.logger.debug("health check failed (\(failures) in a row)", metadata: metadata)
+            }
+            return false
+        }
+        endpoint.health = transition
+        switch transition {
+        case .healthy:
+            self.logger.info("endpoint healthy; in rotation", metadata: metadata)
+        case .unhealthy:
+            self.logger.warning(
+                "endpoint unhealthy after \(failures) failed checks; out of rotation",
+                metadata: metadata
+            )
+        case .unknown:
+            break
+        }
+        return true
+    }
+}
