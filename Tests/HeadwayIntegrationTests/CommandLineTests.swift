@@ -9,7 +9,7 @@ extension IntegrationTests {
         @Test func sigtermLetsInFlightRequestsFinish() async throws {
             let pods = try await EchoPods.start()
             let logFile = temporaryFile("headway.log")
-            FileManager.default.createFile(atPath: logFile.path, contents: nil)
+            _ = FileManager.default.createFile(atPath: logFile.path, contents: nil)
             defer { try? FileManager.default.removeItem(at: logFile) }
             let process = Process()
             process.executableURL = URL(fileURLWithPath: IntegrationEnvironment.headwayBinary)

@@ -26,16 +26,6 @@ extension IntegrationTests {
             }
         }
 
-        /// Polls `condition` every 20 ms until it holds or `timeout` passes; returns how long it took.
-        private func waitFor(timeout: Duration, _ condition: () throws -> Bool) async throws -> Duration? {
-            let start = ContinuousClock.now
-            while ContinuousClock.now - start < timeout {
-                if try condition() { return ContinuousClock.now - start }
-                try await Task.sleep(for: .milliseconds(20))
-            }
-            return nil
-        }
-
         @Test func podsJoinAndLeaveWithTheAnswerWhileLoadRuns() async throws {
             let pods = try await NginxPods.start(count: 4)
             defer { pods.stop() }
@@ -48,7 +38,7 @@ extension IntegrationTests {
 
             // A fourth record: the pod gets traffic within one refresh period plus one second.
             try dns.setRecords(self.records(pods.pods))
-            let joined = try await self.waitFor(timeout: .milliseconds(1500)) { try !newPod.accessLog().isEmpty }
+            let joined = try await waitFor(timeout: .milliseconds(1500)) { try !newPod.accessLog().isEmpty }
             #expect(joined != nil, "the added pod got no request within refresh + 1 s")
             if let joined {
                 print("DNS change to the first request on the new pod: \(joined)")
@@ -155,7 +145,7 @@ extension IntegrationTests {
             let dns = try await DNSMasq.start(records: self.records(pods.pods))
             let headway = try await self.startHeadway(refresh: "300ms")
             try dns.setRecords([])
-            let emptied = try await self.waitFor(timeout: .seconds(5)) {
+            let emptied = try await waitFor(timeout: .seconds(5)) {
                 // Synchronous peek through the admin document is async; read the cluster directly.
                 !headway.application.clusters[0].hasAvailableEndpoint
             }

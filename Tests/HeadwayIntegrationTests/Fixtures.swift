@@ -49,6 +49,51 @@ struct EchoPods {
     }
 }
 
+/// Polls `condition` every 20 ms until it holds or `timeout` passes; returns how long it took.
+func waitFor(timeout: Duration, _ condition: () async throws -> Bool) async throws -> Duration? {
+    let start = ContinuousClock.now
+    while ContinuousClock.now - start < timeout {
+        if try await condition() { return ContinuousClock.now - start }
+        try await Task.sleep(for: .milliseconds(20))
+    }
+    return nil
+}
+
+/// What wrk reported: requests done, and the failures it saw.
+struct WrkSummary {
+    var requests = 0
+    var non2xx = 0
+    var socketErrors = 0
+
+    init(_ output: String) {
+        for line in output.split(separator: "\n") {
+            let text = line.trimmingCharacters(in: .whitespaces)
+            if text.contains("requests in") {
+                self.requests = Int(text.split(separator: " ").first ?? "") ?? 0
+            } else if text.hasPrefix("Non-2xx or 3xx responses:") {
+                self.non2xx = Int(text.split(separator: " ").last ?? "") ?? 0
+            } else if text.hasPrefix("Socket errors:") {
+                // "Socket errors: connect 0, read 1, write 0, timeout 0"
+                self.socketErrors = text.split(separator: ",").compactMap { Int($0.split(separator: " ").last ?? "") }.reduce(0, +)
+            }
+        }
+    }
+}
+
+/// Sends `count` GETs to `url` one after another on one keep-alive connection; returns each answer's status
+/// and time in seconds.
+func sequentialGets(_ url: String, count: Int, timeout: Double = 30) async throws -> [(status: Int, seconds: Double)] {
+    let result = try await curl(
+        ["--output", "/dev/null", "--write-out", "%{http_code} %{time_total}\n"] + Array(repeating: url, count: count),
+        timeout: timeout
+    )
+    return result.stdout.split(separator: "\n").compactMap { line in
+        let fields = line.split(separator: " ")
+        guard fields.count == 2, let status = Int(fields[0]), let seconds = Double(fields[1]) else { return nil }
+        return (status, seconds)
+    }
+}
+
 /// Runs curl with `arguments` and a bounded run time.
 @discardableResult
 func curl(_ arguments: [String], timeout: Double = 60) async throws -> CommandResult {
@@ -73,6 +118,8 @@ struct EndpointsDocument: Decodable {
     struct Upstream: Decodable {
         var name: String
         var discovery: Discovery?
+        var healthy_endpoints: Int
+        var panic_mode: Bool
         var endpoints: [Endpoint]
     }
     struct Discovery: Decodable {
@@ -84,16 +131,27 @@ struct EndpointsDocument: Decodable {
     struct Endpoint: Decodable {
         var address: String
         var state: String
+        var health: String
+        var last_check: String?
+        var last_check_detail: String?
+        var ejections: Int
+        var last_ejection_reason: String?
         var weight: Int
         var in_flight: Int
         var requests: Int
         var failures: Int
         var connections: Int
+        var idle_connections: Int
     }
     var upstreams: [Upstream]
 
     static func fetch(from headway: InProcessHeadway) async throws -> EndpointsDocument {
         let result = try await curl(["\(headway.adminURL)/endpoints"])
         return try JSONDecoder().decode(EndpointsDocument.self, from: Data(result.stdout.utf8))
+    }
+
+    /// The first upstream's endpoint at `address`.
+    static func endpoint(_ address: String, of headway: InProcessHeadway) async throws -> Endpoint? {
+        try await Self.fetch(from: headway).upstreams[0].endpoints.first { $0.address == address }
     }
 }

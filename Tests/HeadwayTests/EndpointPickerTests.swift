@@ -30,6 +30,19 @@ struct EndpointPickerTests {
         #expect(picker.pick(count: 1, excluding: 0) == 0, "the only endpoint is still chosen")
     }
 
+    @Test func aRetryDoesNotShiftTheRotation() {
+        var picker = EndpointPicker(policy: .roundRobin)
+        picker.endpointSetChanged(count: 2)
+        // Endpoint 0 fails every first attempt; the retries must not make it the first choice every time.
+        var firstAttempts = [0, 0]
+        for _ in 0..<10 {
+            let first = picker.pick(count: 2, excluding: nil)!
+            firstAttempts[first] += 1
+            if first == 0 { #expect(picker.pick(count: 2, excluding: 0) == 1) }
+        }
+        #expect(firstAttempts == [5, 5])
+    }
+
     @Test func emptySetPicksNothing() {
         var picker = EndpointPicker(policy: .roundRobin)
         picker.endpointSetChanged(count: 0)

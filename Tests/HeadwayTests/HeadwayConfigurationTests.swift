@@ -230,3 +230,131 @@ struct HeadwayConfigurationTests {
         #expect(conf.attempts == 3)
     }
 }
+
+struct ResilienceConfigurationTests {
+    @Test func everyResilienceKeyIsRead() throws {
+        let configuration = try HeadwayConfiguration.load(
+            yaml: """
+                upstreams:
+                  web:
+                    endpoints: [127.0.0.2:8080]
+                    health_check: {path: /ready, interval: 5s, timeout: 2s, healthy_threshold: 3, unhealthy_threshold: 4,
+                                   expected_statuses: [200-299, 418], jitter: 20%, host: web.local}
+                    gate_new_endpoints: false
+                    min_idle_connections_per_endpoint: 0
+                    outlier_detection: {consecutive_5xx: 7, consecutive_gateway_failures: 0, base_ejection_time: 10s,
+                                        max_ejection_time: 1m, max_ejection_percent: 30%}
+                    panic_threshold: 25%
+                    max_retries: 1
+                    retry_on: [gateway-error, 500]
+                    retry_budget: {percent: 10, min_per_second: 3}
+                    retry_buffer_limit: 1MiB
+                    max_pending_requests: 50
+                    keepalive_timeout: 30s
+                    idle_timeout: 5s
+                """,
+            overrides: .init()
+        )
+        let web = configuration.upstreams[0]
+        let check = try #require(web.healthCheck)
+        #expect(check.path == "/ready")
+        #expect(check.interval == .seconds(5))
+        #expect(check.timeout == .seconds(2))
+        #expect(check.healthyThreshold == 3)
+        #expect(check.unhealthyThreshold == 4)
+        #expect(check.expectedStatuses == [200...299, 418...418])
+        #expect(check.jitterPercent == 20)
+        #expect(check.host == "web.local")
+        #expect(check.isExpected(status: 418) && !check.isExpected(status: 302))
+        #expect(!web.gateNewEndpoints)
+        #expect(web.minIdleConnectionsPerEndpoint == 0)
+        #expect(web.outlierDetection.consecutive5xx == 7)
+        #expect(web.outlierDetection.consecutiveGatewayFailures == 0)
+        #expect(web.outlierDetection.baseEjectionTime == .seconds(10))
+        #expect(web.outlierDetection.maxEjectionTime == .seconds(60))
+        #expect(web.outlierDetection.maxEjectionPercent == 30)
+        #expect(web.panicThresholdPercent == 25)
+        #expect(web.retries.maxRetries == 1)
+        #expect(web.retries.statuses == [500, 502, 503, 504])
+        #expect(web.retries.budgetPercent == 10)
+        #expect(web.retries.budgetMinPerSecond == 3)
+        #expect(web.retries.bufferLimit == 1 << 20)
+        #expect(web.maxPendingRequests == 50)
+        #expect(web.keepaliveTimeout == .seconds(30))
+        #expect(web.idleTimeout == .seconds(5))
+    }
+
+    @Test func noHealthCheckBlockMeansPassiveChecksOnly() throws {
+        let configuration = try HeadwayConfiguration.load(yaml: nil, overrides: { var o = ConfigurationOverrides(); o.endpoints = ["127.0.0.2:80"]; return o }())
+        #expect(configuration.upstreams[0].healthCheck == nil)
+        #expect(configuration.upstreams[0].outlierDetection == OutlierDetectionSettings())
+        #expect(configuration.upstreams[0].retries.maxRetries == 2)
+    }
+
+    @Test func healthFlagsTurnChecksOn() throws {
+        var overrides = ConfigurationOverrides()
+        overrides.endpoints = ["127.0.0.2:80"]
+        overrides.healthPath = "/healthz"
+        overrides.healthInterval = "500ms"
+        overrides.healthTimeout = "200ms"
+        overrides.healthyThreshold = 1
+        overrides.unhealthyThreshold = 5
+        overrides.maxRetries = 0
+        let upstream = try HeadwayConfiguration.load(yaml: nil, overrides: overrides).upstreams[0]
+        let check = try #require(upstream.healthCheck)
+        #expect(check.kind == .http && check.path == "/healthz")
+        #expect(check.interval == .milliseconds(500) && check.timeout == .milliseconds(200))
+        #expect(check.healthyThreshold == 1 && check.unhealthyThreshold == 5)
+        #expect(upstream.retries.maxRetries == 0)
+    }
+
+    @Test func badResilienceSettingsNameTheirKey() {
+        var problems: [String] = []
+        do {
+            _ = try HeadwayConfiguration.load(
+                yaml: """
+                    upstreams:
+                      web:
+                        endpoints: [127.0.0.2:8080]
+                        health_check: {type: grpc, path: healthz, interval: 1s, timeout: 2s, expected_statuses: [200-99], probe: x}
+                        outlier_detection: {base_ejection_time: 10m, max_ejection_time: 1m}
+                        panic_threshold: 150%
+                        retry_on: [404]
+                        retry_buffer_limit: lots
+                        gate_new_endpoints: maybe
+                    """,
+                overrides: .init()
+            )
+        } catch {
+            problems = error.problems.map(\.description)
+        }
+        let expected = [
+            "upstreams.web.health_check.type: must be one of http, tcp",
+            "upstreams.web.health_check.path: must be an absolute path",
+            "upstreams.web.health_check.expected_statuses[0]: bad status range '200-99'",
+            "upstreams.web.health_check.probe: unknown key",
+            "upstreams.web.health_check.timeout: is longer than the interval (1s)",
+            "upstreams.web.outlier_detection.base_ejection_time: is longer than max_ejection_time",
+            "upstreams.web.panic_threshold: must be a percentage from 0% to 100%, got '150%'",
+            "upstreams.web.retry_on[0]: '404' is not a 5xx status",
+            "upstreams.web.retry_buffer_limit: must be a size",
+            "upstreams.web.gate_new_endpoints: must be true or false",
+        ]
+        for prefix in expected {
+            #expect(problems.contains { $0.hasPrefix(prefix) }, "missing '\(prefix)' in \(problems)")
+        }
+        #expect(problems.count == expected.count, "\(problems)")
+    }
+
+    @Test func healthFlagsWithoutAPathAreRefused() {
+        var overrides = ConfigurationOverrides()
+        overrides.endpoints = ["127.0.0.2:80"]
+        overrides.healthInterval = "1s"
+        do {
+            _ = try HeadwayConfiguration.load(yaml: nil, overrides: overrides)
+            Issue.record("accepted --health-interval without checks")
+        } catch {
+            #expect(error.problems.map(\.description) == ["--health-interval: needs active health checks: give --health-path or a health_check block"])
+        }
+    }
+}

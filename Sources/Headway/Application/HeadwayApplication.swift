@@ -114,6 +114,13 @@ public final class HeadwayApplication: Sendable {
                 group.addTask { await discovery.resolveOnce() }
             }
         }
+        // Then let the first health checks judge every endpoint (within one check timeout), so that
+        // gate_new_endpoints holds from the very first request.
+        await withTaskGroup(of: Void.self) { group in
+            for cluster in self.clusters where cluster.healthChecker != nil {
+                group.addTask { await cluster.waitForFirstChecks() }
+            }
+        }
         do {
             try await self.serviceGroup.run()
         } catch {

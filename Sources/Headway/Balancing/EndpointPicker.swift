@@ -53,11 +53,13 @@ struct RoundRobinPicker {
 
     mutating func pick(count: Int, excluding: Int?) -> Int? {
         guard count > 0 else { return nil }
-        var index = self.next % count
-        if index == excluding, count > 1 {
-            index = (index + 1) % count
+        let index = self.next % count
+        guard let excluding else {
+            self.next = index + 1
+            return index
         }
-        self.next = index + 1
-        return index
+        // A retry takes the next endpoint without moving the rotation: otherwise every retry would shift
+        // it by one, and a failing endpoint would get the first attempt of every request.
+        return index == excluding && count > 1 ? (index + 1) % count : index
     }
 }

@@ -90,7 +90,7 @@ final class HealthProbe: @unchecked Sendable {
             .whenComplete { result in
                 switch result {
                 case .failure(let error):
-                    self.finish(number, passed: false, detail: "connect failed: \(error)")
+                    self.finish(number, passed: false, detail: "connect failed: \(ProxyError.describe(error))")
                 case .success(let channel):
                     guard self.checkUnderWay == number, !self.isStopped else {
                         channel.close(promise: nil)

@@ -353,8 +353,7 @@ final class DownstreamHandler: ChannelDuplexHandler {
         let isTimeout = (error as? ChannelError) == .connectTimeout(self.cluster.configuration.connectTimeout)
         let what = isTimeout
             ? "connect timed out after \(DurationText.format(self.cluster.configuration.connectTimeout))"
-            : "connect failed: \(error)"
-        self.logger.warning("connect to endpoint failed", metadata: ["endpoint.address": "\(pool.endpoint.label)", "error": "\(what)"])
+            : "connect failed: \(ProxyError.describe(error))"
         self.cluster.gatewayFailed(pool.endpoint, what: what)
         guard self.exchange?.attempt == attempt else { return }
         pool.endpoint.requestEnded()
@@ -543,7 +542,7 @@ final class DownstreamHandler: ChannelDuplexHandler {
         self.exchange!.connection = nil
         self.exchange!.pool = nil
         let what = (error as? ResponseParserError).map { "invalid response: \($0.reason)" }
-            ?? "connection closed before the response ended" + (error.map { ": \($0)" } ?? "")
+            ?? "connection closed before the response ended" + (error.map { ": \(ProxyError.describe($0))" } ?? "")
         self.cluster.gatewayFailed(pool.endpoint, what: what)
         if exchange.responseHeadSent {
             // Part of the response is with the client already; it must see the truncation, not a clean end.

@@ -1,4 +1,9 @@
+import NIOCore
 import NIOHTTP1
+
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// Why Headway answered a request itself instead of relaying an upstream's response.
 ///
@@ -43,14 +48,14 @@ struct ProxyError: Error, Hashable, CustomStringConvertible {
         .init(.pendingLimit, "upstream '\(upstream)' has \(limit) requests waiting for a connection (max_pending_requests)")
     }
     static func connectFailed(endpoint: String, error: any Error) -> Self {
-        .init(.connectFailed, "could not connect to endpoint \(endpoint): \(error)")
+        .init(.connectFailed, "could not connect to endpoint \(endpoint): \(Self.describe(error))")
     }
     static func connectTimeout(endpoint: String, timeout: String) -> Self {
         .init(.connectTimeout, "connect to endpoint \(endpoint) did not complete within connect_timeout (\(timeout))")
     }
     static let upstreamClosedEarly = Self(.upstreamClosedEarly, "the upstream closed the connection before responding")
     static func upstreamClosed(endpoint: String, error: (any Error)?) -> Self {
-        .init(.upstreamClosedEarly, "endpoint \(endpoint) closed the connection before responding" + (error.map { ": \($0)" } ?? ""))
+        .init(.upstreamClosedEarly, "endpoint \(endpoint) closed the connection before responding" + (error.map { ": \(Self.describe($0))" } ?? ""))
     }
     static func upstreamTimeout(endpoint: String, timeout: String) -> Self {
         .init(.upstreamTimeout, "endpoint \(endpoint) did not respond within request_timeout (\(timeout))")
@@ -79,6 +84,14 @@ struct ProxyError: Error, Hashable, CustomStringConvertible {
     var isRetryableLater: Bool { self.status == .serviceUnavailable }
 
     var description: String { self.detail }
+
+    /// A socket error as an operator reads it ("Connection refused"), rather than NIO's full description.
+    static func describe(_ error: any Error) -> String {
+        if let error = error as? IOError {
+            return String(cString: strerror(error.errnoCode))
+        }
+        return "\(error)"
+    }
 
     static func == (lhs: Self, rhs: Self) -> Bool { lhs.code == rhs.code }
     func hash(into hasher: inout Hasher) { hasher.combine(self.status.code) }

@@ -194,15 +194,13 @@ public final class Endpoint: Sendable {
     /// What the admin page shows for this endpoint.
     public var status: Status {
         let record = self.record.withLock { $0 }
+        // The active checks' verdict first: an unhealthy endpoint stays out after its ejection ends.
         let health: String
-        if self.isEjected {
-            health = "ejected"
-        } else {
-            switch self.health {
-            case .unknown: health = "unknown"
-            case .healthy: health = "healthy"
-            case .unhealthy: health = "unhealthy"
-            }
+        switch self.health {
+        case .unhealthy: health = "unhealthy"
+        case _ where self.isEjected: health = "ejected"
+        case .unknown: health = "unknown"
+        case .healthy: health = "healthy"
         }
         return Status(
             address: self.label,

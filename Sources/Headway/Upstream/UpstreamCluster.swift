@@ -143,7 +143,10 @@ public final class UpstreamCluster: Sendable {
         let threshold = self.configuration.panicThresholdPercent
         let (active, healthy, panic, panicChanged) = self.state.withLock { state in
             let healthy = state.active.filter { $0.isRoutable(gateUnknown: gate) }.count
-            let panic = Self.isPanic(healthy: healthy, total: state.active.count, thresholdPercent: threshold)
+            // Endpoints waiting for their first check are not failing: while they are many (at start-up),
+            // requests go to all endpoints as in panic mode, but that is not worth a warning.
+            let unjudged = state.active.filter { $0.health == .unknown && !$0.isEjected }.count
+            let panic = Self.isPanic(healthy: healthy + unjudged, total: state.active.count, thresholdPercent: threshold)
             defer {
                 state.isInPanic = panic
                 state.healthy = healthy
@@ -166,6 +169,17 @@ public final class UpstreamCluster: Sendable {
         }
         for loop in self.loops {
             loop.eventLoop.execute { loop.refreshRoutable() }
+        }
+    }
+
+    /// Returns once every endpoint has had its first check, or after one check timeout.
+    func waitForFirstChecks() async {
+        guard let settings = self.configuration.healthCheck else { return }
+        let deadline = ContinuousClock.now + .nanoseconds(settings.timeout.nanoseconds) + .milliseconds(50)
+        while ContinuousClock.now < deadline {
+            let judged = self.state.withLock { state in state.active.allSatisfy { $0.health != .unknown } }
+            if judged { return }
+            try? await Task.sleep(for: .milliseconds(5))
         }
     }
 

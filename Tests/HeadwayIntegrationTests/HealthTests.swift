@@ -1,0 +1,254 @@
+import Foundation
+import Headway
+import HeadwayTestSupport
+import NIOCore
+import NIOPosix
+import Testing
+
+extension IntegrationTests {
+    /// Pods that die, hang or degrade under real traffic: what the client sees, and how fast Headway reacts.
+    @Suite struct Health {
+        /// Fast checks, so that a test sees several rounds in a second or two.
+        private func headwayWithChecks(
+            endpoints: [String],
+            interval: String = "200ms",
+            healthyThreshold: Int = 2,
+            unhealthyThreshold: Int = 2
+        ) async throws -> InProcessHeadway {
+            try await InProcessHeadway.start {
+                $0.endpoints = endpoints
+                $0.healthPath = "/healthz"
+                $0.healthInterval = interval
+                $0.healthTimeout = "100ms"
+                $0.healthyThreshold = healthyThreshold
+                $0.unhealthyThreshold = unhealthyThreshold
+            }
+        }
+
+        private func health(of address: String, _ headway: InProcessHeadway) async throws -> String? {
+            try await EndpointsDocument.endpoint(address, of: headway)?.health
+        }
+
+        @Test func aKilledPodCostsTheClientNoRequest() async throws {
+            let pods = try await NginxPods.start()
+            defer { pods.stop() }
+            let headway = try await self.headwayWithChecks(endpoints: pods.endpoints, interval: "300ms")
+            let load = Task { try await Command.run(["wrk", "-t1", "-c8", "-d4s", "\(headway.listenURL)/"], timeout: 30) }
+            try await Task.sleep(for: .seconds(1))
+            let victim = pods.pods[1]
+            victim.kill()
+            // Failing checks (connect refused) every interval: unhealthy after 2, within 3 intervals plus jitter.
+            let detected = try await waitFor(timeout: .seconds(3)) {
+                try await self.health(of: victim.address, headway) == "unhealthy"
+            }
+            let result = try await load.value
+            try await headway.stop()
+            let summary = WrkSummary(result.stdout)
+            #expect(summary.requests > 1000, "\(result.stdout)")
+            #expect(summary.non2xx == 0, "requests failed after the kill: \(result.stdout)")
+            #expect(summary.socketErrors == 0, "\(result.stdout)")
+            let detection = try #require(detected, "the killed pod was never marked unhealthy")
+            #expect(detection < .milliseconds(990 + 100), "marked unhealthy only after \(detection)")
+        }
+
+        @Test func aFailingHealthCheckTakesThePodOutAndItsRecoveryBringsItBack() async throws {
+            let pods = try await NginxPods.start()
+            defer { pods.stop() }
+            let headway = try await self.headwayWithChecks(endpoints: pods.endpoints)
+            let sick = pods.pods[2]
+            try #require(try await waitFor(timeout: .seconds(2)) { headway.application.clusters[0].healthSummary.healthy == 3 } != nil)
+
+            try sick.setHealthCheckFailing(true)
+            let ejected = try await waitFor(timeout: .seconds(2)) { try await self.health(of: sick.address, headway) == "unhealthy" }
+            #expect(ejected != nil, "the pod whose /healthz fails stayed in rotation")
+            let endpoint = try #require(try await EndpointsDocument.endpoint(sick.address, of: headway))
+            #expect(endpoint.last_check == "fail")
+            #expect(endpoint.last_check_detail == "HTTP 503")
+            let during = try await curl(["--dump-header", "-", "--output", "/dev/null"] + Array(repeating: headway.listenURL + "/", count: 30))
+            let countsDuring = podCounts(inHeaders: during.stdout)
+            #expect(countsDuring[sick.name] == nil, "the unhealthy pod still got requests: \(countsDuring)")
+            #expect(countsDuring.values.reduce(0, +) == 30)
+
+            try sick.setHealthCheckFailing(false)
+            let restored = try await waitFor(timeout: .seconds(2)) { try await self.health(of: sick.address, headway) == "healthy" }
+            let back = try #require(restored, "the recovered pod did not come back")
+            // Two passing checks in a row are needed: at least one interval (minus jitter) after the first.
+            #expect(back >= .milliseconds(150), "back after \(back), before healthy_threshold checks could pass")
+            let after = try await curl(["--dump-header", "-", "--output", "/dev/null"] + Array(repeating: headway.listenURL + "/", count: 30))
+            #expect(podCounts(inHeaders: after.stdout)[sick.name] == 10, "\(podCounts(inHeaders: after.stdout))")
+            try await headway.stop()
+        }
+
+        @Test func aBlackholedPodTimesOutThenIsEjectedAndNobodyWaitsOnItAgain() async throws {
+            let pods = try await NginxPods.start(count: 2)
+            defer { pods.stop() }
+            let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+            let blackhole = try await FaultyPod.start(host: "127.0.0.5", port: NginxPods.port, behaviour: .blackhole, group: group)
+            let headway = try await InProcessHeadway.start(
+                yaml: """
+                    listeners: [{listen: "127.0.0.1:0", upstream: web}]
+                    upstreams:
+                      web:
+                        endpoints: [\(pods.endpoints[0]), \(pods.endpoints[1]), \(blackhole.address)]
+                        request_timeout: 500ms
+                        outlier_detection: {consecutive_gateway_failures: 2, base_ejection_time: 30s}
+                    """
+            )
+            let answers = try await sequentialGets(headway.listenURL + "/", count: 15)
+            let ejected = try await EndpointsDocument.endpoint(blackhole.address, of: headway)
+            try await headway.stop()
+            try await blackhole.stop()
+            try await group.shutdownGracefully()
+
+            #expect(answers.count == 15)
+            let timeouts = answers.filter { $0.status == 504 }
+            #expect(timeouts.count == 2, "\(answers)")
+            for timeout in timeouts {
+                #expect(timeout.seconds >= 0.45 && timeout.seconds < 1.0, "a 504 after \(timeout.seconds) s")
+            }
+            let lastTimeout = try #require(answers.lastIndex { $0.status == 504 })
+            let afterEjection = answers[(lastTimeout + 1)...]
+            #expect(afterEjection.count >= 8)
+            #expect(afterEjection.allSatisfy { $0.status == 200 && $0.seconds < 0.2 }, "\(afterEjection)")
+            #expect(ejected?.health == "ejected")
+            #expect(ejected?.ejections == 1)
+            #expect(ejected?.last_ejection_reason?.contains("2 consecutive gateway failures") == true, "\(String(describing: ejected))")
+        }
+
+        @Test func allPodsDownAnswers503FastAndTrafficResumesWhenTheyReturn() async throws {
+            var pods = try await NginxPods.start()
+            defer { pods.stop() }
+            let headway = try await self.headwayWithChecks(endpoints: pods.endpoints, healthyThreshold: 1)
+            #expect(try await sequentialGets(headway.listenURL + "/", count: 3).allSatisfy { $0.status == 200 })
+
+            for pod in pods.pods { pod.kill() }
+            // Until the checks notice, connects are refused and retried; every answer is still quick.
+            let meanwhile = try await sequentialGets(headway.listenURL + "/", count: 5)
+            #expect(meanwhile.allSatisfy { $0.status >= 500 && $0.seconds < 0.5 }, "\(meanwhile)")
+            let allDown = try await waitFor(timeout: .seconds(2)) {
+                try await EndpointsDocument.fetch(from: headway).upstreams[0].endpoints.allSatisfy { $0.health == "unhealthy" }
+            }
+            #expect(allDown != nil)
+            let down = try await sequentialGets(headway.listenURL + "/", count: 20)
+            #expect(down.count == 20)
+            #expect(down.allSatisfy { $0.status == 503 && $0.seconds < 0.2 }, "\(down)")
+            let slowest = down.map(\.seconds).max() ?? 0
+            #expect(try await EndpointsDocument.fetch(from: headway).upstreams[0].panic_mode)
+
+            pods.stop()
+            pods = try await NginxPods.start()
+            let resumed = try await waitFor(timeout: .seconds(3)) {
+                try await sequentialGets(headway.listenURL + "/", count: 1).first?.status == 200
+            }
+            #expect(resumed != nil, "traffic did not resume after the pods came back")
+            let back = try await sequentialGets(headway.listenURL + "/", count: 20)
+            try await headway.stop()
+            #expect(back.allSatisfy { $0.status == 200 }, "\(back)")
+            print("all pods down: slowest 503 took \(slowest) s; traffic resumed \(resumed.map { "\($0)" } ?? "never") after restart")
+        }
+
+        @Test func aPostWhosePodResetsMidBodyGets502AndIsNotRetried() async throws {
+            let pods = try await NginxPods.start(count: 1)
+            defer { pods.stop() }
+            let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+            let resetting = try await FaultyPod.start(
+                host: "127.0.0.5",
+                port: NginxPods.port,
+                behaviour: .resetAfterRequestBytes(1 << 20),
+                group: group
+            )
+            let body = temporaryFile("body")
+            try TestData.writeRandomFile(to: body, size: 10 << 20)
+            defer { try? FileManager.default.removeItem(at: body) }
+            let headway = try await InProcessHeadway.start { $0.endpoints = [pods.endpoints[0], resetting.address] }
+            // Round-robin sends one of two POSTs to each pod.
+            var statuses: [Int] = []
+            for _ in 0..<2 {
+                let result = try await curl(
+                    ["--output", "/dev/null", "--write-out", "%{http_code}", "--data-binary", "@\(body.path)", headway.listenURL + "/upload"]
+                )
+                statuses.append(Int(result.stdout) ?? 0)
+            }
+            try await headway.stop()
+            let postsToNginx = try pods.pods[0].accessLog().filter { $0.method == "POST" }.count
+            let postsToResetting = resetting.connectionsWithRequests
+            try await resetting.stop()
+            try await group.shutdownGracefully()
+
+            #expect(statuses.sorted() == [200, 502], "\(statuses)")
+            #expect(postsToResetting == 1, "the POST reached the resetting pod \(postsToResetting) times")
+            #expect(postsToNginx == 1, "the failed POST was retried on the healthy pod")
+        }
+    
+        @Test func warmConnectionsAreOpenBeforeTheFirstRequest() async throws {
+            let pods = try await NginxPods.start()
+            defer { pods.stop() }
+            let headway = try await InProcessHeadway.start { $0.endpoints = pods.endpoints }
+            let warm = try await waitFor(timeout: .seconds(1)) {
+                try await EndpointsDocument.fetch(from: headway).upstreams[0].endpoints.allSatisfy { $0.idle_connections == 1 }
+            }
+            let requestsBefore = try pods.pods.map { try $0.accessLog().count }.reduce(0, +)
+            try await headway.stop()
+            #expect(warm != nil, "no warm connection to every pod")
+            #expect(requestsBefore == 0)
+        }
+
+        @Test func aPodFailingItsChecksAtStartUpNeverTakesARequest() async throws {
+            let pods = try await NginxPods.start()
+            defer { pods.stop() }
+            let sick = pods.pods[2]
+            try sick.setHealthCheckFailing(true)
+            let headway = try await self.headwayWithChecks(endpoints: pods.endpoints)
+            let answers = try await curl(["--dump-header", "-", "--output", "/dev/null"] + Array(repeating: headway.listenURL + "/", count: 30))
+            try await headway.stop()
+            let counts = podCounts(inHeaders: answers.stdout)
+            #expect(counts[sick.name] == nil, "\(counts)")
+            #expect(counts.values.reduce(0, +) == 30)
+        }
+
+        @Test func retryOn503SendsTheRequestToAnotherPod() async throws {
+            let pods = try await NginxPods.start(count: 1)
+            defer { pods.stop() }
+            let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+            let failing = try await DemoPod.start(name: "failing", address: try SocketAddress(ipAddress: "127.0.0.5", port: NginxPods.port), group: group)
+            let headway = try await InProcessHeadway.start(
+                yaml: """
+                    listeners: [{listen: "127.0.0.1:0", upstream: web}]
+                    upstreams:
+                      web:
+                        endpoints: [\(pods.endpoints[0]), 127.0.0.5:\(NginxPods.port)]
+                        retry_on: [503]
+                        outlier_detection: {consecutive_5xx: 0}
+                    """
+            )
+            // nginx answers any path with 200; the demo pod answers /status/503 with 503.
+            let answers = try await sequentialGets(headway.listenURL + "/status/503", count: 20)
+            let metrics = try await curl(["\(headway.adminURL)/metrics"]).stdout
+            try await headway.stop()
+            try await failing.stop()
+            try await group.shutdownGracefully()
+            #expect(answers.count == 20)
+            #expect(answers.allSatisfy { $0.status == 200 }, "\(answers)")
+            #expect(metrics.contains("headway_retries_total{upstream=\"web\"} 10"), "\(metrics)")
+        }
+
+        @Test func pastMaxConnectionsPerEndpointTheAnswerIs503WithRetryAfterAtOnce() async throws {
+            let pods = try await EchoPods.start(count: 1)
+            let headway = try await InProcessHeadway.start {
+                $0.endpoints = pods.endpoints
+                $0.maxConnectionsPerEndpoint = 1
+            }
+            async let slow = curl(["--output", "/dev/null", "--write-out", "%{http_code}", headway.listenURL + "/delay/500"])
+            try await Task.sleep(for: .milliseconds(100))
+            let refused = try await curl(["--dump-header", "-", "--output", "/dev/null", "--write-out", "%{time_total}", headway.listenURL + "/"])
+            let first = try await slow
+            try await headway.stop()
+            try await pods.stop()
+            #expect(first.stdout == "200")
+            #expect(refused.stdout.hasPrefix("HTTP/1.1 503"), "\(refused.stdout)")
+            #expect(refused.stdout.contains("Retry-After: 1"))
+            let seconds = Double(refused.stdout.split(whereSeparator: \.isNewline).last ?? "") ?? 99
+            #expect(seconds < 0.2, "the refusal took \(seconds) s")
+        }
+    }
+}
