@@ -18,6 +18,8 @@ public final class NginxPod: @unchecked Sendable {
     public let port: Int
     public let prefix: URL
     private let process: Process
+    /// Set by ``kill()``: the process is gone, whatever Foundation believes.
+    private var isKilled = false
 
     public var address: String { "\(self.host):\(self.port)" }
     public var filesDirectory: URL { self.prefix.appendingPathComponent("files") }
@@ -139,16 +141,29 @@ public final class NginxPod: @unchecked Sendable {
         }
     }
 
-    /// Kills the pod as the kernel's OOM killer would: SIGKILL to nginx's master and its worker, no goodbye
+    /// Kills the pod as the kernel's OOM killer would: SIGKILL to nginx's master and its workers, no goodbye
     /// to any connection (the kernel resets them). ``stop()`` then only cleans up.
     public func kill() {
-        guard self.process.isRunning else { return }
+        guard !self.isKilled, self.process.isRunning else { return }
+        self.isKilled = true
         let master = self.process.processIdentifier
-        for pid in Self.children(of: master) {
+        // The master first: killed workers would otherwise be replaced by it before it dies.
+        let workers = Self.children(of: master)
+        Glibc.kill(master, SIGKILL)
+        for pid in workers {
             Glibc.kill(pid, SIGKILL)
         }
-        Glibc.kill(master, SIGKILL)
-        self.process.waitUntilExit()
+        // Reap the master here rather than through Foundation's `waitUntilExit`, which can miss the exit;
+        // then wait (bounded) until nothing answers on the pod's address.
+        var status: Int32 = 0
+        for _ in 0..<300 {
+            let reaped = waitpid(master, &status, WNOHANG)
+            if reaped == master || (reaped == -1 && errno == ECHILD) { break }
+            usleep(10_000)
+        }
+        for _ in 0..<300 where RawHTTP.canConnect(host: self.host, port: self.port) {
+            usleep(10_000)
+        }
     }
 
     /// Processes whose parent is `pid`, from `/proc/PID/stat`.
@@ -167,7 +182,7 @@ public final class NginxPod: @unchecked Sendable {
 
     /// Stops nginx at once (SIGKILL would leave the worker behind; SIGTERM is nginx's fast shutdown).
     public func stop() {
-        if self.process.isRunning {
+        if !self.isKilled, self.process.isRunning {
             self.process.terminate()
             self.process.waitUntilExit()
         }

@@ -7,6 +7,9 @@ import NIOPosix
 
 /// `headway demo`: demo pods on 127.0.0.2, 127.0.0.3, … behind a DNS name, Headway resolving that name in
 /// front of them, and requests through it while a pod joins and another leaves.
+///
+/// With `--pods-only` it runs just the pods (each with its own `--latency`), for the policy lab
+/// (`scripts/policy-lab`) or any experiment with pods of uneven speed.
 struct Demo: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Run demo pods behind a demo DNS name and Headway in front of them; show a pod joining and leaving."
@@ -19,6 +22,12 @@ struct Demo: AsyncParsableCommand {
 
     @Option(help: "Port every demo pod listens on.")
     var podPort: Int = 8080
+
+    @Option(help: "Each pod's added latency, comma-separated in pod order, e.g. 5ms,5ms,50ms (the last value applies to the rest).")
+    var latency: String?
+
+    @Flag(help: "Run only the pods, on 127.0.0.2 and up, until stopped: no DNS, no Headway, no requests.")
+    var podsOnly = false
 
     @Option(help: "Address Headway listens on.")
     var listen: String = "127.0.0.1:15001"
@@ -38,15 +47,35 @@ struct Demo: AsyncParsableCommand {
     func validate() throws {
         guard (1...200).contains(self.pods) else { throw ValidationError("--pods must be between 1 and 200") }
         guard self.requests >= 0 else { throw ValidationError("--requests must not be negative") }
+        _ = try self.latencies()
+    }
+
+    /// Each pod's latency, from `--latency`.
+    private func latencies() throws -> [TimeAmount] {
+        guard let text = self.latency else { return [] }
+        return try text.split(separator: ",").map { item in
+            guard let amount = DurationText.parse(String(item.filter { $0 != " " })) else {
+                throw ValidationError("--latency: '\(item)' is not a duration such as 5ms")
+            }
+            return amount
+        }
     }
 
     func run() async throws {
         let logger = makeLogger(level: self.logLevel)
         let podGroup = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        let latencies = try self.latencies()
         var demoPods: [DemoPod] = []
-        for index in 0...self.pods {
+        // One more pod than are in DNS at start: it joins during the demo.
+        for index in 0..<(self.podsOnly ? self.pods : self.pods + 1) {
             let address = try SocketAddress(ipAddress: "127.0.0.\(index + 2)", port: self.podPort)
-            demoPods.append(try await DemoPod.start(name: "pod-\(index + 1)", address: address, group: podGroup))
+            let latency = latencies.isEmpty ? .zero : latencies[min(index, latencies.count - 1)]
+            demoPods.append(try await DemoPod.start(name: "pod-\(index + 1)", address: address, latency: latency, group: podGroup))
+        }
+        if self.podsOnly {
+            print("demo pods:  \(demoPods.map { "\($0.name) \(Self.text($0.address)) +\(DurationText.format($0.latency))" }.joined(separator: ", "))")
+            print("Ctrl-C stops them.")
+            while true { try await Task.sleep(for: .seconds(3600)) }
         }
         let ips = demoPods.map { $0.address.ipAddress! }
         // Only the first `pods` are in DNS at start; the last one joins later.

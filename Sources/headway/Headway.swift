@@ -45,8 +45,14 @@ struct ConfigurationOptions: ParsableArguments {
     @Flag(help: "Resolve again when the answer's TTL expires (clamped to min/max_refresh).")
     var respectTTL = false
 
-    @Option(help: "Balancing policy: round-robin.")
+    @Option(help: "Balancing policy: round-robin, random, least-connections, p2c, ewma or hash.")
     var policy: String?
+
+    @Option(help: "What the hash policy hashes: header:NAME, cookie:NAME or client-ip.")
+    var hashKey: String?
+
+    @Option(help: "Ramp a new endpoint's share up over this window, e.g. 30s.")
+    var slowStart: String?
 
     @Option(help: "Connect timeout, e.g. 1s.")
     var connectTimeout: String?
@@ -101,6 +107,8 @@ struct ConfigurationOptions: ParsableArguments {
         overrides.refresh = self.refresh
         overrides.respectTTL = self.respectTTL ? true : nil
         overrides.policy = self.policy
+        overrides.hashKey = self.hashKey
+        overrides.slowStart = self.slowStart
         overrides.connectTimeout = self.connectTimeout
         overrides.requestTimeout = self.requestTimeout
         overrides.idleTimeout = self.idleTimeout

@@ -94,7 +94,7 @@ struct HeadwayConfigurationTests {
         #expect(found.contains { $0.hasPrefix("listeners[0].upstream: names upstream 'nowhere'") })
         #expect(found.contains { $0.hasPrefix("upstreams.web.endpoints[0]: bad address") })
         #expect(found.contains { $0.hasPrefix("upstreams.web.idle_timeout: bad duration '10 minutes'") })
-        #expect(found.contains { $0.hasPrefix("upstreams.web.policy: unknown policy 'fastest' (known: round-robin)") })
+        #expect(found.contains { $0.hasPrefix("upstreams.web.policy: unknown policy 'fastest' (known: round-robin, random, least-connections, p2c, ewma, hash)") })
         #expect(found.contains { $0.hasPrefix("upstreams.web.retries: unknown key") })
         #expect(found.contains { $0.hasPrefix("upstreams.empty.endpoints: is empty") })
         #expect(found.contains { $0.hasPrefix("extra: unknown key") })

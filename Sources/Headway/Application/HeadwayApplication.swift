@@ -121,6 +121,9 @@ public final class HeadwayApplication: Sendable {
                 group.addTask { await cluster.waitForFirstChecks() }
             }
         }
+        for cluster in self.clusters {
+            cluster.startupFinished()
+        }
         do {
             try await self.serviceGroup.run()
         } catch {

@@ -19,6 +19,8 @@ public struct ConfigurationOverrides: Sendable, Equatable {
     public var refresh: String?
     public var respectTTL: Bool?
     public var policy: String?
+    public var hashKey: String?
+    public var slowStart: String?
     public var connectTimeout: String?
     public var requestTimeout: String?
     public var idleTimeout: String?
@@ -44,6 +46,8 @@ public struct ConfigurationOverrides: Sendable, Equatable {
         if self.refresh != nil { names.append("--refresh") }
         if self.respectTTL != nil { names.append("--respect-ttl") }
         if self.policy != nil { names.append("--policy") }
+        if self.hashKey != nil { names.append("--hash-key") }
+        if self.slowStart != nil { names.append("--slow-start") }
         if self.connectTimeout != nil { names.append("--connect-timeout") }
         if self.requestTimeout != nil { names.append("--request-timeout") }
         if self.idleTimeout != nil { names.append("--idle-timeout") }
@@ -218,6 +222,14 @@ private struct Reader {
                     dnsBlock = value
                 case "policy":
                     if let policy = self.policy(value.string, at: keyPath) { upstream.policy = policy }
+                case "hash_key":
+                    if let key = self.hashKey(value.scalar?.string ?? "", at: keyPath) { upstream.hashKey = key }
+                case "ewma_decay":
+                    if let amount = self.duration(value, at: keyPath) { upstream.ewmaDecay = amount }
+                case "slow_start":
+                    if let amount = self.duration(value, at: keyPath) { upstream.slowStart = amount }
+                case "slow_start_at_startup":
+                    if let flag = self.bool(value, at: keyPath) { upstream.slowStartAtStartup = flag }
                 case "connect_timeout":
                     if let amount = self.duration(value, at: keyPath) { upstream.connectTimeout = amount }
                 case "request_timeout":
@@ -270,7 +282,7 @@ private struct Reader {
     }
 
     static let upstreamKeys =
-        "endpoints, service, srv, dns, policy, connect_timeout, request_timeout, idle_timeout, keepalive_timeout,"
+        "endpoints, service, srv, dns, policy, hash_key, ewma_decay, slow_start, slow_start_at_startup, connect_timeout, request_timeout, idle_timeout, keepalive_timeout,"
         + " max_connections_per_endpoint, max_pending_requests, min_idle_connections_per_endpoint, health_check,"
         + " gate_new_endpoints, outlier_detection, panic_threshold, max_retries, retry_on, retry_budget, retry_buffer_limit"
 
@@ -576,6 +588,12 @@ private struct Reader {
         if let policy = overrides.policy, let valid = self.policy(policy, at: "--policy") {
             upstream.policy = valid
         }
+        if let text = overrides.hashKey, let key = self.hashKey(text, at: "--hash-key") {
+            upstream.hashKey = key
+        }
+        if let text = overrides.slowStart, let amount = self.duration(text: text, at: "--slow-start") {
+            upstream.slowStart = amount
+        }
         if let text = overrides.connectTimeout, let amount = self.duration(text: text, at: "--connect-timeout") {
             upstream.connectTimeout = amount
         }
@@ -651,6 +669,13 @@ private struct Reader {
             }
             if listener.listen.port != 0, listener.listen == configuration.admin {
                 self.problem("listeners[\(index)].listen", "\(listener.listen) is also the admin address")
+            }
+        }
+        for upstream in configuration.upstreams {
+            if upstream.policy == .hash && upstream.hashKey == nil {
+                self.problem("upstreams.\(upstream.name).hash_key", "missing: the hash policy needs header:NAME, cookie:NAME or client-ip")
+            } else if upstream.policy != .hash && upstream.hashKey != nil {
+                self.problem("upstreams.\(upstream.name).hash_key", "applies only to policy: hash")
             }
         }
         for upstream in configuration.upstreams where upstream.endpoints.isEmpty && upstream.dns == nil {
@@ -754,6 +779,14 @@ private struct Reader {
             return nil
         }
         return value * factor
+    }
+
+    mutating func hashKey(_ text: String, at keyPath: String) -> HashKey? {
+        guard let key = HashKey(text) else {
+            self.problem(keyPath, "bad hash key '\(text)': write header:NAME, cookie:NAME or client-ip")
+            return nil
+        }
+        return key
     }
 
     mutating func policy(_ text: String?, at keyPath: String) -> LoadBalancingPolicy? {

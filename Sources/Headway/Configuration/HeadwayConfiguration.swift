@@ -41,6 +41,14 @@ public struct HeadwayConfiguration: Sendable, Equatable {
         /// DNS discovery: the headless service's name, resolved continuously; `nil` for static upstreams.
         public var dns: DNSDiscoverySettings?
         public var policy: LoadBalancingPolicy
+        /// What the `hash` policy hashes; required by it.
+        public var hashKey: HashKey?
+        /// How fast the `ewma` policy forgets a slow response.
+        public var ewmaDecay: TimeAmount
+        /// A newly routable endpoint's share ramps up over this window (any policy but `hash`); `nil`: off.
+        public var slowStart: TimeAmount?
+        /// Slow start applies to the endpoints present at start-up too.
+        public var slowStartAtStartup: Bool
         public var connectTimeout: TimeAmount
         /// From the end of the request to the first byte of the response.
         public var requestTimeout: TimeAmount
@@ -67,6 +75,10 @@ public struct HeadwayConfiguration: Sendable, Equatable {
             name: String,
             endpoints: [HostAndPort] = [],
             policy: LoadBalancingPolicy = .roundRobin,
+            hashKey: HashKey? = nil,
+            ewmaDecay: TimeAmount = .seconds(10),
+            slowStart: TimeAmount? = nil,
+            slowStartAtStartup: Bool = false,
             connectTimeout: TimeAmount = .seconds(1),
             requestTimeout: TimeAmount = .seconds(15),
             idleTimeout: TimeAmount = .seconds(60),
@@ -83,6 +95,10 @@ public struct HeadwayConfiguration: Sendable, Equatable {
             self.name = name
             self.endpoints = endpoints
             self.policy = policy
+            self.hashKey = hashKey
+            self.ewmaDecay = ewmaDecay
+            self.slowStart = slowStart
+            self.slowStartAtStartup = slowStartAtStartup
             self.connectTimeout = connectTimeout
             self.requestTimeout = requestTimeout
             self.idleTimeout = idleTimeout
@@ -132,6 +148,10 @@ public struct HeadwayConfiguration: Sendable, Equatable {
             } ?? "endpoints=[\(upstream.endpoints.map(\.description).joined(separator: ","))]"
             return "\(upstream.name){\(discovery)"
                 + " policy=\(upstream.policy.rawValue)"
+                + (upstream.hashKey.map { " hash_key=\($0)" } ?? "")
+                + (upstream.policy == .peakEWMA ? " ewma_decay=\(DurationText.format(upstream.ewmaDecay))" : "")
+                + " slow_start=\(upstream.slowStart.map(DurationText.format) ?? "off")"
+                + (upstream.slowStart != nil ? " slow_start_at_startup=\(upstream.slowStartAtStartup)" : "")
                 + " connect_timeout=\(DurationText.format(upstream.connectTimeout))"
                 + " request_timeout=\(DurationText.format(upstream.requestTimeout))"
                 + " idle_timeout=\(DurationText.format(upstream.idleTimeout))"

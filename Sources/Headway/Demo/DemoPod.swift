@@ -16,11 +16,14 @@ import NIOPosix
 public final class DemoPod: Sendable {
     public let name: String
     public let address: SocketAddress
+    /// Added to every answer.
+    public let latency: TimeAmount
     private let channel: any Channel
 
-    private init(name: String, address: SocketAddress, channel: any Channel) {
+    private init(name: String, address: SocketAddress, latency: TimeAmount, channel: any Channel) {
         self.name = name
         self.address = address
+        self.latency = latency
         self.channel = channel
     }
 
@@ -42,7 +45,7 @@ public final class DemoPod: Sendable {
             }
             .bind(to: address)
             .get()
-        return DemoPod(name: name, address: channel.localAddress ?? address, channel: channel)
+        return DemoPod(name: name, address: channel.localAddress ?? address, latency: latency, channel: channel)
     }
 
     public func stop() async throws {

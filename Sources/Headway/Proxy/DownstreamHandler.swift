@@ -57,6 +57,10 @@ final class DownstreamHandler: ChannelDuplexHandler {
         /// The serialized head for the upstream, kept to replay the request on another endpoint.
         let upstreamHead: ByteBuffer
         let start: NIODeadline
+        /// The request's key for the `hash` policy.
+        var hashKey: UInt64?
+        /// When the current attempt's request was sent, for the `ewma` policy's latency.
+        var attemptSent: NIODeadline?
         var attempt: Int
         var pool: UpstreamPool?
         var connection: UpstreamConnection?
@@ -258,6 +262,9 @@ final class DownstreamHandler: ChannelDuplexHandler {
         head.writeUpstreamHead(into: &upstreamHead, clientIP: self.clientIP)
         let start = NIODeadline.now()
         self.exchange = Exchange(requestHead: head, upstreamHead: upstreamHead, start: start, attempt: 0)
+        if let key = self.cluster.configuration.hashKey {
+            self.exchange!.hashKey = head.hashKey(key, clientIP: self.clientIP)
+        }
         self.exchange!.requestEndReceived = endReceived
         self.cluster.requestStarted(at: start)
         self.dispatch()
@@ -266,7 +273,7 @@ final class DownstreamHandler: ChannelDuplexHandler {
     /// Picks an endpoint and leases a connection to it for the current exchange.
     private func dispatch() {
         guard let exchange = self.exchange else { return }
-        guard let pool = self.cluster.pickPool(excluding: exchange.failedPool) else {
+        guard let pool = self.cluster.pickPool(excluding: exchange.failedPool, hashKey: exchange.hashKey) else {
             self.failExchange(.noEndpoint(upstream: self.cluster.configuration.name, reason: self.cluster.emptyReason))
             return
         }
@@ -396,6 +403,9 @@ final class DownstreamHandler: ChannelDuplexHandler {
         connection.flush()
         self.stopClock()
         self.deadlineSlot = self.cluster.awaitResponse(self)
+        if self.cluster.configuration.policy == .peakEWMA {
+            self.exchange!.attemptSent = self.cluster.coarseNow
+        }
         self.resumeReadingIfPossible()
     }
 
@@ -432,6 +442,10 @@ final class DownstreamHandler: ChannelDuplexHandler {
             }
             if let slot = self.deadlineSlot {
                 self.cluster.responseStarted(slot: slot)
+            }
+            if let sent = exchange.attemptSent, let pool = exchange.pool {
+                let now = NIODeadline.now()
+                self.cluster.responseHeadArrived(pool.endpoint, latency: now - sent, now: now)
             }
             self.exchange!.lastResponseProgress = self.cluster.coarseNow
             let hasOpenEndedBody = head.framing == .chunked || head.framing == .untilClose

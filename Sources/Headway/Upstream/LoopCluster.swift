@@ -19,13 +19,15 @@ final class LoopCluster: @unchecked Sendable {
 
     /// Pools of the active endpoints, in the snapshot's order.
     private(set) var pools: [UpstreamPool] = []
-    /// The pools requests go to: the healthy ones, or all of them in panic mode. The picker indexes into this.
+    /// The pools requests go to: the healthy ones, or all of them in panic mode. The balancer indexes into this.
     private var routable: [UpstreamPool] = []
+    /// Some routable endpoint is still ramping up (slow start): weights are recomputed by the sweep.
+    private var isSlowStarting = false
     /// Healthy, non-ejected endpoints in the set; zero means every attempt goes to an endpoint known bad.
     private(set) var healthyCount = 0
     /// Pools of removed endpoints that still have connections; dropped once empty.
     private var drainingPools: [UpstreamPool] = []
-    private var picker: EndpointPicker
+    private let balancer: any LoadBalancer
     private var snapshotVersion = 0
     /// Why the set is empty, when it is and discovery said why; quoted in the 503 answer.
     private(set) var emptyReason: String?
@@ -43,7 +45,7 @@ final class LoopCluster: @unchecked Sendable {
         self.configuration = configuration
         self.metrics = metrics
         self.logger = logger
-        self.picker = EndpointPicker(policy: configuration.policy)
+        self.balancer = configuration.policy.makeBalancer(ewmaDecay: configuration.ewmaDecay)
         // Each loop serves its share of the requests, so it keeps its share of the budget's floor.
         self.retryBudget = RetryBudget(
             percent: configuration.retries.budgetPercent,
@@ -91,21 +93,44 @@ final class LoopCluster: @unchecked Sendable {
             total: self.pools.count,
             thresholdPercent: self.configuration.panicThresholdPercent
         )
-        let next = panic ? self.pools : healthy
-        if next.count != self.routable.count || !zip(next, self.routable).allSatisfy({ $0 === $1 }) {
-            self.routable = next
-            self.picker.endpointSetChanged(count: next.count)
-        }
+        self.routable = panic ? self.pools : healthy
+        self.updateBalancer()
         for pool in self.pools {
             pool.isRoutable = pool.endpoint.isRoutable(gateUnknown: gate)
             pool.keepWarm()
         }
     }
 
+    /// Gives the balancer the routable endpoints with their weights, scaled down for those in slow start.
+    private func updateBalancer() {
+        let now = NIODeadline.now()
+        var slowStarting = false
+        let weights = self.routable.map { pool -> Int in
+            // Weights in hundredths, so that slow start can ramp in small steps.
+            let weight = pool.endpoint.weight * 100
+            guard let window = self.configuration.slowStart, let since = pool.endpoint.routableSince else { return weight }
+            let elapsed = now - since
+            guard elapsed < window else { return weight }
+            slowStarting = true
+            return Self.slowStartWeight(weight, elapsed: elapsed, window: window)
+        }
+        self.isSlowStarting = slowStarting
+        self.balancer.endpointsChanged(self.routable.map(\.endpoint), weights: weights)
+    }
+
+    /// A weight in slow start: a linear ramp from a tenth of it (Envoy's default `min_weight_percent`), so that
+    /// a cold pod gets some traffic to warm up on from the start.
+    static func slowStartWeight(_ weight: Int, elapsed: TimeAmount, window: TimeAmount) -> Int {
+        let share = min(max(Double(elapsed.nanoseconds) / Double(window.nanoseconds), 0.1), 1)
+        return max(Int((Double(weight) * share).rounded()), 1)
+    }
+
     /// Chooses the pool for a request with the upstream's policy, avoiding `excluded` when another exists.
-    func pickPool(excluding excluded: UpstreamPool?) -> UpstreamPool? {
+    ///
+    /// - Parameter hashKey: the request's key for the `hash` policy.
+    func pickPool(excluding excluded: UpstreamPool?, hashKey: UInt64? = nil) -> UpstreamPool? {
         let excludedIndex = excluded.flatMap { excluded in self.routable.firstIndex { $0 === excluded } }
-        guard let index = self.picker.pick(count: self.routable.count, excluding: excludedIndex) else {
+        guard let index = self.balancer.pick(PickRequest(excluding: excludedIndex, hashKey: hashKey, now: self.coarseNow)) else {
             return nil
         }
         return self.routable[index]
@@ -126,6 +151,11 @@ final class LoopCluster: @unchecked Sendable {
         }
         self.metrics.retryRefusedByBudget()
         return false
+    }
+
+    /// A response head from `endpoint` arrived `latency` after the request was sent (for `ewma`).
+    func responseHeadArrived(_ endpoint: Endpoint, latency: TimeAmount, now: NIODeadline) {
+        endpoint.recordLatency(latency, now: now, decay: self.configuration.ewmaDecay)
     }
 
     /// A response from `endpoint` finished with `status` (passive check).
@@ -191,10 +221,9 @@ final class LoopCluster: @unchecked Sendable {
         guard self.idleSweep == nil else { return }
         // Closing idle connections a little late is harmless; a sweep per loop avoids a timer per connection.
         // The same sweep replaces warm connections whose connect failed.
-        let period = TimeAmount.nanoseconds(
-            min(max(self.configuration.keepaliveTimeout.nanoseconds / 4, TimeAmount.milliseconds(50).nanoseconds),
-                TimeAmount.seconds(1).nanoseconds)
-        )
+        // Slow start ramps in steps of this period too: at least 20 steps over its window.
+        let longest = min(self.configuration.keepaliveTimeout.nanoseconds / 4, (self.configuration.slowStart?.nanoseconds ?? .max) / 20)
+        let period = TimeAmount.nanoseconds(min(max(longest, TimeAmount.milliseconds(50).nanoseconds), TimeAmount.seconds(1).nanoseconds))
         self.idleSweep = self.eventLoop.scheduleRepeatedTask(initialDelay: period, delay: period) {
             [weak self] (_: RepeatedTask) in
             guard let self else { return }
@@ -204,6 +233,7 @@ final class LoopCluster: @unchecked Sendable {
                 pool.keepWarm()
             }
             self.drainingPools.removeAll { $0.isEmpty }
+            if self.isSlowStarting { self.updateBalancer() }
         }
     }
 }

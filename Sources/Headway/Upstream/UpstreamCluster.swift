@@ -25,6 +25,9 @@ public final class UpstreamCluster: Sendable {
     let healthChecker: HealthChecker?
     /// Requests waiting for a connection to open, over all loops (bounded by `max_pending_requests`).
     let pendingRequests = Atomic<Int>(0)
+    /// Set when the process starts serving: endpoints routable before then are spared slow start (unless
+    /// `slow_start_at_startup`).
+    private let started = Atomic<Bool>(false)
     private let proxyMetrics: ProxyMetrics
     private let logger: Logger
     private let state = Mutex(State())
@@ -153,8 +156,17 @@ public final class UpstreamCluster: Sendable {
             }
             return (state.active, healthy, panic, panic != state.isInPanic)
         }
+        let now = NIODeadline.now()
         for endpoint in active {
-            endpoint.metrics.routableChanged(endpoint.isRoutable(gateUnknown: gate))
+            let isRoutable = endpoint.isRoutable(gateUnknown: gate)
+            endpoint.metrics.routableChanged(isRoutable)
+            let startsSlow = self.configuration.slowStart != nil && (self.isStarted || self.configuration.slowStartAtStartup)
+            if endpoint.noteRoutable(isRoutable, now: now, startsSlow: startsSlow), startsSlow {
+                self.logger.info(
+                    "endpoint in slow start for \(DurationText.format(self.configuration.slowStart!))",
+                    metadata: ["endpoint.address": "\(endpoint.label)"]
+                )
+            }
         }
         self.metrics.healthChanged(healthy: healthy, panic: panic)
         if panicChanged {
@@ -170,6 +182,13 @@ public final class UpstreamCluster: Sendable {
         for loop in self.loops {
             loop.eventLoop.execute { loop.refreshRoutable() }
         }
+    }
+
+    private var isStarted: Bool { self.started.load(ordering: .relaxed) }
+
+    /// The process serves from now on: endpoints that become routable later ramp up in slow start.
+    func startupFinished() {
+        self.started.store(true, ordering: .relaxed)
     }
 
     /// Returns once every endpoint has had its first check, or after one check timeout.
