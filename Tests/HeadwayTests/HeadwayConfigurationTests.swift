@@ -284,6 +284,61 @@ struct ResilienceConfigurationTests {
         #expect(web.idleTimeout == .seconds(5))
     }
 
+    @Test func staticEndpointsMayCarryWeights() throws {
+        let configuration = try HeadwayConfiguration.load(
+            yaml: """
+                upstreams:
+                  web:
+                    endpoints: [127.0.0.2:8080, {address: 127.0.0.3:8080, weight: 3}]
+                    policy: hash
+                    hash_key: cookie:session
+                    slow_start: 30s
+                """,
+            overrides: .init()
+        )
+        let web = configuration.upstreams[0]
+        #expect(web.endpoints == [HostAndPort(host: "127.0.0.2", port: 8080), HostAndPort(host: "127.0.0.3", port: 8080)])
+        #expect(web.endpointWeights == [HostAndPort(host: "127.0.0.3", port: 8080): 3])
+        #expect(web.hashKey == .cookie("session"))
+        #expect(web.slowStart == .seconds(30))
+    }
+
+    @Test func policyProblemsNameTheirKey() {
+        var problems: [String] = []
+        do {
+            _ = try HeadwayConfiguration.load(
+                yaml: """
+                    upstreams:
+                      web:
+                        endpoints: [{address: 127.0.0.2:8080, weight: 0}]
+                        policy: hash
+                      api:
+                        endpoints: [127.0.0.3:8080]
+                        hash_key: header:X-User
+                    listeners: [{listen: 127.0.0.1:15001, upstream: web}]
+                    """,
+                overrides: .init()
+            )
+        } catch {
+            problems = error.problems.map(\.description)
+        }
+        #expect(problems.sorted() == [
+            "upstreams.api.hash_key: applies only to policy: hash",
+            "upstreams.web.endpoints[0].weight: must be a whole number from 1 to 10000",
+            "upstreams.web.hash_key: missing: the hash policy needs header:NAME, cookie:NAME or client-ip",
+        ])
+        var overrides = ConfigurationOverrides()
+        overrides.endpoints = ["127.0.0.2:80"]
+        overrides.policy = "hash"
+        overrides.hashKey = "header:"
+        do {
+            _ = try HeadwayConfiguration.load(yaml: nil, overrides: overrides)
+            Issue.record("accepted an empty header name")
+        } catch {
+            #expect(error.problems.map(\.description).contains("--hash-key: bad hash key 'header:': write header:NAME, cookie:NAME or client-ip"))
+        }
+    }
+
     @Test func noHealthCheckBlockMeansPassiveChecksOnly() throws {
         let configuration = try HeadwayConfiguration.load(yaml: nil, overrides: { var o = ConfigurationOverrides(); o.endpoints = ["127.0.0.2:80"]; return o }())
         #expect(configuration.upstreams[0].healthCheck == nil)

@@ -51,7 +51,11 @@ public final class HeadwayApplication: Sendable {
                 )
             } else {
                 // Static discovery: the set is known now; DNS discovery publishes through the same call.
-                cluster.setEndpoints(try cluster.configuration.endpoints.map { try $0.socketAddress() })
+                var weights: [SocketAddress: Int] = [:]
+                for (address, weight) in cluster.configuration.endpointWeights {
+                    weights[try address.socketAddress()] = weight
+                }
+                cluster.setEndpoints(try cluster.configuration.endpoints.map { try $0.socketAddress() }, weights: weights)
             }
         }
         self.discoveries = discoveries

@@ -203,7 +203,7 @@ private struct Reader {
                         continue
                     }
                     upstream.endpoints = list.enumerated().compactMap { index, item in
-                        self.address(item, at: "\(keyPath)[\(index)]")
+                        self.endpoint(item, at: "\(keyPath)[\(index)]", weights: &upstream.endpointWeights)
                     }
                 case "service":
                     if let text = value.scalar?.string, let service = self.service(text: text, at: keyPath) {
@@ -779,6 +779,34 @@ private struct Reader {
             return nil
         }
         return value * factor
+    }
+
+    /// `HOST:PORT`, or `{address: HOST:PORT, weight: N}` for a weighted endpoint.
+    mutating func endpoint(_ node: Node, at keyPath: String, weights: inout [HostAndPort: Int]) -> HostAndPort? {
+        guard let mapping = node.mapping else { return self.address(node, at: keyPath) }
+        var address: HostAndPort?
+        var weight = 1
+        for (keyNode, value) in mapping {
+            let key = keyNode.string ?? "?"
+            switch key {
+            case "address":
+                address = self.address(value, at: "\(keyPath).address")
+            case "weight":
+                guard let text = value.scalar?.string, let number = Int(text), (1...10_000).contains(number) else {
+                    self.problem("\(keyPath).weight", "must be a whole number from 1 to 10000")
+                    continue
+                }
+                weight = number
+            default:
+                self.problem("\(keyPath).\(key)", "unknown key (known: address, weight)")
+            }
+        }
+        guard let address else {
+            self.problem("\(keyPath).address", "missing: give HOST:PORT")
+            return nil
+        }
+        if weight != 1 { weights[address] = weight }
+        return address
     }
 
     mutating func hashKey(_ text: String, at keyPath: String) -> HashKey? {

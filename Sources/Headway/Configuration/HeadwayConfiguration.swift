@@ -38,6 +38,8 @@ public struct HeadwayConfiguration: Sendable, Equatable {
         public var name: String
         /// Static discovery: the pods' addresses.
         public var endpoints: [HostAndPort]
+        /// Weights of static endpoints other than 1.
+        public var endpointWeights: [HostAndPort: Int] = [:]
         /// DNS discovery: the headless service's name, resolved continuously; `nil` for static upstreams.
         public var dns: DNSDiscoverySettings?
         public var policy: LoadBalancingPolicy
