@@ -9,7 +9,7 @@ import Glibc
 public enum RawHTTP {
     /// Whether a TCP connection to `host:port` succeeds now.
     public static func canConnect(host: String, port: Int) -> Bool {
-        guard let fd = try? Self.connect(host: host, port: port, timeout: 1) else { return false }
+        guard let fd = try? Self.connectSocket(host: host, port: port, timeout: 1) else { return false }
         close(fd)
         return true
     }
@@ -34,7 +34,7 @@ public enum RawHTTP {
     }
 
     private static func exchangeBlocking(host: String, port: Int, request: [UInt8], timeout: Double, halfClose: Bool) throws -> String {
-        let fd = try Self.connect(host: host, port: port, timeout: timeout)
+        let fd = try Self.connectSocket(host: host, port: port, timeout: timeout)
         defer { close(fd) }
         var sent = 0
         while sent < request.count {
@@ -59,7 +59,7 @@ public enum RawHTTP {
         return String(decoding: received, as: UTF8.self)
     }
 
-    private static func connect(host: String, port: Int, timeout: Double) throws -> Int32 {
+    static func connectSocket(host: String, port: Int, timeout: Double) throws -> Int32 {
         let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
         guard fd >= 0 else { throw CommandError(description: "socket failed") }
         var tv = timeval(tv_sec: Int(timeout), tv_usec: Int((timeout - Double(Int(timeout))) * 1_000_000))
@@ -79,5 +79,52 @@ public enum RawHTTP {
             throw CommandError(description: "connect to \(host):\(port) failed: errno \(errno)")
         }
         return fd
+    }
+}
+
+/// One client connection driven byte by byte: for slow and stubborn clients (slowloris, slow POST, idle
+/// keep-alive, connection floods) whose timing a test controls.
+public final class RawConnection: @unchecked Sendable {
+    private let fd: Int32
+
+    /// Connects; the receive timeout is short so that reads poll.
+    public init(host: String, port: Int) throws {
+        self.fd = try RawHTTP.connectSocket(host: host, port: port, timeout: 0.05)
+    }
+
+    deinit {
+        close(self.fd)
+    }
+
+    public func send(_ text: String) throws {
+        let bytes = Array(text.utf8)
+        var sent = 0
+        while sent < bytes.count {
+            let n = bytes[sent...].withUnsafeBytes { Glibc.send(self.fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+            guard n > 0 else { throw CommandError(description: "send failed: errno \(errno)") }
+            sent += n
+        }
+    }
+
+    /// Reads until the peer closes the connection or `timeout` passes; returns what arrived and, if the
+    /// peer closed (FIN or RST), how many seconds that took.
+    public func readUntilClosed(timeout: Double) async -> (text: String, closedAfter: Double?) {
+        await withCheckedContinuation { continuation in
+            Thread.detachNewThread {
+                let start = Date()
+                var received: [UInt8] = []
+                var buffer = [UInt8](repeating: 0, count: 65536)
+                while Date().timeIntervalSince(start) < timeout {
+                    let n = buffer.withUnsafeMutableBytes { recv(self.fd, $0.baseAddress, $0.count, 0) }
+                    if n > 0 {
+                        received.append(contentsOf: buffer[0..<n])
+                    } else if n == 0 || (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
+                        continuation.resume(returning: (String(decoding: received, as: UTF8.self), Date().timeIntervalSince(start)))
+                        return
+                    }
+                }
+                continuation.resume(returning: (String(decoding: received, as: UTF8.self), nil))
+            }
+        }
     }
 }

@@ -48,6 +48,15 @@ struct RequestParserTests {
         }
     }
 
+    @Test func absoluteFormMustMatchHostAndReachesThePodInOriginForm() throws {
+        #expect(try self.upstream("GET http://web.test/a?b=1 HTTP/1.1\r\nHost: web.test\r\n\r\n").hasPrefix("GET /a?b=1 HTTP/1.1\r\n"))
+        #expect(try self.upstream("GET http://WEB.test:8080 HTTP/1.1\r\nHost: web.test:8080\r\n\r\n").hasPrefix("GET / HTTP/1.1\r\n"))
+        #expect(try self.upstream("GET http://web.test?q HTTP/1.1\r\nHost: web.test\r\n\r\n").hasPrefix("GET /?q HTTP/1.1\r\n"))
+        #expect(self.status("GET http://evil.test/a HTTP/1.1\r\nHost: web.test\r\n\r\n") == 400)
+        #expect(self.status("GET http:///a HTTP/1.1\r\nHost: web.test\r\n\r\n") == 400)
+        #expect(self.status("GET https://web.test/a HTTP/1.1\r\nHost: web.test\r\n\r\n") == 400)
+    }
+
     @Test(arguments: [1, 5, 1000])
     func pipelinedRequestsInAnyPieces(step: Int) throws {
         let wire = "GET /a HTTP/1.1\r\nHost: x\r\n\r\nPOST /b HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello"

@@ -83,6 +83,7 @@ public final class HeadwayApplication: Sendable {
                     address: try listener.listen.socketAddress(),
                     cluster: cluster,
                     group: self.group,
+                    client: configuration.client,
                     drainTimeout: configuration.drainTimeout,
                     logger: logger,
                     onBound: { address in

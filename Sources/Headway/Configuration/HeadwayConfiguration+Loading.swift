@@ -124,6 +124,8 @@ private struct Reader {
                 if let amount = self.duration(value, at: "drain_timeout") { configuration.drainTimeout = amount }
             case "log_level":
                 if let level = self.logLevel(value.string, at: "log_level") { configuration.logLevel = level }
+            case "client":
+                self.readClient(value, into: &configuration.client)
             case "listeners":
                 sawListeners = true
                 configuration.listeners = self.listeners(value)
@@ -131,7 +133,7 @@ private struct Reader {
                 sawUpstreams = true
                 configuration.upstreams = self.upstreams(value)
             default:
-                self.problem(key, "unknown key (known: admin, threads, drain_timeout, log_level, listeners, upstreams)")
+                self.problem(key, "unknown key (known: admin, threads, drain_timeout, log_level, client, listeners, upstreams)")
             }
         }
         if sawUpstreams && !sawListeners {
@@ -779,6 +781,40 @@ private struct Reader {
             return nil
         }
         return value * factor
+    }
+
+    mutating func readClient(_ node: Node, into settings: inout ClientSettings) {
+        guard let mapping = node.mapping else {
+            self.problem("client", "must be a mapping of settings")
+            return
+        }
+        for (keyNode, value) in mapping {
+            let key = keyNode.string ?? "?"
+            let keyPath = "client.\(key)"
+            switch key {
+            case "header_timeout":
+                if let amount = self.duration(value, at: keyPath) { settings.headerTimeout = amount }
+            case "body_timeout":
+                if let amount = self.duration(value, at: keyPath) { settings.bodyTimeout = amount }
+            case "idle_timeout":
+                if let amount = self.duration(value, at: keyPath) { settings.idleTimeout = amount }
+            case "write_timeout":
+                if let amount = self.duration(value, at: keyPath) { settings.writeTimeout = amount }
+            case "max_connections":
+                if let count = self.positiveInt(value, at: keyPath) { settings.maxConnections = count }
+            case "max_request_body":
+                if value.scalar?.string == "unlimited" {
+                    settings.maxRequestBody = nil
+                } else if let bytes = self.size(value, at: keyPath) {
+                    settings.maxRequestBody = bytes
+                }
+            default:
+                self.problem(
+                    keyPath,
+                    "unknown key (known: header_timeout, body_timeout, idle_timeout, write_timeout, max_connections, max_request_body)"
+                )
+            }
+        }
     }
 
     /// `HOST:PORT`, or `{address: HOST:PORT, weight: N}` for a weighted endpoint.

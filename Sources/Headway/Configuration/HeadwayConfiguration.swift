@@ -20,6 +20,8 @@ public struct HeadwayConfiguration: Sendable, Equatable {
     public var threads: Int
     public var drainTimeout: TimeAmount
     public var logLevel: String
+    /// Limits and timeouts for client connections, on every listener.
+    public var client: ClientSettings = .init()
     public var listeners: [Listener]
     /// Upstreams in the order the file lists them; names are unique.
     public var upstreams: [Upstream]
@@ -171,7 +173,7 @@ public struct HeadwayConfiguration: Sendable, Equatable {
                 + " max_retries=\(upstream.retries.maxRetries) retry_on=\(upstream.retries.statuses.sorted())"
                 + " retry_budget=\(upstream.retries.budgetPercent)%+\(upstream.retries.budgetMinPerSecond)/s}"
         }.joined(separator: " ")
-        return "listeners=[\(listeners)] admin=\(self.admin) threads=\(self.threads)"
+        return "listeners=[\(listeners)] admin=\(self.admin) threads=\(self.threads) client={\(self.client.summary)}"
             + " drain_timeout=\(DurationText.format(self.drainTimeout)) log_level=\(self.logLevel) upstreams: \(upstreams)"
     }
 }

@@ -75,3 +75,27 @@ public struct RetrySettings: Sendable, Equatable {
 
     public init() {}
 }
+
+/// What Headway tolerates from its clients (`client:`), against slow or hoarding clients (HTTP-EDGE-CASES C1–C7).
+public struct ClientSettings: Sendable, Equatable {
+    /// The whole request head must arrive within this (slowloris); then 408 and close.
+    public var headerTimeout: TimeAmount = .seconds(10)
+    /// Longest silence within a request body (slow POST); then 408 (or an abort once the answer started).
+    public var bodyTimeout: TimeAmount = .seconds(30)
+    /// A keep-alive connection with no request for this long is closed.
+    public var idleTimeout: TimeAmount = .seconds(60)
+    /// A client that takes no response byte for this long is disconnected (slow read).
+    public var writeTimeout: TimeAmount = .seconds(30)
+    /// Client connections per listener; past it a new connection gets 503 and is closed.
+    public var maxConnections = 10_000
+    /// Largest request body accepted; `nil`: unlimited. Past it: 413.
+    public var maxRequestBody: Int?
+
+    public init() {}
+
+    var summary: String {
+        "header_timeout=\(DurationText.format(self.headerTimeout)) body_timeout=\(DurationText.format(self.bodyTimeout))"
+            + " idle_timeout=\(DurationText.format(self.idleTimeout)) write_timeout=\(DurationText.format(self.writeTimeout))"
+            + " max_connections=\(self.maxConnections) max_request_body=\(self.maxRequestBody.map { "\($0)" } ?? "unlimited")"
+    }
+}

@@ -19,6 +19,7 @@ final class DownstreamHandler: ChannelDuplexHandler {
     typealias OutboundOut = ByteBuffer
 
     private let cluster: LoopCluster
+    private let client: ClientSettings
     private var logger: Logger
     private var context: ChannelHandlerContext?
     private var clientIP: String?
@@ -46,8 +47,21 @@ final class DownstreamHandler: ChannelDuplexHandler {
     /// Response bytes not yet written: small pieces are gathered into one write per read batch.
     private var unwrittenResponse: ByteBuffer?
 
-    init(cluster: LoopCluster, logger: Logger) {
+    // Client timeouts, checked by the loop's client sweep against its coarse clock (no timer per connection).
+    /// This handler's slot in its loop's client list.
+    private var clientSlot: Int?
+    /// The last byte from the client, or the end of the last response (for the idle and body timeouts).
+    private var lastClientActivity = NIODeadline.uptimeNanoseconds(0)
+    /// When the first byte of the request head being read arrived (for the header timeout).
+    private var headStartedAt = NIODeadline.uptimeNanoseconds(0)
+    /// Since when the client has not taken response bytes (for the write timeout).
+    private var notWritableSince: NIODeadline?
+    /// Body bytes of the current request so far, against `max_request_body`.
+    private var requestBodyBytes = 0
+
+    init(cluster: LoopCluster, client: ClientSettings, logger: Logger) {
         self.cluster = cluster
+        self.client = client
         self.logger = logger
     }
 
@@ -97,17 +111,25 @@ final class DownstreamHandler: ChannelDuplexHandler {
 
     func handlerAdded(context: ChannelHandlerContext) {
         self.context = context
+        self.lastClientActivity = self.cluster.coarseNow
+        self.clientSlot = self.cluster.clientConnected(self)
         self.clientIP = context.channel.remoteAddress?.ipAddress
         self.logger[metadataKey: "client.address"] = "\(context.channel.remoteAddress.map { "\($0)" } ?? "?")"
     }
 
     func handlerRemoved(context: ChannelHandlerContext) {
         self.context = nil
+        self.leaveClientList()
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         guard !self.stoppedParsing else { return }
         var buffer = self.unwrapInboundIn(data)
+        let now = self.cluster.coarseNow
+        if !self.parser.isInsideRequest {
+            self.headStartedAt = now
+        }
+        self.lastClientActivity = now
         do {
             while !self.stoppedParsing, let event = try self.parser.next(from: &buffer) {
                 self.received(event)
@@ -124,12 +146,23 @@ final class DownstreamHandler: ChannelDuplexHandler {
         }
         switch event {
         case .head(let head):
+            self.requestBodyBytes = 0
+            if let limit = self.client.maxRequestBody, case .contentLength(let length) = head.framing, length > limit {
+                // Refused before anything is sent upstream; the body need not be read.
+                self.refuseRequest(.requestTooLarge(limit: limit))
+                return
+            }
             if self.exchange == nil && self.pending.isEmpty && !self.closeAfterResponse {
                 self.startExchange(head)
             } else {
                 self.pending.append(event)
             }
         case .body(let buffer):
+            self.requestBodyBytes += buffer.readableBytes
+            if let limit = self.client.maxRequestBody, self.requestBodyBytes > limit {
+                self.refuseRequest(.requestTooLarge(limit: limit))
+                return
+            }
             guard self.exchange != nil, self.exchange?.requestEndReceived == false else {
                 self.pending.append(event)
                 return
@@ -167,7 +200,10 @@ final class DownstreamHandler: ChannelDuplexHandler {
 
     func channelWritabilityChanged(context: ChannelHandlerContext) {
         if context.channel.isWritable {
+            self.notWritableSince = nil
             self.exchange?.connection?.resumeReading()
+        } else {
+            self.notWritableSince = self.cluster.coarseNow
         }
         context.fireChannelWritabilityChanged()
     }
@@ -212,12 +248,19 @@ final class DownstreamHandler: ChannelDuplexHandler {
     /// Answers a malformed request once, if no response has started, then closes: after a framing error
     /// the connection cannot be resynchronised.
     private func requestMalformed(_ error: RequestParseError, context: ChannelHandlerContext) {
+        self.refuseRequest(.malformedRequest(error))
+    }
+
+    /// Stops reading requests and answers `error` (or aborts the connection when an answer has started):
+    /// for malformed requests, bodies over `max_request_body` and client timeouts. The connection closes.
+    private func refuseRequest(_ error: ProxyError) {
+        guard let context = self.context else { return }
         self.stoppedParsing = true
         self.closeAfterResponse = true
         self.pending.removeAll()
         self.logger.info(
-            "malformed request; answering \(error.status.code) and closing",
-            metadata: ["reason": "\(error.reason)"]
+            "refusing the request; answering \(error.status.code) and closing",
+            metadata: ["reason": "\(error.detail)"]
         )
         if self.exchange?.responseHeadSent == true {
             self.abortExchange()
@@ -225,13 +268,57 @@ final class DownstreamHandler: ChannelDuplexHandler {
         } else {
             let versionMinor = self.exchange?.clientVersionMinor ?? 1
             self.abortExchange()
-            self.respondLocally(.malformedRequest(error), clientVersionMinor: versionMinor)
+            self.respondLocally(error, clientVersionMinor: versionMinor)
+        }
+    }
+
+    // MARK: Client timeouts
+
+    /// Called by the loop's client sweep: enforces the header, body, idle and write timeouts.
+    func checkClientTimeouts(now: NIODeadline) {
+        guard self.isActive, self.lingerTimer == nil, let context = self.context else { return }
+        if let since = self.notWritableSince, now - since > self.client.writeTimeout {
+            self.logger.info(
+                "client took no response byte for write_timeout (\(DurationText.format(self.client.writeTimeout))); closing"
+            )
+            self.abortExchange()
+            context.close(promise: nil)
+            return
+        }
+        if self.readHeld {
+            // The client waits on us (backpressure), not the other way round.
+            self.lastClientActivity = now
+            return
+        }
+        if self.parser.isReadingHead {
+            if now - self.headStartedAt > self.client.headerTimeout {
+                self.refuseRequest(.requestTimeout("no complete request head within header_timeout (\(DurationText.format(self.client.headerTimeout)))"))
+            }
+        } else if self.parser.isInsideRequest {
+            if now - self.lastClientActivity > self.client.bodyTimeout {
+                self.refuseRequest(.requestTimeout("no request body byte for body_timeout (\(DurationText.format(self.client.bodyTimeout)))"))
+            }
+        } else if self.exchange == nil, self.pending.isEmpty, now - self.lastClientActivity > self.client.idleTimeout {
+            // A quiet keep-alive connection: closed without a word, as every server does.
+            context.close(promise: nil)
+        }
+    }
+
+    func clientSlotMoved(to slot: Int) {
+        self.clientSlot = slot
+    }
+
+    private func leaveClientList() {
+        if let slot = self.clientSlot {
+            self.clientSlot = nil
+            self.cluster.clientDisconnected(slot: slot)
         }
     }
 
     func channelInactive(context: ChannelHandlerContext) {
         self.isActive = false
         self.lingerTimer?.cancel()
+        self.leaveClientList()
         self.pending.removeAll()
         if let exchange = self.exchange, !exchange.responseHeadSent || exchange.connection != nil {
             self.logger.debug("client closed the connection during an exchange")
@@ -668,22 +755,11 @@ final class DownstreamHandler: ChannelDuplexHandler {
     private func respondLocally(_ error: ProxyError, clientVersionMinor: UInt8) {
         guard let context = self.context else { return }
         self.cluster.metrics.localResponseSent()
-        let body = error.detail + "\n"
-        var bytes = context.channel.allocator.buffer(capacity: 192 + body.utf8.count)
-        bytes.writeStaticString(clientVersionMinor == 0 ? "HTTP/1.0 " : "HTTP/1.1 ")
-        bytes.writeString("\(error.status.code) \(error.status.reasonPhrase)\r\n")
-        bytes.writeStaticString("Content-Type: text/plain; charset=utf-8\r\nContent-Length: ")
-        bytes.writeString("\(body.utf8.count)\r\n")
-        if error.isRetryableLater {
-            bytes.writeStaticString("Retry-After: 1\r\n")
-        }
-        if self.closeAfterResponse {
-            bytes.writeStaticString("Connection: close\r\n")
-        } else if clientVersionMinor == 0 {
-            bytes.writeStaticString("Connection: keep-alive\r\n")
-        }
-        bytes.writeStaticString("\r\n")
-        bytes.writeString(body)
+        let bytes = error.response(
+            clientVersionMinor: clientVersionMinor,
+            closeConnection: self.closeAfterResponse,
+            allocator: context.channel.allocator
+        )
         self.writeEndAndContinue(context: context, lastBytes: bytes)
     }
 
@@ -708,6 +784,7 @@ final class DownstreamHandler: ChannelDuplexHandler {
         }
         self.writeUnwrittenResponse(context: context)
         context.flush()
+        self.lastClientActivity = self.cluster.coarseNow
         if let head = self.nextPendingHead() {
             self.startPendingExchange(head)
         }

@@ -22,6 +22,9 @@ struct ProxyError: Error, Hashable, CustomStringConvertible {
         case badUpstreamResponse
         case methodNotAllowed
         case malformedRequest(HTTPResponseStatus)
+        case requestTimeout
+        case requestTooLarge
+        case tooManyConnections
     }
 
     private let code: Code
@@ -66,13 +69,24 @@ struct ProxyError: Error, Hashable, CustomStringConvertible {
     static func methodNotAllowed(_ method: String) -> Self {
         .init(.methodNotAllowed, "method \(method) is not supported by this proxy")
     }
+    static func requestTimeout(_ what: String) -> Self {
+        .init(.requestTimeout, "request timeout: \(what)")
+    }
+    static func requestTooLarge(limit: Int) -> Self {
+        .init(.requestTooLarge, "request body larger than max_request_body (\(limit) bytes)")
+    }
+    static func tooManyConnections(limit: Int) -> Self {
+        .init(.tooManyConnections, "this listener has max_connections (\(limit)) client connections open")
+    }
     static func malformedRequest(_ error: RequestParseError) -> Self {
         .init(.malformedRequest(error.status), "malformed request: \(error.reason)")
     }
 
     var status: HTTPResponseStatus {
         switch self.code {
-        case .noEndpoint, .noHealthyEndpoint, .connectionLimit, .pendingLimit: .serviceUnavailable
+        case .noEndpoint, .noHealthyEndpoint, .connectionLimit, .pendingLimit, .tooManyConnections: .serviceUnavailable
+        case .requestTimeout: .requestTimeout
+        case .requestTooLarge: .payloadTooLarge
         case .connectFailed, .upstreamClosedEarly, .badUpstreamResponse: .badGateway
         case .upstreamTimeout, .connectTimeout: .gatewayTimeout
         case .methodNotAllowed: .methodNotAllowed
@@ -82,6 +96,27 @@ struct ProxyError: Error, Hashable, CustomStringConvertible {
 
     /// Whether a client may try again later; such answers carry `Retry-After`.
     var isRetryableLater: Bool { self.status == .serviceUnavailable }
+
+    /// Headway's own answer: the status, a plain-text body saying why, and the connection fields.
+    func response(clientVersionMinor: UInt8, closeConnection: Bool, allocator: ByteBufferAllocator) -> ByteBuffer {
+        let body = self.detail + "\n"
+        var bytes = allocator.buffer(capacity: 192 + body.utf8.count)
+        bytes.writeStaticString(clientVersionMinor == 0 ? "HTTP/1.0 " : "HTTP/1.1 ")
+        bytes.writeString("\(self.status.code) \(self.status.reasonPhrase)\r\n")
+        bytes.writeStaticString("Content-Type: text/plain; charset=utf-8\r\nContent-Length: ")
+        bytes.writeString("\(body.utf8.count)\r\n")
+        if self.isRetryableLater {
+            bytes.writeStaticString("Retry-After: 1\r\n")
+        }
+        if closeConnection {
+            bytes.writeStaticString("Connection: close\r\n")
+        } else if clientVersionMinor == 0 {
+            bytes.writeStaticString("Connection: keep-alive\r\n")
+        }
+        bytes.writeStaticString("\r\n")
+        bytes.writeString(body)
+        return bytes
+    }
 
     var description: String { self.detail }
 

@@ -4,6 +4,7 @@ import NIOExtras
 import NIOHTTP1
 import NIOPosix
 import ServiceLifecycle
+import Synchronization
 
 /// One listener: accepts client connections and hands each to a ``DownstreamHandler`` on its own loop.
 ///
@@ -13,6 +14,9 @@ public final class ProxyServer: Service, Sendable {
     let address: SocketAddress
     let cluster: UpstreamCluster
     let group: any EventLoopGroup
+    let client: ClientSettings
+    /// Client connections open on this listener, against `client.max_connections`.
+    let openConnections = Atomic<Int>(0)
     let drainTimeout: TimeAmount
     let logger: Logger
     let onBound: @Sendable (SocketAddress) -> Void
@@ -22,11 +26,13 @@ public final class ProxyServer: Service, Sendable {
         address: SocketAddress,
         cluster: UpstreamCluster,
         group: any EventLoopGroup,
+        client: ClientSettings,
         drainTimeout: TimeAmount,
         logger: Logger,
         onBound: @escaping @Sendable (SocketAddress) -> Void,
         onDrainStarted: @escaping @Sendable () -> Void
     ) {
+        self.client = client
         self.address = address
         self.cluster = cluster
         self.group = group
@@ -44,9 +50,10 @@ public final class ProxyServer: Service, Sendable {
     static func configureClientPipeline(
         _ pipeline: ChannelPipeline.SynchronousOperations,
         cluster: LoopCluster,
+        client: ClientSettings,
         logger: Logger
     ) throws {
-        try pipeline.addHandler(DownstreamHandler(cluster: cluster, logger: logger))
+        try pipeline.addHandler(DownstreamHandler(cluster: cluster, client: client, logger: logger))
     }
 
     public func run() async throws {
@@ -63,11 +70,21 @@ public final class ProxyServer: Service, Sendable {
             }
             .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
             .childChannelOption(.allowRemoteHalfClosure, value: true)
-            .childChannelInitializer { channel in
+            .childChannelInitializer { [self] channel in
                 channel.eventLoop.makeCompletedFuture {
+                    let open = self.openConnections.add(1, ordering: .relaxed).newValue
+                    channel.closeFuture.whenComplete { _ in self.openConnections.subtract(1, ordering: .relaxed) }
+                    guard open <= self.client.maxConnections else {
+                        // Past the cap a client gets a fast, clear answer rather than a connection that hangs.
+                        try channel.pipeline.syncOperations.addHandler(
+                            RefuseConnectionHandler(error: .tooManyConnections(limit: self.client.maxConnections))
+                        )
+                        return
+                    }
                     try Self.configureClientPipeline(
                         channel.pipeline.syncOperations,
                         cluster: cluster.loopCluster(for: channel.eventLoop),
+                        client: self.client,
                         logger: logger
                     )
                 }
@@ -109,4 +126,26 @@ public final class ProxyServer: Service, Sendable {
         }
         self.logger.info("listener stopped", metadata: ["listen.address": "\(bound)"])
     }
+}
+
+/// The whole pipeline of a connection over `client.max_connections`: a 503 with `Retry-After`, then close.
+final class RefuseConnectionHandler: ChannelInboundHandler {
+    typealias InboundIn = ByteBuffer
+    typealias OutboundOut = ByteBuffer
+
+    private let error: ProxyError
+
+    init(error: ProxyError) {
+        self.error = error
+    }
+
+    func channelActive(context: ChannelHandlerContext) {
+        let bytes = self.error.response(clientVersionMinor: 1, closeConnection: true, allocator: context.channel.allocator)
+        context.writeAndFlush(self.wrapOutboundOut(bytes)).assumeIsolated().whenComplete { _ in
+            context.close(promise: nil)
+        }
+        context.fireChannelActive()
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {}
 }

@@ -30,6 +30,9 @@ struct RequestHead {
 
     private let methodRange: Range<Int>
     private let targetRange: Range<Int>
+    /// What the pod gets as the target: the target as sent, or the path of an absolute-form target (empty:
+    /// `/`).
+    private let upstreamTargetRange: Range<Int>
     private let fieldsStart: Int
     private let hostRange: Range<Int>?
     /// Values of `X-Forwarded-For` and `Via`, which Headway appends to; usually empty (no allocation).
@@ -70,6 +73,9 @@ struct RequestHead {
         var forwardedFor: [Range<Int>] = []
         var via: [Range<Int>] = []
         var connection = HTTPSyntax.ConnectionOptions()
+        /// Absolute form: where its authority is, and where its path (if any) starts.
+        var authorityRange: Range<Int>?
+        var pathStart: Int?
 
         let failure: RequestParseError? = bytes.withUnsafeReadableBytes { raw -> RequestParseError? in
             let count = raw.count
@@ -95,11 +101,20 @@ struct RequestHead {
             case UInt8(ascii: "*"):
                 guard target.count == 1, method == .options else { return .badRequest("'*' is a target for OPTIONS only") }
             default:
-                // Absolute form (a client that thinks it talks to a forward proxy) is relayed as sent.
+                // Absolute form (a client that thinks it talks to a forward proxy): its authority must match
+                // Host, and the pod gets the origin form (the path), as RFC 9112 §3.2.2 has a proxy do.
                 guard target.count > 7, HTTPSyntax.equalsIgnoringCase(UnsafeRawBufferPointer(rebasing: target[0..<7]), "http://") else {
                     if method == .connect { break }
                     return .badRequest("malformed request target")
                 }
+                let authorityStart = targetRange.lowerBound + 7
+                var authorityEnd = authorityStart
+                while authorityEnd < targetRange.upperBound, raw[authorityEnd] != UInt8(ascii: "/"), raw[authorityEnd] != UInt8(ascii: "?") {
+                    authorityEnd += 1
+                }
+                guard authorityEnd > authorityStart else { return .badRequest("absolute-form target without an authority") }
+                authorityRange = authorityStart..<authorityEnd
+                pathStart = authorityEnd < targetRange.upperBound ? authorityEnd : nil
             }
             index += 1
             guard count - index >= 10 else { return .badRequest("malformed request line") }
@@ -169,6 +184,16 @@ struct RequestHead {
         if hostCount > 1 {
             throw .badRequest("more than one Host")
         }
+        if let authorityRange, let hostRange {
+            let matches = bytes.withUnsafeReadableBytes { raw in
+                HTTPSyntax.equalsIgnoringCase(
+                    UnsafeRawBufferPointer(rebasing: raw[authorityRange]),
+                    Array(UnsafeRawBufferPointer(rebasing: raw[hostRange])).map(HTTPSyntax.lowercased)
+                )
+            }
+            guard matches else { throw .badRequest("the absolute-form target's authority does not match Host") }
+        }
+        self.upstreamTargetRange = authorityRange == nil ? targetRange : (pathStart ?? targetRange.upperBound)..<targetRange.upperBound
         self.method = method
         self.methodRange = methodRange
         self.targetRange = targetRange
@@ -244,7 +269,10 @@ struct RequestHead {
         self.bytes.withUnsafeReadableBytes { raw in
             buffer.writeBytes(UnsafeRawBufferPointer(rebasing: raw[self.methodRange]))
             buffer.writeStaticString(" ")
-            buffer.writeBytes(UnsafeRawBufferPointer(rebasing: raw[self.targetRange]))
+            if self.upstreamTargetRange.isEmpty || raw[self.upstreamTargetRange.lowerBound] == UInt8(ascii: "?") {
+                buffer.writeStaticString("/")
+            }
+            buffer.writeBytes(UnsafeRawBufferPointer(rebasing: raw[self.upstreamTargetRange]))
             buffer.writeStaticString(" HTTP/1.1\r\n")
             // Validated at parse time, so the scan finds no problem here.
             _ = HTTPSyntax.scanFields(raw, from: self.fieldsStart) { field in

@@ -25,6 +25,14 @@ struct RequestParser {
     private var state = State.head
     private var head = HeadAccumulator()
 
+    /// Whether part of a request head has arrived and the head is not complete yet.
+    var isReadingHead: Bool {
+        switch self.state {
+        case .head: self.head.pending.readableBytes > 0
+        case .body: false
+        }
+    }
+
     /// Whether a request has started and not ended (then a close from the client cuts it short).
     var isInsideRequest: Bool {
         switch self.state {

@@ -38,6 +38,9 @@ final class LoopCluster: @unchecked Sendable {
     /// The loop's clock as of the last deadline sweep: cheap to read on every response piece.
     private(set) var coarseNow = NIODeadline.now()
     private var retryBudget: RetryBudget
+    /// Client connections of this loop, swept for their timeouts.
+    private var clients: [DownstreamHandler] = []
+    private var clientSweep: RepeatedTask?
     private var isShutDown = false
 
     init(eventLoop: any EventLoop, configuration: HeadwayConfiguration.Upstream, loopCount: Int, metrics: UpstreamMetrics, logger: Logger) {
@@ -206,6 +209,37 @@ final class LoopCluster: @unchecked Sendable {
         self.deadlines.remove(slot: slot)
     }
 
+    // MARK: Client connections
+
+    /// Client timeouts are checked this often; a timeout fires up to one period late.
+    static let clientSweepPeriod: TimeAmount = .milliseconds(250)
+
+    /// Registers a client connection for the timeout sweep; returns its slot.
+    func clientConnected(_ handler: DownstreamHandler) -> Int {
+        if self.clientSweep == nil {
+            self.clientSweep = self.eventLoop.scheduleRepeatedTask(initialDelay: Self.clientSweepPeriod, delay: Self.clientSweepPeriod) {
+                [weak self] (_: RepeatedTask) in
+                guard let self else { return }
+                self.coarseNow = .now()
+                // Handlers may leave the list while it is walked (a timeout closes them): walk a copy.
+                for client in self.clients {
+                    client.checkClientTimeouts(now: self.coarseNow)
+                }
+            }
+        }
+        self.clients.append(handler)
+        return self.clients.count - 1
+    }
+
+    func clientDisconnected(slot: Int) {
+        let last = self.clients.count - 1
+        if slot != last {
+            self.clients[slot] = self.clients[last]
+            self.clients[slot].clientSlotMoved(to: slot)
+        }
+        self.clients.removeLast()
+    }
+
     /// Closes every idle connection and stops opening new ones; busy connections close after their response.
     func shutdown() {
         self.eventLoop.assertInEventLoop()
@@ -214,6 +248,8 @@ final class LoopCluster: @unchecked Sendable {
         self.idleSweep = nil
         self.deadlineSweep?.cancel()
         self.deadlineSweep = nil
+        self.clientSweep?.cancel()
+        self.clientSweep = nil
         for pool in self.pools + self.drainingPools { pool.drain() }
     }
 
