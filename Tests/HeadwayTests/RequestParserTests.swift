@@ -177,6 +177,7 @@ struct RequestParserTests {
         #expect(self.status("GET / HTTP/1.1\r\nHost: a\r\n" + manyFields + "\r\n") == 431)
         let hugeField = "X-Big: " + String(repeating: "v", count: 70_000) + "\r\n"
         #expect(self.status("GET / HTTP/1.1\r\nHost: a\r\n" + hugeField) == 431)
+        #expect(self.status("GET / HTTP/1.1\r\nHost: a\r\n" + hugeField + "\r\n") == 431, "a whole head in one read too")
     }
 
     @Test func asteriskIsForOptions() throws {

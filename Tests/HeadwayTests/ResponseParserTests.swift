@@ -106,6 +106,7 @@ struct ResponseParserTests {
     @Test func oversizedHeadIsRefused() {
         let wire = "HTTP/1.1 200 OK\r\n" + String(repeating: "X-Filler: 0123456789012345678901234567890123456789\r\n", count: 2000)
         #expect(throws: ResponseParserError.self) { try self.parse(wire, step: 4096) }
+        #expect(throws: ResponseParserError.self, "a whole head in one read too") { try self.parse(wire + "Content-Length: 0\r\n\r\n") }
     }
 
     @Test func clientHeadKeepsEndToEndFieldsAndSetsFraming() throws {

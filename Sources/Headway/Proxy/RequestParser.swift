@@ -89,6 +89,12 @@ struct RequestParser {
             try self.checkPendingHead()
             return nil
         }
+        // A head that arrived whole in one read is held to the same limits; the request line is checked first
+        // so that an over-long URI gets 414, not 431.
+        guard headBytes.readableBytes <= Self.maximumHeadLength else {
+            let firstLine = headBytes.readableBytesView.prefix(RequestHead.maximumRequestLineLength + 2)
+            throw firstLine.contains(UInt8(ascii: "\n")) ? .fieldsTooLarge : .uriTooLong
+        }
         return try RequestHead(parsing: headBytes)
     }
 

@@ -111,6 +111,10 @@ struct ResponseParser {
             }
             return nil
         }
+        // A head that arrived whole in one read is held to the same limit.
+        guard headBytes.readableBytes <= Self.maximumHeadLength else {
+            throw .init("response head larger than \(Self.maximumHeadLength) bytes")
+        }
         let head = try ResponseHead(parsing: headBytes, isHeadRequest: isHeadRequest)
         if head.isInformational {
             self.state = .head
