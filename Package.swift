@@ -1,4 +1,5 @@
 // swift-tools-version:6.0
+import Foundation
 import PackageDescription
 
 let swiftSettings: [SwiftSetting] = [
@@ -95,3 +96,16 @@ let package = Package(
         ),
     ]
 )
+
+// The libFuzzer target links only when built with `-sanitize=fuzzer` (libFuzzer supplies `main`), so it is
+// part of the package only when asked for: `Fuzz/run` sets HEADWAY_FUZZ=1.
+if ProcessInfo.processInfo.environment["HEADWAY_FUZZ"] != nil {
+    package.targets.append(
+        .executableTarget(
+            name: "RequestFuzz",
+            dependencies: ["Headway", .product(name: "NIOCore", package: "swift-nio")],
+            path: "Fuzz/RequestFuzz",
+            swiftSettings: swiftSettings + [.unsafeFlags(["-parse-as-library"])]
+        )
+    )
+}
