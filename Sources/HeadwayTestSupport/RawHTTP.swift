@@ -92,8 +92,16 @@ public final class RawConnection: @unchecked Sendable {
         self.fd = try RawHTTP.connectSocket(host: host, port: port, timeout: 0.05)
     }
 
+    private var isClosed = false
+
     deinit {
-        close(self.fd)
+        self.close()
+    }
+
+    public func close() {
+        guard !self.isClosed else { return }
+        self.isClosed = true
+        Glibc.close(self.fd)
     }
 
     public func send(_ text: String) throws {

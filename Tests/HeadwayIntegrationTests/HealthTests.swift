@@ -83,7 +83,7 @@ extension IntegrationTests {
             let pods = try await NginxPods.start(count: 2)
             defer { pods.stop() }
             let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
-            let blackhole = try await FaultyPod.start(host: "127.0.0.5", port: NginxPods.port, behaviour: .blackhole, group: group)
+            let blackhole = try await ScriptedPod.start(host: "127.0.0.5", port: NginxPods.port, behaviour: .blackhole, group: group)
             let headway = try await InProcessHeadway.start(
                 yaml: """
                     listeners: [{listen: "127.0.0.1:0", upstream: web}]
@@ -151,7 +151,7 @@ extension IntegrationTests {
             let pods = try await NginxPods.start(count: 1)
             defer { pods.stop() }
             let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
-            let resetting = try await FaultyPod.start(
+            let resetting = try await ScriptedPod.start(
                 host: "127.0.0.5",
                 port: NginxPods.port,
                 behaviour: .resetAfterRequestBytes(1 << 20),

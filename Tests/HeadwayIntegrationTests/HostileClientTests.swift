@@ -57,7 +57,7 @@ extension IntegrationTests {
         @Test func aStalledBodyGets408AtTheBodyTimeout() async throws {
             // A pod that waits for the whole body before it answers (nginx's `return` would answer at once).
             let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
-            let pod = try await FaultyPod.start(host: "127.0.0.2", port: NginxPods.port, behaviour: .blackhole, group: group)
+            let pod = try await ScriptedPod.start(host: "127.0.0.2", port: NginxPods.port, behaviour: .blackhole, group: group)
             let headway = try await InProcessHeadway.start(
                 yaml: """
                     client: {body_timeout: 1s}

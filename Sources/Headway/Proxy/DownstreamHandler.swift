@@ -99,6 +99,10 @@ final class DownstreamHandler: ChannelDuplexHandler {
         var chunksResponse = false
         /// The upstream connection can serve another request after this response.
         var upstreamReusable = false
+        /// The request asks to switch protocols and may become a tunnel.
+        var offersUpgrade = false
+        /// The pod answered 101: bytes now flow unparsed both ways until either side closes.
+        var isTunnel = false
 
         var isHeadRequest: Bool { self.requestHead.method == .head }
         var isChunkedRequest: Bool { self.requestHead.framing == .chunked }
@@ -125,6 +129,10 @@ final class DownstreamHandler: ChannelDuplexHandler {
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         guard !self.stoppedParsing else { return }
         var buffer = self.unwrapInboundIn(data)
+        if let exchange = self.exchange, exchange.isTunnel {
+            exchange.connection?.write(buffer)
+            return
+        }
         let now = self.cluster.coarseNow
         if !self.parser.isInsideRequest {
             self.headStartedAt = now
@@ -218,6 +226,9 @@ final class DownstreamHandler: ChannelDuplexHandler {
             }
         case ChannelEvent.inputClosed where self.lingerTimer != nil:
             context.close(promise: nil)
+        case ChannelEvent.inputClosed where self.exchange?.isTunnel == true:
+            // The client has finished sending; the pod may still answer.
+            self.exchange?.connection?.closeOutput()
         case ChannelEvent.inputClosed:
             // The client half-closed: answer what it sent, then close. A request cut short cannot be answered.
             self.closeAfterResponse = true
@@ -333,10 +344,11 @@ final class DownstreamHandler: ChannelDuplexHandler {
         if !head.isKeepAlive {
             self.closeAfterResponse = true
         }
-        if head.wantsUpgrade {
-            // Headway does not tunnel upgrades yet: the request goes on without Upgrade, and since the
-            // client may follow it with bytes of the protocol it asked for, the connection closes after.
-            self.closeAfterResponse = true
+        if head.wantsUpgrade && !head.canTunnel {
+            // An upgrade Headway cannot carry (h2c, or a request with a body) goes on without Upgrade. The
+            // h2c client goes on in HTTP/1.1; any other may follow with bytes of the protocol it asked for,
+            // so that connection closes after the answer.
+            if !head.upgradeIsH2C { self.closeAfterResponse = true }
         }
         if head.method == .connect || head.method == .trace {
             // A reverse proxy has no use for CONNECT; TRACE would echo credentials (RFC 9110 §9.3.8).
@@ -346,9 +358,10 @@ final class DownstreamHandler: ChannelDuplexHandler {
             return
         }
         var upstreamHead = self.context!.channel.allocator.buffer(capacity: head.bytes.readableBytes + 160)
-        head.writeUpstreamHead(into: &upstreamHead, clientIP: self.clientIP)
+        head.writeUpstreamHead(into: &upstreamHead, clientIP: self.clientIP, upgrade: head.canTunnel)
         let start = NIODeadline.now()
         self.exchange = Exchange(requestHead: head, upstreamHead: upstreamHead, start: start, attempt: 0)
+        self.exchange!.offersUpgrade = head.canTunnel
         if let key = self.cluster.configuration.hashKey {
             self.exchange!.hashKey = head.hashKey(key, clientIP: self.clientIP)
         }
@@ -473,7 +486,7 @@ final class DownstreamHandler: ChannelDuplexHandler {
     private func attach(_ connection: UpstreamConnection) {
         guard let exchange = self.exchange else { return }
         self.exchange!.connection = connection
-        connection.startRequest(head: exchange.upstreamHead, isHeadRequest: exchange.isHeadRequest)
+        connection.startRequest(head: exchange.upstreamHead, isHeadRequest: exchange.isHeadRequest, upgradeRequested: exchange.offersUpgrade)
         // Forward what arrived while the connection was opening, up to this request's end.
         while !self.exchange!.requestEndForwarded, let part = self.pending.first {
             switch part {
@@ -527,6 +540,14 @@ final class DownstreamHandler: ChannelDuplexHandler {
                 self.replay(after: pool)
                 return
             }
+            if head.status == 101 {
+                self.startTunnel(head, context: context)
+                return
+            }
+            if exchange.offersUpgrade {
+                // The pod declined the upgrade: the client may already be sending the new protocol.
+                self.closeAfterResponse = true
+            }
             if let slot = self.deadlineSlot {
                 self.cluster.responseStarted(slot: slot)
             }
@@ -566,6 +587,20 @@ final class DownstreamHandler: ChannelDuplexHandler {
         case .end:
             self.finishExchange(context: context)
         }
+    }
+
+    /// The pod switched protocols: relay its 101, then carry bytes both ways, unparsed and without timeouts
+    /// (a WebSocket may stay quiet for hours), until either side closes; the connection ends with the tunnel.
+    private func startTunnel(_ head: ResponseHead, context: ChannelHandlerContext) {
+        self.stopClock()
+        self.exchange!.isTunnel = true
+        self.exchange!.responseHeadSent = true
+        self.exchange!.responseStatus = head.status
+        var bytes = context.channel.allocator.buffer(capacity: head.bytes.readableBytes + 64)
+        head.writeClientHead(into: &bytes, clientVersionMinor: 1, chunked: false, closeConnection: false)
+        self.writeToClient(bytes, context: context)
+        self.closeAfterResponse = true
+        self.logger.debug("tunnel open", metadata: ["endpoint.address": "\(self.exchange!.pool?.endpoint.label ?? "?")"])
     }
 
     /// Response pieces up to this size are copied into one buffer rather than written one by one.

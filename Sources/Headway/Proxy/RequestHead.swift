@@ -27,6 +27,14 @@ struct RequestHead {
     let isKeepAlive: Bool
     /// The client asked to switch protocols (`Connection: upgrade` with `Upgrade`).
     let wantsUpgrade: Bool
+    /// The request can become a tunnel if the pod answers 101: it asks for an upgrade to something other than
+    /// `h2c` (Headway speaks HTTP/1.1 upstream) and has no body.
+    var canTunnel: Bool { self.wantsUpgrade && self.upgradeRange != nil && self.framing == .none && !self.upgradeIsH2COnly }
+    /// The only protocol asked for is `h2c`, which Headway strips (it speaks HTTP/1.1 upstream).
+    var upgradeIsH2C: Bool { self.upgradeIsH2COnly }
+    /// The `Upgrade` value, when there is one.
+    private let upgradeRange: Range<Int>?
+    private let upgradeIsH2COnly: Bool
 
     private let methodRange: Range<Int>
     private let targetRange: Range<Int>
@@ -70,6 +78,8 @@ struct RequestHead {
         var transferEncodingCount = 0
         var isChunked = false
         var hasUpgradeField = false
+        var upgradeRange: Range<Int>?
+        var upgradeIsH2COnly = false
         var forwardedFor: [Range<Int>] = []
         var via: [Range<Int>] = []
         var connection = HTTPSyntax.ConnectionOptions()
@@ -148,6 +158,9 @@ struct RequestHead {
                     hostRange = hostRange ?? field.value
                     guard value.allSatisfy(Self.isHostByte) else { return "invalid Host" }
                 case 7 where HTTPSyntax.equalsIgnoringCase(name, "upgrade"):
+                    // One Upgrade field only: two would be ambiguous to relay.
+                    upgradeRange = hasUpgradeField ? nil : field.value
+                    upgradeIsH2COnly = HTTPSyntax.equalsIgnoringCase(value, "h2c")
                     hasUpgradeField = true
                 case 10 where HTTPSyntax.equalsIgnoringCase(name, "connection"):
                     connection.read(value)
@@ -204,6 +217,8 @@ struct RequestHead {
         self.via = via
         self.connection = connection
         self.wantsUpgrade = hasUpgradeField && connection.upgrade
+        self.upgradeRange = upgradeRange
+        self.upgradeIsH2COnly = upgradeIsH2COnly
         if isChunked {
             self.framing = .chunked
         } else if let contentLength, contentLength > 0 {
@@ -265,7 +280,10 @@ struct RequestHead {
         return nil
     }
 
-    func writeUpstreamHead(into buffer: inout ByteBuffer, clientIP: String?) {
+    ///
+    /// - Parameter upgrade: relay the client's `Upgrade` (with `Connection: Upgrade`) so that the pod may
+    ///   switch protocols; otherwise both are dropped like every hop-by-hop field.
+    func writeUpstreamHead(into buffer: inout ByteBuffer, clientIP: String?, upgrade: Bool = false) {
         self.bytes.withUnsafeReadableBytes { raw in
             buffer.writeBytes(UnsafeRawBufferPointer(rebasing: raw[self.methodRange]))
             buffer.writeStaticString(" ")
@@ -303,6 +321,11 @@ struct RequestHead {
                 buffer.writeStaticString(", ")
             }
             buffer.writeStaticString(self.versionMinor == 0 ? "1.0 headway\r\n" : "1.1 headway\r\n")
+            if upgrade, let upgradeRange = self.upgradeRange {
+                buffer.writeStaticString("Connection: Upgrade\r\nUpgrade: ")
+                buffer.writeBytes(UnsafeRawBufferPointer(rebasing: raw[upgradeRange]))
+                buffer.writeStaticString("\r\n")
+            }
         }
         switch self.framing {
         case .chunked:

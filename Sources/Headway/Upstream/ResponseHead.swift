@@ -21,9 +21,11 @@ struct ResponseHead {
     /// Offsets of the status code's first digit and of the CRLF that ends the status line.
     private let statusTextRange: Range<Int>
 
-    var isInformational: Bool { self.status < 200 }
+    /// A 1xx that a final response follows (a 101 is final: the protocol changes after it).
+    var isInformational: Bool { self.status < 200 && self.status != 101 }
 
-    init(parsing bytes: ByteBuffer, isHeadRequest: Bool) throws(ResponseParserError) {
+    /// - Parameter upgradeRequested: the request asked to switch protocols, so a 101 is a valid answer.
+    init(parsing bytes: ByteBuffer, isHeadRequest: Bool, upgradeRequested: Bool = false) throws(ResponseParserError) {
         self.bytes = bytes
         var status: UInt = 0
         var versionMinor: UInt8 = 1
@@ -101,7 +103,13 @@ struct ResponseHead {
         self.contentLength = contentLength
         self.connection = connection
         if status == 101 {
-            throw .init("101 Switching Protocols to a request that did not ask to upgrade")
+            guard upgradeRequested else {
+                throw .init("101 Switching Protocols to a request that did not ask to upgrade")
+            }
+            // From here on the connection carries the new protocol: raw bytes until either side closes.
+            self.framing = .untilClose
+            self.isKeepAlive = false
+            return
         }
         if status < 200 || status == 204 || status == 304 || isHeadRequest {
             self.framing = .none
@@ -123,6 +131,7 @@ struct ResponseHead {
     ///   - chunked: the body goes to the client chunked (Headway frames it).
     ///   - closeConnection: the client connection closes after this response.
     func writeClientHead(into buffer: inout ByteBuffer, clientVersionMinor: UInt8, chunked: Bool, closeConnection: Bool) {
+        let switchesProtocols = self.status == 101
         buffer.writeStaticString(clientVersionMinor == 0 ? "HTTP/1.0 " : "HTTP/1.1 ")
         var statusText = self.bytes.getSlice(at: self.bytes.readerIndex + self.statusTextRange.lowerBound, length: self.statusTextRange.count)!
         buffer.writeBuffer(&statusText)
@@ -131,11 +140,16 @@ struct ResponseHead {
             // Validated at parse time, so the scan finds no problem here.
             _ = HTTPSyntax.scanFields(raw, from: self.fieldsStart) { field in
                 let name = UnsafeRawBufferPointer(rebasing: raw[field.name])
-                if !HTTPSyntax.isHopByHopOrFraming(name) && !self.connection.nominates(name) {
+                let isUpgrade = switchesProtocols && HTTPSyntax.equalsIgnoringCase(name, "upgrade")
+                if isUpgrade || (!HTTPSyntax.isHopByHopOrFraming(name) && !self.connection.nominates(name)) {
                     buffer.writeBytes(UnsafeRawBufferPointer(rebasing: raw[field.line]))
                 }
                 return nil
             }
+        }
+        if switchesProtocols {
+            buffer.writeStaticString("Connection: Upgrade\r\n\r\n")
+            return
         }
         switch self.framing {
         case .contentLength(let length):

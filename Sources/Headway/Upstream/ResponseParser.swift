@@ -55,10 +55,12 @@ struct ResponseParser {
     ///
     /// Call it again until it returns `nil`: one buffer can hold a head, a body and the end.
     /// - Parameter isHeadRequest: the response answers a HEAD request (no body, whatever it says).
-    mutating func next(from buffer: inout ByteBuffer, isHeadRequest: Bool) throws(ResponseParserError) -> Event? {
+    /// - Parameter upgradeRequested: the request asked to switch protocols: a 101 is its answer, and every
+    ///   byte after it is body, until the close.
+    mutating func next(from buffer: inout ByteBuffer, isHeadRequest: Bool, upgradeRequested: Bool = false) throws(ResponseParserError) -> Event? {
         switch self.state {
         case .head:
-            return try self.parseHead(from: &buffer, isHeadRequest: isHeadRequest)
+            return try self.parseHead(from: &buffer, isHeadRequest: isHeadRequest, upgradeRequested: upgradeRequested)
 
         case .body(var reader):
             let data: ByteBuffer?
@@ -104,7 +106,7 @@ struct ResponseParser {
 
     // MARK: Head
 
-    private mutating func parseHead(from buffer: inout ByteBuffer, isHeadRequest: Bool) throws(ResponseParserError) -> Event? {
+    private mutating func parseHead(from buffer: inout ByteBuffer, isHeadRequest: Bool, upgradeRequested: Bool) throws(ResponseParserError) -> Event? {
         guard let headBytes = self.head.nextHead(from: &buffer) else {
             if self.head.pending.readableBytes > Self.maximumHeadLength {
                 throw .init("response head larger than \(Self.maximumHeadLength) bytes")
@@ -115,7 +117,7 @@ struct ResponseParser {
         guard headBytes.readableBytes <= Self.maximumHeadLength else {
             throw .init("response head larger than \(Self.maximumHeadLength) bytes")
         }
-        let head = try ResponseHead(parsing: headBytes, isHeadRequest: isHeadRequest)
+        let head = try ResponseHead(parsing: headBytes, isHeadRequest: isHeadRequest, upgradeRequested: upgradeRequested)
         if head.isInformational {
             self.state = .head
             return .informational(head)

@@ -24,6 +24,8 @@ final class UpstreamConnection: ChannelDuplexHandler {
     private var context: ChannelHandlerContext?
     private var parser = ResponseParser()
     private var isHeadRequest = false
+    /// The request in flight asked to switch protocols: a 101 turns this connection into a tunnel.
+    private var upgradeRequested = false
     /// A `read` held back because the lessee's client could not take more bytes.
     private var pendingRead = false
     private var closeReason: (any Error)?
@@ -46,9 +48,10 @@ final class UpstreamConnection: ChannelDuplexHandler {
     // MARK: Requests out
 
     /// Starts a request: the next bytes that arrive are its response.
-    func startRequest(head: ByteBuffer, isHeadRequest: Bool) {
+    func startRequest(head: ByteBuffer, isHeadRequest: Bool, upgradeRequested: Bool) {
         self.parser.expectResponse()
         self.isHeadRequest = isHeadRequest
+        self.upgradeRequested = upgradeRequested
         self.context?.write(self.wrapOutboundOut(head), promise: nil)
     }
 
@@ -58,6 +61,11 @@ final class UpstreamConnection: ChannelDuplexHandler {
 
     func flush() {
         self.context?.flush()
+    }
+
+    /// Half-closes: the pod sees the end of what the client sends (a tunnel whose client finished).
+    func closeOutput() {
+        self.context?.close(mode: .output, promise: nil)
     }
 
     func close() {
@@ -96,7 +104,7 @@ final class UpstreamConnection: ChannelDuplexHandler {
             return
         }
         do {
-            while let event = try self.parser.next(from: &buffer, isHeadRequest: self.isHeadRequest) {
+            while let event = try self.parser.next(from: &buffer, isHeadRequest: self.isHeadRequest, upgradeRequested: self.upgradeRequested) {
                 if case .end = event {
                     // Bytes after a complete response (HTTP-EDGE-CASES U10): relay the response but never
                     // reuse the connection, so the extra bytes can never answer a later request.

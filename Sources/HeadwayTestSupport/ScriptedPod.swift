@@ -2,15 +2,18 @@ import NIOConcurrencyHelpers
 import NIOCore
 import NIOPosix
 
-/// A pod that fails in one precise way, for fault tests: it accepts connections like any server, then
-/// misbehaves. It counts the connections on which a request arrived, so a test can tell whether a request
-/// was sent to it once or retried.
-public final class FaultyPod: Sendable {
+/// A pod that behaves in one precise way, for fault and protocol tests: it accepts connections like any
+/// server, then follows its script. It counts the connections on which a request arrived, so a test can tell
+/// whether a request was sent to it once or retried.
+public final class ScriptedPod: Sendable {
     public enum Behaviour: Sendable {
         /// Reads everything, never answers: a hung process or a dropped response.
         case blackhole
         /// Reads until this many request bytes arrived on a connection, then resets it (RST, not FIN).
         case resetAfterRequestBytes(Int)
+        /// Answers a request head with `101 Switching Protocols` (`Upgrade: websocket`), then echoes every
+        /// byte it receives: a WebSocket server without the framing.
+        case switchProtocolsAndEcho
     }
 
     public let host: String
@@ -30,7 +33,7 @@ public final class FaultyPod: Sendable {
         self.requests = requests
     }
 
-    public static func start(host: String, port: Int, behaviour: Behaviour, group: any EventLoopGroup) async throws -> FaultyPod {
+    public static func start(host: String, port: Int, behaviour: Behaviour, group: any EventLoopGroup) async throws -> ScriptedPod {
         guard !RawHTTP.canConnect(host: host, port: port) else {
             throw CommandError(description: "\(host):\(port) is already in use by another process; stop it first")
         }
@@ -44,7 +47,7 @@ public final class FaultyPod: Sendable {
             }
             .bind(host: host, port: port)
             .get()
-        return FaultyPod(host: host, port: port, channel: channel, requests: requests)
+        return ScriptedPod(host: host, port: port, channel: channel, requests: requests)
     }
 
     public func stop() async throws {
@@ -55,17 +58,24 @@ public final class FaultyPod: Sendable {
 private final class FaultHandler: ChannelInboundHandler {
     typealias InboundIn = ByteBuffer
 
-    private let behaviour: FaultyPod.Behaviour
+    private let behaviour: ScriptedPod.Behaviour
     private let requests: NIOLockedValueBox<Int>
     private var received = 0
+    /// Request head bytes until the blank line, for `switchProtocolsAndEcho`.
+    private var head: [UInt8] = []
+    private var switched = false
 
-    init(behaviour: FaultyPod.Behaviour, requests: NIOLockedValueBox<Int>) {
+    init(behaviour: ScriptedPod.Behaviour, requests: NIOLockedValueBox<Int>) {
         self.behaviour = behaviour
         self.requests = requests
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        let bytes = self.unwrapInboundIn(data).readableBytes
+        let buffer = self.unwrapInboundIn(data)
+        let bytes = buffer.readableBytes
+        if case .switchProtocolsAndEcho = self.behaviour {
+            self.switchProtocolsAndEcho(buffer, context: context)
+        }
         if self.received == 0 && bytes > 0 {
             self.requests.withLockedValue { $0 += 1 }
         }
@@ -84,5 +94,19 @@ private final class FaultHandler: ChannelInboundHandler {
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
         context.close(promise: nil)
+    }
+
+    private func switchProtocolsAndEcho(_ buffer: ByteBuffer, context: ChannelHandlerContext) {
+        if self.switched {
+            context.writeAndFlush(NIOAny(buffer), promise: nil)
+            return
+        }
+        self.head += buffer.readableBytesView
+        guard let end = self.head.firstRange(of: Array("\r\n\r\n".utf8)) else { return }
+        let rest = self.head[end.upperBound...]
+        self.switched = true
+        var answer = context.channel.allocator.buffer(string: "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n")
+        answer.writeBytes(rest)
+        context.writeAndFlush(NIOAny(answer), promise: nil)
     }
 }
