@@ -133,5 +133,28 @@ extension IntegrationTests {
             #expect(posts == 1, "only the small POST may reach the pod; \(posts) did")
             #expect(chunked.stdout == "413")
         }
+
+        @Test func aClientThatStopsReadingIsDisconnectedAtTheWriteTimeout() async throws {
+            let pods = try await NginxPods.start(count: 1)
+            defer { pods.stop() }
+            try pods.pods[0].writeFile(named: "big", size: 48 << 20)
+            let headway = try await self.headway(pods: pods, client: "write_timeout: 1s")
+            let reader = try self.connect(headway)
+            try reader.send("GET /files/big HTTP/1.1\r\nHost: web\r\n\r\n")
+            // The reader takes nothing: the buffers fill, Headway stops reading the pod, then gives up.
+            try await Task.sleep(for: .milliseconds(500))
+            let stuck = try await EndpointsDocument.endpoint(pods.endpoints[0], of: headway)?.in_flight
+            let others = try await self.normalTraffic(headway, count: 5)
+            let released = try await waitFor(timeout: .seconds(3)) {
+                try await EndpointsDocument.endpoint(pods.endpoints[0], of: headway)?.in_flight == 0
+            }
+            let rest = await reader.readUntilClosed(timeout: 10)
+            try await headway.stop()
+            #expect(stuck == 1, "the slow reader's request was not in flight")
+            #expect(others.allSatisfy { $0.status == 200 && $0.seconds < 0.2 }, "\(others)")
+            #expect(released != nil, "the slow reader's exchange was never abandoned")
+            #expect(rest.closedAfter != nil)
+            #expect(rest.text.utf8.count < 48 << 20, "the whole file arrived: the reader was not cut off")
+        }
     }
 }
