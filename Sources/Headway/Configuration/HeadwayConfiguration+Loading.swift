@@ -125,7 +125,7 @@ private struct Reader {
             case "log_level":
                 if let level = self.logLevel(value.string, at: "log_level") { configuration.logLevel = level }
             case "client":
-                self.readClient(value, into: &configuration.client)
+                self.readClient(value, at: "client", into: &configuration.client)
             case "listeners":
                 sawListeners = true
                 configuration.listeners = self.listeners(value)
@@ -374,31 +374,26 @@ private struct Reader {
     }
 
     mutating func readOutlierDetection(_ node: Node, at path: String, into settings: inout OutlierDetectionSettings) {
-        guard let mapping = node.mapping else {
-            self.problem(path, "must be a mapping of settings")
-            return
-        }
-        for (keyNode, value) in mapping {
-            let key = keyNode.string ?? "?"
-            let keyPath = "\(path).\(key)"
+        self.readBlock(
+            node,
+            at: path,
+            known: "consecutive_5xx, consecutive_gateway_failures, base_ejection_time, max_ejection_time, max_ejection_percent"
+        ) { reader, key, value, keyPath in
             switch key {
             case "consecutive_5xx":
-                if let count = self.nonNegativeInt(value, at: keyPath) { settings.consecutive5xx = count }
+                if let count = reader.nonNegativeInt(value, at: keyPath) { settings.consecutive5xx = count }
             case "consecutive_gateway_failures":
-                if let count = self.nonNegativeInt(value, at: keyPath) { settings.consecutiveGatewayFailures = count }
+                if let count = reader.nonNegativeInt(value, at: keyPath) { settings.consecutiveGatewayFailures = count }
             case "base_ejection_time":
-                if let amount = self.duration(value, at: keyPath) { settings.baseEjectionTime = amount }
+                if let amount = reader.duration(value, at: keyPath) { settings.baseEjectionTime = amount }
             case "max_ejection_time":
-                if let amount = self.duration(value, at: keyPath) { settings.maxEjectionTime = amount }
+                if let amount = reader.duration(value, at: keyPath) { settings.maxEjectionTime = amount }
             case "max_ejection_percent":
-                if let percent = self.percent(value, at: keyPath) { settings.maxEjectionPercent = percent }
+                if let percent = reader.percent(value, at: keyPath) { settings.maxEjectionPercent = percent }
             default:
-                self.problem(
-                    keyPath,
-                    "unknown key (known: consecutive_5xx, consecutive_gateway_failures, base_ejection_time,"
-                        + " max_ejection_time, max_ejection_percent)"
-                )
+                return false
             }
+            return true
         }
         if settings.baseEjectionTime > settings.maxEjectionTime {
             self.problem("\(path).base_ejection_time", "is longer than max_ejection_time")
@@ -429,60 +424,59 @@ private struct Reader {
     }
 
     mutating func readRetryBudget(_ node: Node, at path: String, into settings: inout RetrySettings) {
-        guard let mapping = node.mapping else {
-            self.problem(path, "must be a mapping, e.g. {percent: 20, min_per_second: 10}")
-            return
-        }
-        for (keyNode, value) in mapping {
-            let key = keyNode.string ?? "?"
-            let keyPath = "\(path).\(key)"
+        self.readBlock(
+            node,
+            at: path,
+            known: "percent, min_per_second",
+            mustBe: "must be a mapping, e.g. {percent: 20, min_per_second: 10}"
+        ) { reader, key, value, keyPath in
             switch key {
             case "percent":
-                if let percent = self.percent(value, at: keyPath) { settings.budgetPercent = percent }
+                if let percent = reader.percent(value, at: keyPath) { settings.budgetPercent = percent }
             case "min_per_second":
-                if let count = self.nonNegativeInt(value, at: keyPath) { settings.budgetMinPerSecond = count }
+                if let count = reader.nonNegativeInt(value, at: keyPath) { settings.budgetMinPerSecond = count }
             default:
-                self.problem(keyPath, "unknown key (known: percent, min_per_second)")
+                return false
             }
+            return true
         }
     }
 
     mutating func readDNS(_ node: Node, at path: String, into settings: inout DNSDiscoverySettings) {
-        guard let mapping = node.mapping else {
-            self.problem(path, "must be a mapping of settings")
-            return
-        }
-        for (keyNode, value) in mapping {
-            let key = keyNode.string ?? "?"
-            let keyPath = "\(path).\(key)"
+        self.readBlock(
+            node,
+            at: path,
+            known: "servers, resolv_conf, refresh, respect_ttl, min_refresh, max_refresh, family"
+        ) { reader, key, value, keyPath in
             switch key {
             case "servers":
                 guard let list = value.sequence else {
-                    self.problem(keyPath, "must be a list of IPv4:PORT")
-                    continue
+                    reader.problem(keyPath, "must be a list of IPv4:PORT")
+                    return true
                 }
                 settings.servers = list.enumerated().compactMap { index, item in
-                    item.scalar.flatMap { self.dnsServer(text: $0.string, at: "\(keyPath)[\(index)]") }
+                    item.scalar.flatMap { reader.dnsServer(text: $0.string, at: "\(keyPath)[\(index)]") }
                 }
             case "resolv_conf":
-                if let text = value.scalar?.string { self.resolvConf(path: text, at: keyPath, into: &settings) }
+                if let text = value.scalar?.string { reader.resolvConf(path: text, at: keyPath, into: &settings) }
             case "refresh":
-                if let amount = self.duration(value, at: keyPath) { settings.refresh = amount }
+                if let amount = reader.duration(value, at: keyPath) { settings.refresh = amount }
             case "min_refresh":
-                if let amount = self.duration(value, at: keyPath) { settings.minRefresh = amount }
+                if let amount = reader.duration(value, at: keyPath) { settings.minRefresh = amount }
             case "max_refresh":
-                if let amount = self.duration(value, at: keyPath) { settings.maxRefresh = amount }
+                if let amount = reader.duration(value, at: keyPath) { settings.maxRefresh = amount }
             case "respect_ttl":
-                if let flag = self.bool(value, at: keyPath) { settings.respectTTL = flag }
+                if let flag = reader.bool(value, at: keyPath) { settings.respectTTL = flag }
             case "family":
                 if let text = value.scalar?.string, let family = AddressFamily(rawValue: text) {
                     settings.family = family
                 } else {
-                    self.problem(keyPath, "must be one of \(AddressFamily.allCases.map(\.rawValue).joined(separator: ", "))")
+                    reader.problem(keyPath, "must be one of \(AddressFamily.allCases.map(\.rawValue).joined(separator: ", "))")
                 }
             default:
-                self.problem(keyPath, "unknown key (known: servers, resolv_conf, refresh, respect_ttl, min_refresh, max_refresh, family)")
+                return false
             }
+            return true
         }
         if settings.minRefresh > settings.maxRefresh {
             self.problem("\(path).min_refresh", "is longer than max_refresh")
@@ -783,38 +777,58 @@ private struct Reader {
         return value * factor
     }
 
-    mutating func readClient(_ node: Node, into settings: inout ClientSettings) {
-        guard let mapping = node.mapping else {
-            self.problem("client", "must be a mapping of settings")
-            return
-        }
-        for (keyNode, value) in mapping {
-            let key = keyNode.string ?? "?"
-            let keyPath = "client.\(key)"
+    mutating func readClient(_ node: Node, at path: String, into settings: inout ClientSettings) {
+        self.readBlock(
+            node,
+            at: path,
+            known: "header_timeout, body_timeout, idle_timeout, write_timeout, max_connections, max_request_body"
+        ) { reader, key, value, keyPath in
             switch key {
             case "header_timeout":
-                if let amount = self.duration(value, at: keyPath) { settings.headerTimeout = amount }
+                if let amount = reader.duration(value, at: keyPath) { settings.headerTimeout = amount }
             case "body_timeout":
-                if let amount = self.duration(value, at: keyPath) { settings.bodyTimeout = amount }
+                if let amount = reader.duration(value, at: keyPath) { settings.bodyTimeout = amount }
             case "idle_timeout":
-                if let amount = self.duration(value, at: keyPath) { settings.idleTimeout = amount }
+                if let amount = reader.duration(value, at: keyPath) { settings.idleTimeout = amount }
             case "write_timeout":
-                if let amount = self.duration(value, at: keyPath) { settings.writeTimeout = amount }
+                if let amount = reader.duration(value, at: keyPath) { settings.writeTimeout = amount }
             case "max_connections":
-                if let count = self.positiveInt(value, at: keyPath) { settings.maxConnections = count }
+                if let count = reader.positiveInt(value, at: keyPath) { settings.maxConnections = count }
             case "max_request_body":
                 if value.scalar?.string == "unlimited" {
                     settings.maxRequestBody = nil
-                } else if let bytes = self.size(value, at: keyPath) {
+                } else if let bytes = reader.size(value, at: keyPath) {
                     settings.maxRequestBody = bytes
                 }
             default:
-                self.problem(
-                    keyPath,
-                    "unknown key (known: header_timeout, body_timeout, idle_timeout, write_timeout, max_connections, max_request_body)"
-                )
+                return false
+            }
+            return true
+        }
+    }
+
+    /// Reads a block of settings key by key: `read` handles one key and returns `false` for a key it does not
+    /// know, which is reported with the `known` keys. Returns `false` (reported too) when `node` is no mapping.
+    @discardableResult
+    mutating func readBlock(
+        _ node: Node,
+        at path: String,
+        known: String,
+        mustBe: String = "must be a mapping of settings",
+        _ read: (inout Reader, _ key: String, _ value: Node, _ keyPath: String) -> Bool
+    ) -> Bool {
+        guard let mapping = node.mapping else {
+            self.problem(path, mustBe)
+            return false
+        }
+        for (keyNode, value) in mapping {
+            let key = keyNode.string ?? "?"
+            let keyPath = "\(path).\(key)"
+            if !read(&self, key, value, keyPath) {
+                self.problem(keyPath, "unknown key (known: \(known))")
             }
         }
+        return true
     }
 
     /// `HOST:PORT`, or `{address: HOST:PORT, weight: N}` for a weighted endpoint.
