@@ -129,8 +129,8 @@ final class DownstreamHandler: ChannelDuplexHandler {
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         guard !self.stoppedParsing else { return }
         var buffer = self.unwrapInboundIn(data)
-        if let exchange = self.exchange, exchange.isTunnel {
-            exchange.connection?.write(buffer)
+        if self.exchange?.isTunnel == true {
+            self.exchange!.connection?.write(buffer)
             return
         }
         let now = self.cluster.coarseNow
@@ -372,8 +372,8 @@ final class DownstreamHandler: ChannelDuplexHandler {
 
     /// Picks an endpoint and leases a connection to it for the current exchange.
     private func dispatch() {
-        guard let exchange = self.exchange else { return }
-        guard let pool = self.cluster.pickPool(excluding: exchange.failedPool, hashKey: exchange.hashKey) else {
+        guard self.exchange != nil else { return }
+        guard let pool = self.cluster.pickPool(excluding: self.exchange!.failedPool, hashKey: self.exchange!.hashKey) else {
             self.failExchange(.noEndpoint(upstream: self.cluster.configuration.name, reason: self.cluster.emptyReason))
             return
         }
@@ -484,9 +484,13 @@ final class DownstreamHandler: ChannelDuplexHandler {
     }
 
     private func attach(_ connection: UpstreamConnection) {
-        guard let exchange = self.exchange else { return }
+        guard self.exchange != nil else { return }
         self.exchange!.connection = connection
-        connection.startRequest(head: exchange.upstreamHead, isHeadRequest: exchange.isHeadRequest, upgradeRequested: exchange.offersUpgrade)
+        connection.startRequest(
+            head: self.exchange!.upstreamHead,
+            isHeadRequest: self.exchange!.isHeadRequest,
+            upgradeRequested: self.exchange!.offersUpgrade
+        )
         // Forward what arrived while the connection was opening, up to this request's end.
         while !self.exchange!.requestEndForwarded, let part = self.pending.first {
             switch part {
@@ -511,11 +515,13 @@ final class DownstreamHandler: ChannelDuplexHandler {
 
     /// A response event arrived on the leased connection.
     func upstreamReceived(_ event: ResponseParser.Event, from connection: UpstreamConnection) {
-        guard let exchange = self.exchange, exchange.connection === connection, let context = self.context else {
+        // The exchange is read in place, not copied: a copy of the struct would retain each of its references,
+        // several times per response.
+        guard self.exchange?.connection === connection, let context = self.context else {
             connection.close()
             return
         }
-        let clientVersionMinor = exchange.clientVersionMinor
+        let clientVersionMinor = self.exchange!.clientVersionMinor
         switch event {
         case .informational(let head):
             // 1xx (100 Continue, 103 Early Hints) go on to HTTP/1.1 clients; HTTP/1.0 ones must not see them.
@@ -526,7 +532,7 @@ final class DownstreamHandler: ChannelDuplexHandler {
             }
         case .head(let head):
             if self.cluster.configuration.retries.statuses.contains(Int(head.status)),
-                exchange.requestEndForwarded, self.isReplayable, let pool = exchange.pool,
+                self.exchange!.requestEndForwarded, self.isReplayable, let pool = self.exchange!.pool,
                 self.mayRetry(after: pool, why: "answered \(head.status) (retry_on)")
             {
                 // This answer never reaches the client: its connection goes, another endpoint gets the request.
@@ -544,14 +550,14 @@ final class DownstreamHandler: ChannelDuplexHandler {
                 self.startTunnel(head, context: context)
                 return
             }
-            if exchange.offersUpgrade {
+            if self.exchange!.offersUpgrade {
                 // The pod declined the upgrade: the client may already be sending the new protocol.
                 self.closeAfterResponse = true
             }
             if let slot = self.deadlineSlot {
                 self.cluster.responseStarted(slot: slot)
             }
-            if let sent = exchange.attemptSent, let pool = exchange.pool {
+            if let sent = self.exchange!.attemptSent, let pool = self.exchange!.pool {
                 let now = NIODeadline.now()
                 self.cluster.responseHeadArrived(pool.endpoint, latency: now - sent, now: now)
             }
@@ -576,7 +582,7 @@ final class DownstreamHandler: ChannelDuplexHandler {
             self.writeToClient(bytes, context: context)
         case .body(let buffer):
             self.exchange!.lastResponseProgress = self.cluster.coarseNow
-            if exchange.chunksResponse {
+            if self.exchange!.chunksResponse {
                 let header = HTTPSyntax.chunkHeader(for: buffer.readableBytes, allocator: context.channel.allocator)
                 self.writeToClient(header, context: context)
                 self.writeToClient(buffer, context: context)
@@ -744,10 +750,10 @@ final class DownstreamHandler: ChannelDuplexHandler {
 
     /// The response ended: give the connection back, then tell the client, then go on with the next request.
     private func finishExchange(context: ChannelHandlerContext) {
-        guard let exchange = self.exchange, let connection = exchange.connection, let pool = exchange.pool else { return }
+        guard let connection = self.exchange?.connection, let pool = self.exchange?.pool else { return }
         // State first, write last: writing `.end` may re-enter this handler.
         self.stopClock()
-        self.exchange = nil
+        let exchange = self.exchange.take()!
         if !exchange.requestEndForwarded {
             // The pod answered before reading the whole request; the rest of it cannot be resynchronised.
             self.closeAfterResponse = true
