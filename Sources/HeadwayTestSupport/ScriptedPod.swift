@@ -1,5 +1,6 @@
 import NIOConcurrencyHelpers
 import NIOCore
+import NIOHTTP1
 import NIOPosix
 
 /// A pod that behaves in one precise way, for fault and protocol tests: it accepts connections like any
@@ -14,23 +15,36 @@ public final class ScriptedPod: Sendable {
         /// Answers a request head with `101 Switching Protocols` (`Upgrade: websocket`), then echoes every
         /// byte it receives: a WebSocket server without the framing.
         case switchProtocolsAndEcho
+        /// Records every byte it receives (see ``receivedBytes``) and answers each request `200 ok` once its
+        /// body has arrived, parsed by NIO's decoder (an independent reading of what Headway sent).
+        case recordAndAnswer
     }
 
     public let host: String
     public let port: Int
     private let channel: any Channel
     private let requests: NIOLockedValueBox<Int>
+    private let recorded: NIOLockedValueBox<[UInt8]>
 
     public var address: String { "\(self.host):\(self.port)" }
 
     /// Connections on which at least one request byte arrived.
     public var connectionsWithRequests: Int { self.requests.withLockedValue { $0 } }
 
-    private init(host: String, port: Int, channel: any Channel, requests: NIOLockedValueBox<Int>) {
+    /// Every byte received so far, over all connections, in arrival order (`recordAndAnswer`).
+    public var receivedBytes: String { self.recorded.withLockedValue { String(decoding: $0, as: UTF8.self) } }
+
+    /// Forgets what was recorded, between the cases of a table.
+    public func clearRecording() {
+        self.recorded.withLockedValue { $0.removeAll() }
+    }
+
+    private init(host: String, port: Int, channel: any Channel, requests: NIOLockedValueBox<Int>, recorded: NIOLockedValueBox<[UInt8]>) {
         self.host = host
         self.port = port
         self.channel = channel
         self.requests = requests
+        self.recorded = recorded
     }
 
     public static func start(host: String, port: Int, behaviour: Behaviour, group: any EventLoopGroup) async throws -> ScriptedPod {
@@ -38,16 +52,23 @@ public final class ScriptedPod: Sendable {
             throw CommandError(description: "\(host):\(port) is already in use by another process; stop it first")
         }
         let requests = NIOLockedValueBox(0)
+        let recorded = NIOLockedValueBox<[UInt8]>([])
         let channel = try await ServerBootstrap(group: group)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .childChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
-                    try channel.pipeline.syncOperations.addHandler(FaultHandler(behaviour: behaviour, requests: requests))
+                    if case .recordAndAnswer = behaviour {
+                        try channel.pipeline.syncOperations.addHandler(RecordingHandler(recorded: recorded))
+                        try channel.pipeline.syncOperations.configureHTTPServerPipeline()
+                        try channel.pipeline.syncOperations.addHandler(OKResponder())
+                    } else {
+                        try channel.pipeline.syncOperations.addHandler(FaultHandler(behaviour: behaviour, requests: requests))
+                    }
                 }
             }
             .bind(host: host, port: port)
             .get()
-        return ScriptedPod(host: host, port: port, channel: channel, requests: requests)
+        return ScriptedPod(host: host, port: port, channel: channel, requests: requests, recorded: recorded)
     }
 
     public func stop() async throws {
@@ -108,5 +129,38 @@ private final class FaultHandler: ChannelInboundHandler {
         var answer = context.channel.allocator.buffer(string: "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n")
         answer.writeBytes(rest)
         context.writeAndFlush(NIOAny(answer), promise: nil)
+    }
+}
+
+/// Keeps a copy of every byte, then passes it on to the HTTP decoder.
+private final class RecordingHandler: ChannelInboundHandler {
+    typealias InboundIn = ByteBuffer
+    typealias InboundOut = ByteBuffer
+
+    private let recorded: NIOLockedValueBox<[UInt8]>
+
+    init(recorded: NIOLockedValueBox<[UInt8]>) {
+        self.recorded = recorded
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        let buffer = self.unwrapInboundIn(data)
+        self.recorded.withLockedValue { $0 += buffer.readableBytesView }
+        context.fireChannelRead(data)
+    }
+}
+
+/// Answers every request `200 ok` once it has been read whole.
+private final class OKResponder: ChannelInboundHandler {
+    typealias InboundIn = HTTPServerRequestPart
+    typealias OutboundOut = HTTPServerResponsePart
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        guard case .end = self.unwrapInboundIn(data) else { return }
+        var headers = HTTPHeaders()
+        headers.add(name: "Content-Length", value: "2")
+        context.write(self.wrapOutboundOut(.head(HTTPResponseHead(version: .http1_1, status: .ok, headers: headers))), promise: nil)
+        context.write(self.wrapOutboundOut(.body(.byteBuffer(ByteBuffer(string: "ok")))), promise: nil)
+        context.writeAndFlush(self.wrapOutboundOut(.end(nil)), promise: nil)
     }
 }

@@ -48,6 +48,12 @@ struct RequestParserTests {
         }
     }
 
+    @Test func aBareLineFeedIsRefusedBeforeTheHeadEnds() {
+        // With bare LFs the CRLF CRLF end never comes: the request must not wait for it.
+        #expect(self.status("GET / HTTP/1.1\nHost: web\n\n") == 400)
+        #expect(self.status("GET / HTTP/1.1\r\nHost: web\nX: 1\r\n") == 400)
+    }
+
     @Test func absoluteFormMustMatchHostAndReachesThePodInOriginForm() throws {
         #expect(try self.upstream("GET http://web.test/a?b=1 HTTP/1.1\r\nHost: web.test\r\n\r\n").hasPrefix("GET /a?b=1 HTTP/1.1\r\n"))
         #expect(try self.upstream("GET http://WEB.test:8080 HTTP/1.1\r\nHost: web.test:8080\r\n\r\n").hasPrefix("GET / HTTP/1.1\r\n"))

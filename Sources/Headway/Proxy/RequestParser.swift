@@ -105,8 +105,17 @@ struct RequestParser {
         }
     }
 
-    /// An incomplete head that is already too long gets its answer now, not when (if ever) it ends.
+    /// An incomplete head that is already too long, or holds a bare LF (so that its CRLF CRLF end may never
+    /// come), gets its answer now, not when (if ever) it ends.
     private func checkPendingHead() throws(RequestParseError) {
+        let view = self.head.pending.readableBytesView
+        var previous: UInt8 = 0
+        for byte in view {
+            if byte == UInt8(ascii: "\n") && previous != UInt8(ascii: "\r") {
+                throw .badRequest("bare LF in the request head")
+            }
+            previous = byte
+        }
         let length = self.head.pending.readableBytes
         if length > RequestHead.maximumRequestLineLength,
             self.head.pending.readableBytesView.prefix(RequestHead.maximumRequestLineLength + 2).firstIndex(of: UInt8(ascii: "\n")) == nil
