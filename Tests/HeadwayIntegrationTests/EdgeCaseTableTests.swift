@@ -137,5 +137,24 @@ extension IntegrationTests {
                 #expect(!atPod.contains(text), "the pod got \(text.debugDescription): \(atPod.debugDescription)")
             }
         }
+
+        @Test func expectContinueIsForwardedWithoutWaitingForTheBody() async throws {
+            // R25: curl sends `Expect: 100-continue` for this upload and waits up to 1 s for the 100 before it
+            // sends the body; Headway must forward the head at once so that the pod's 100 comes back.
+            let pods = try await NginxPods.start(count: 1)
+            defer { pods.stop() }
+            let upload = temporaryFile("upload")
+            try TestData.writeRandomFile(to: upload, size: 2048)
+            defer { try? FileManager.default.removeItem(at: upload) }
+            let headway = try await InProcessHeadway.start { $0.endpoints = pods.endpoints }
+            let result = try await curl(
+                ["--output", "/dev/null", "--write-out", "%{http_code} %{time_total}", "--upload-file", upload.path,
+                 "--header", "Expect: 100-continue", headway.listenURL + "/upload"]
+            )
+            try await headway.stop()
+            let fields = result.stdout.split(separator: " ")
+            #expect(fields.first == "200", "\(result.stdout)")
+            #expect((Double(fields.last ?? "") ?? 9) < 0.5, "the upload stalled waiting for 100 Continue: \(result.stdout)")
+        }
     }
 }

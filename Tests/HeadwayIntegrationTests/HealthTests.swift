@@ -49,6 +49,7 @@ extension IntegrationTests {
             #expect(summary.socketErrors == 0, "\(result.stdout)")
             let detection = try #require(detected, "the killed pod was never marked unhealthy")
             #expect(detection < .milliseconds(990 + 100), "marked unhealthy only after \(detection)")
+            print("killed pod: \(summary.requests) requests, \(summary.non2xx) failed; marked unhealthy \(detection) after the kill")
         }
 
         @Test func aFailingHealthCheckTakesThePodOutAndItsRecoveryBringsItBack() async throws {

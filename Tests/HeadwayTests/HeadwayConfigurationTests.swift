@@ -339,6 +339,36 @@ struct ResilienceConfigurationTests {
         }
     }
 
+    @Test func clientLimitsAreRead() throws {
+        let configuration = try HeadwayConfiguration.load(
+            yaml: """
+                client: {header_timeout: 5s, body_timeout: 7s, idle_timeout: 1m, write_timeout: 9s, max_connections: 50,
+                         max_request_body: 10MiB, max_request_line: 4KiB, max_request_head: 16KiB, max_header_fields: 20}
+                upstreams: {web: {endpoints: [127.0.0.2:8080]}}
+                """,
+            overrides: .init()
+        )
+        let client = configuration.client
+        #expect(client.headerTimeout == .seconds(5) && client.bodyTimeout == .seconds(7))
+        #expect(client.idleTimeout == .seconds(60) && client.writeTimeout == .seconds(9))
+        #expect(client.maxConnections == 50 && client.maxRequestBody == 10 << 20)
+        #expect(client.requestLimits.requestLineBytes == 4096 && client.requestLimits.headBytes == 16384)
+        #expect(client.requestLimits.fieldCount == 20)
+        do {
+            _ = try HeadwayConfiguration.load(
+                yaml: "client: {max_request_line: 8KiB, max_request_head: 4KiB, slow: 1s}\nupstreams: {web: {endpoints: [127.0.0.2:8080]}}",
+                overrides: .init()
+            )
+            Issue.record("accepted a head limit below the request line limit")
+        } catch {
+            #expect(error.problems.map(\.description).sorted() == [
+                "client.max_request_head: is smaller than max_request_line",
+                "client.slow: unknown key (known: header_timeout, body_timeout, idle_timeout, write_timeout, max_connections,"
+                    + " max_request_body, max_request_line, max_request_head, max_header_fields)",
+            ])
+        }
+    }
+
     @Test func noHealthCheckBlockMeansPassiveChecksOnly() throws {
         let configuration = try HeadwayConfiguration.load(yaml: nil, overrides: { var o = ConfigurationOverrides(); o.endpoints = ["127.0.0.2:80"]; return o }())
         #expect(configuration.upstreams[0].healthCheck == nil)

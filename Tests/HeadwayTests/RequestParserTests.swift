@@ -48,6 +48,27 @@ struct RequestParserTests {
         }
     }
 
+    @Test func limitsAreConfigurable() throws {
+        var limits = RequestLimits()
+        limits.requestLineBytes = 100
+        limits.headBytes = 200
+        limits.fieldCount = 2
+        func status(_ wire: String) -> UInt? {
+            var parser = RequestParser(limits: limits)
+            var buffer = ByteBuffer(string: wire)
+            do {
+                _ = try parser.next(from: &buffer)
+                return nil
+            } catch {
+                return error.status.code
+            }
+        }
+        #expect(status("GET /" + String(repeating: "a", count: 120) + " HTTP/1.1\r\nHost: a\r\n\r\n") == 414)
+        #expect(status("GET / HTTP/1.1\r\nHost: a\r\nX: 1\r\nY: 2\r\n\r\n") == 431)
+        #expect(status("GET / HTTP/1.1\r\nHost: a\r\nX: " + String(repeating: "v", count: 200) + "\r\n\r\n") == 431)
+        #expect(status("GET / HTTP/1.1\r\nHost: a\r\nX: 1\r\n\r\n") == nil)
+    }
+
     @Test func aBareLineFeedIsRefusedBeforeTheHeadEnds() {
         // With bare LFs the CRLF CRLF end never comes: the request must not wait for it.
         #expect(self.status("GET / HTTP/1.1\nHost: web\n\n") == 400)

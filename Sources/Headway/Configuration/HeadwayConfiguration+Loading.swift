@@ -781,7 +781,8 @@ private struct Reader {
         self.readBlock(
             node,
             at: path,
-            known: "header_timeout, body_timeout, idle_timeout, write_timeout, max_connections, max_request_body"
+            known: "header_timeout, body_timeout, idle_timeout, write_timeout, max_connections, max_request_body,"
+                + " max_request_line, max_request_head, max_header_fields"
         ) { reader, key, value, keyPath in
             switch key {
             case "header_timeout":
@@ -794,6 +795,12 @@ private struct Reader {
                 if let amount = reader.duration(value, at: keyPath) { settings.writeTimeout = amount }
             case "max_connections":
                 if let count = reader.positiveInt(value, at: keyPath) { settings.maxConnections = count }
+            case "max_request_line":
+                if let bytes = reader.size(value, at: keyPath) { settings.requestLimits.requestLineBytes = bytes }
+            case "max_request_head":
+                if let bytes = reader.size(value, at: keyPath) { settings.requestLimits.headBytes = bytes }
+            case "max_header_fields":
+                if let count = reader.positiveInt(value, at: keyPath) { settings.requestLimits.fieldCount = count }
             case "max_request_body":
                 if value.scalar?.string == "unlimited" {
                     settings.maxRequestBody = nil
@@ -804,6 +811,11 @@ private struct Reader {
                 return false
             }
             return true
+        }
+        if settings.requestLimits.requestLineBytes < 64 {
+            self.problem("\(path).max_request_line", "must be at least 64 bytes")
+        } else if settings.requestLimits.headBytes < settings.requestLimits.requestLineBytes {
+            self.problem("\(path).max_request_head", "is smaller than max_request_line")
         }
     }
 

@@ -90,6 +90,8 @@ public struct ClientSettings: Sendable, Equatable {
     public var maxConnections = 10_000
     /// Largest request body accepted; `nil`: unlimited. Past it: 413.
     public var maxRequestBody: Int?
+    /// Request head limits: past them 414 (request line) or 431 (the head, or its field count).
+    public var requestLimits = RequestLimits()
 
     public init() {}
 
@@ -97,5 +99,18 @@ public struct ClientSettings: Sendable, Equatable {
         "header_timeout=\(DurationText.format(self.headerTimeout)) body_timeout=\(DurationText.format(self.bodyTimeout))"
             + " idle_timeout=\(DurationText.format(self.idleTimeout)) write_timeout=\(DurationText.format(self.writeTimeout))"
             + " max_connections=\(self.maxConnections) max_request_body=\(self.maxRequestBody.map { "\($0)" } ?? "unlimited")"
+            + " max_request_line=\(self.requestLimits.requestLineBytes) max_request_head=\(self.requestLimits.headBytes)"
+            + " max_header_fields=\(self.requestLimits.fieldCount)"
     }
+}
+
+/// How large a request head may be.
+public struct RequestLimits: Sendable, Equatable {
+    /// The request line; RFC 9112 §3 recommends supporting at least 8000 octets.
+    public var requestLineBytes = 8 * 1024
+    /// The whole head, request line included.
+    public var headBytes = 64 * 1024
+    public var fieldCount = 100
+
+    public init() {}
 }

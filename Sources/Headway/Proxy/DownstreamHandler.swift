@@ -24,7 +24,7 @@ final class DownstreamHandler: ChannelDuplexHandler {
     private var context: ChannelHandlerContext?
     private var clientIP: String?
 
-    private var parser = RequestParser()
+    private var parser: RequestParser
     /// Set after a malformed request: its answer is on the way and nothing more is read.
     private var stoppedParsing = false
     /// Request parts received but not yet forwarded, oldest first.
@@ -63,6 +63,7 @@ final class DownstreamHandler: ChannelDuplexHandler {
         self.cluster = cluster
         self.client = client
         self.logger = logger
+        self.parser = RequestParser(limits: client.requestLimits)
     }
 
     /// The state of the request being served.

@@ -48,11 +48,6 @@ struct RequestHead {
     private let via: [Range<Int>]
     private let connection: HTTPSyntax.ConnectionOptions
 
-    /// Longest accepted request line; longer ones get 414 (RFC 9112 §3 recommends at least 8000 octets).
-    static let maximumRequestLineLength = 8 * 1024
-    /// Most header fields in one request; more get 431.
-    static let maximumFieldCount = 100
-
     var methodName: String { self.string(self.methodRange) }
     var target: String { self.string(self.targetRange) }
 
@@ -64,7 +59,8 @@ struct RequestHead {
         }
     }
 
-    init(parsing bytes: ByteBuffer) throws(RequestParseError) {
+    /// - Parameter limits: a longer request line gets 414, more fields 431.
+    init(parsing bytes: ByteBuffer, limits: RequestLimits = .init()) throws(RequestParseError) {
         self.bytes = bytes
         var method = Method.other
         var methodRange = 0..<0
@@ -99,7 +95,7 @@ struct RequestHead {
             let targetStart = index
             while index < count, raw[index] > 0x20, raw[index] != 0x7F { index += 1 }
             targetRange = targetStart..<index
-            guard index - targetStart <= Self.maximumRequestLineLength else { return .uriTooLong }
+            guard index - targetStart <= limits.requestLineBytes else { return .uriTooLong }
             guard !targetRange.isEmpty, index < count, raw[index] == UInt8(ascii: " ") else {
                 return .badRequest("malformed request line")
             }
@@ -144,7 +140,7 @@ struct RequestHead {
             var fieldProblem: RequestParseError?
             let problem = HTTPSyntax.scanFields(raw, from: fieldsStart) { field in
                 fieldCount += 1
-                guard fieldCount <= Self.maximumFieldCount else {
+                guard fieldCount <= limits.fieldCount else {
                     fieldProblem = .fieldsTooLarge
                     return "too many header fields"
                 }

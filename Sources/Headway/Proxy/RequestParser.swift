@@ -8,8 +8,12 @@ import NIOHTTP1
 /// instead of one generic error. Chunked bodies are decoded (extensions and trailers dropped) and framed
 /// again on the way upstream.
 struct RequestParser {
-    /// Longest accepted request head; longer ones get 431.
-    static let maximumHeadLength = 64 * 1024
+    /// Longer request lines get 414; longer heads and more fields, 431.
+    let limits: RequestLimits
+
+    init(limits: RequestLimits = .init()) {
+        self.limits = limits
+    }
 
     enum Event {
         case head(RequestHead)
@@ -91,11 +95,11 @@ struct RequestParser {
         }
         // A head that arrived whole in one read is held to the same limits; the request line is checked first
         // so that an over-long URI gets 414, not 431.
-        guard headBytes.readableBytes <= Self.maximumHeadLength else {
-            let firstLine = headBytes.readableBytesView.prefix(RequestHead.maximumRequestLineLength + 2)
+        guard headBytes.readableBytes <= self.limits.headBytes else {
+            let firstLine = headBytes.readableBytesView.prefix(self.limits.requestLineBytes + 2)
             throw firstLine.contains(UInt8(ascii: "\n")) ? .fieldsTooLarge : .uriTooLong
         }
-        return try RequestHead(parsing: headBytes)
+        return try RequestHead(parsing: headBytes, limits: self.limits)
     }
 
     /// Empty lines before a request line are ignored (RFC 9112 §2.2).
@@ -117,12 +121,12 @@ struct RequestParser {
             previous = byte
         }
         let length = self.head.pending.readableBytes
-        if length > RequestHead.maximumRequestLineLength,
-            self.head.pending.readableBytesView.prefix(RequestHead.maximumRequestLineLength + 2).firstIndex(of: UInt8(ascii: "\n")) == nil
+        if length > self.limits.requestLineBytes,
+            self.head.pending.readableBytesView.prefix(self.limits.requestLineBytes + 2).firstIndex(of: UInt8(ascii: "\n")) == nil
         {
             throw .uriTooLong
         }
-        if length > Self.maximumHeadLength {
+        if length > self.limits.headBytes {
             throw .fieldsTooLarge
         }
     }
