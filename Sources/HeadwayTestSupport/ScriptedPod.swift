@@ -18,6 +18,9 @@ public final class ScriptedPod: Sendable {
         /// Records every byte it receives (see ``receivedBytes``) and answers each request `200 ok` once its
         /// body has arrived, parsed by NIO's decoder (an independent reading of what Headway sent).
         case recordAndAnswer
+        /// Answers the first request head on each connection with exactly these bytes (a broken or odd pod),
+        /// then closes the connection if told to.
+        case respond(String, thenClose: Bool)
     }
 
     public let host: String
@@ -94,8 +97,13 @@ private final class FaultHandler: ChannelInboundHandler {
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         let buffer = self.unwrapInboundIn(data)
         let bytes = buffer.readableBytes
-        if case .switchProtocolsAndEcho = self.behaviour {
+        switch self.behaviour {
+        case .switchProtocolsAndEcho:
             self.switchProtocolsAndEcho(buffer, context: context)
+        case .respond(let answer, let thenClose):
+            self.respond(answer, thenClose: thenClose, after: buffer, context: context)
+        default:
+            break
         }
         if self.received == 0 && bytes > 0 {
             self.requests.withLockedValue { $0 += 1 }
@@ -115,6 +123,16 @@ private final class FaultHandler: ChannelInboundHandler {
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
         context.close(promise: nil)
+    }
+
+    private func respond(_ answer: String, thenClose: Bool, after buffer: ByteBuffer, context: ChannelHandlerContext) {
+        guard !self.switched else { return }
+        self.head += buffer.readableBytesView
+        guard self.head.firstRange(of: Array("\r\n\r\n".utf8)) != nil else { return }
+        self.switched = true
+        context.writeAndFlush(NIOAny(context.channel.allocator.buffer(string: answer))).assumeIsolated().whenComplete { _ in
+            if thenClose { context.close(promise: nil) }
+        }
     }
 
     private func switchProtocolsAndEcho(_ buffer: ByteBuffer, context: ChannelHandlerContext) {

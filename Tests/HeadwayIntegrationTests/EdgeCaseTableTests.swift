@@ -137,24 +137,124 @@ extension IntegrationTests {
                 #expect(!atPod.contains(text), "the pod got \(text.debugDescription): \(atPod.debugDescription)")
             }
         }
+    }
 
-        @Test func expectContinueIsForwardedWithoutWaitingForTheBody() async throws {
-            // R25: curl sends `Expect: 100-continue` for this upload and waits up to 1 s for the 100 before it
-            // sends the body; Headway must forward the head at once so that the pod's 100 comes back.
-            let pods = try await NginxPods.start(count: 1)
-            defer { pods.stop() }
-            let upload = temporaryFile("upload")
-            try TestData.writeRandomFile(to: upload, size: 2048)
-            defer { try? FileManager.default.removeItem(at: upload) }
-            let headway = try await InProcessHeadway.start { $0.endpoints = pods.endpoints }
-            let result = try await curl(
-                ["--output", "/dev/null", "--write-out", "%{http_code} %{time_total}", "--upload-file", upload.path,
-                 "--header", "Expect: 100-continue", headway.listenURL + "/upload"]
+    /// HTTP-EDGE-CASES.md §3, "Upstream faults": a pod that answers with exactly these bytes, and what the
+    /// client gets for them.
+    @Suite struct UpstreamFaultTable {
+        struct Case: CustomTestStringConvertible, Sendable {
+            var id: String
+            var response: String
+            var podCloses = false
+            var request = "GET / HTTP/1.1\r\nHost: web\r\n\r\n"
+            /// The client's status line must start with this.
+            var status: String
+            /// Texts the client's bytes must contain, and must not.
+            var clientSees: [String] = []
+            var clientNeverSees: [String] = []
+
+            var testDescription: String { self.id }
+        }
+
+        static let cases: [Case] = [
+            Case(id: "U5 garbage status line", response: "HTTP/1.1 OK\r\n\r\n", status: "HTTP/1.1 502"),
+            Case(id: "U5 obs-fold", response: "HTTP/1.1 200 OK\r\nX: a\r\n b\r\nContent-Length: 0\r\n\r\n", status: "HTTP/1.1 502"),
+            Case(id: "U5 bare LF", response: "HTTP/1.1 200 OK\nContent-Length: 0\n\n", podCloses: true, status: "HTTP/1.1 502"),
+            Case(id: "U5 two CLs", response: "HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nab", status: "HTTP/1.1 502"),
+            Case(
+                id: "U5 CL and TE",
+                response: "HTTP/1.1 200 OK\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+                status: "HTTP/1.1 502"
+            ),
+            Case(id: "U6 status 600", response: "HTTP/1.1 600 Odd\r\nContent-Length: 0\r\n\r\n", status: "HTTP/1.1 502"),
+            Case(id: "U6 status 099", response: "HTTP/1.1 099 Odd\r\nContent-Length: 0\r\n\r\n", status: "HTTP/1.1 502"),
+            Case(
+                id: "U7 204 with a body",
+                response: "HTTP/1.1 204 No Content\r\nContent-Length: 5\r\n\r\n",
+                status: "HTTP/1.1 204",
+                clientNeverSees: ["Content-Length"]
+            ),
+            Case(
+                id: "U8 101 nobody asked for",
+                response: "HTTP/1.1 101 Switching Protocols\r\nUpgrade: x\r\n\r\n",
+                status: "HTTP/1.1 502"
+            ),
+            Case(
+                id: "U8 103 then 200 are both relayed",
+                response: "HTTP/1.1 103 Early Hints\r\nLink: </a.css>\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
+                status: "HTTP/1.1 103",
+                clientSees: ["Link: </a.css>", "HTTP/1.1 200 OK", "\r\n\r\nok"]
+            ),
+            Case(
+                id: "U8 no 1xx for an HTTP/1.0 client",
+                response: "HTTP/1.1 103 Early Hints\r\nLink: </a.css>\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
+                request: "GET / HTTP/1.0\r\n\r\n",
+                status: "HTTP/1.0 200",
+                clientNeverSees: ["103"]
+            ),
+            Case(
+                id: "U9 close-delimited body is re-chunked for HTTP/1.1",
+                response: "HTTP/1.1 200 OK\r\n\r\nuntil the end",
+                podCloses: true,
+                status: "HTTP/1.1 200",
+                clientSees: ["Transfer-Encoding: chunked\r\n", "until the end", "0\r\n\r\n"]
+            ),
+            Case(
+                id: "U10 bytes after the response never reach the client",
+                response: "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nokHTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\nsmuggl",
+                status: "HTTP/1.1 200",
+                clientSees: ["\r\n\r\nok"],
+                clientNeverSees: ["smuggl"]
+            ),
+            Case(
+                id: "U11 huge response head",
+                response: "HTTP/1.1 200 OK\r\nX: " + String(repeating: "a", count: 70_000) + "\r\nContent-Length: 0\r\n\r\n",
+                status: "HTTP/1.1 502"
+            ),
+            Case(
+                id: "U12 hop-by-hop response fields are stripped",
+                response: "HTTP/1.1 200 OK\r\nConnection: X-Internal\r\nX-Internal: secret\r\nKeep-Alive: timeout=1\r\n"
+                    + "Trailer: X-T\r\nX-Public: yes\r\nContent-Length: 2\r\n\r\nok",
+                status: "HTTP/1.1 200",
+                clientSees: ["X-Public: yes"],
+                clientNeverSees: ["X-Internal", "Keep-Alive", "Trailer"]
+            ),
+            Case(
+                id: "U4 truncated after the head: the client sees no clean end",
+                response: "HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nonly ten b",
+                podCloses: true,
+                status: "HTTP/1.1 200",
+                clientSees: ["only ten b"]
+            ),
+        ]
+
+        @Test(arguments: Self.cases)
+        func upstreamFault(_ testCase: Case) async throws {
+            let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+            let pod = try await ScriptedPod.start(
+                host: "127.0.0.2",
+                port: NginxPods.port,
+                behaviour: .respond(testCase.response, thenClose: testCase.podCloses),
+                group: group
+            )
+            let headway = try await InProcessHeadway.start { $0.endpoints = [pod.address] }
+            let answer = try await RawHTTP.exchange(
+                host: "127.0.0.1",
+                port: headway.listen.port!,
+                request: testCase.request,
+                timeout: 3,
+                halfClose: true
             )
             try await headway.stop()
-            let fields = result.stdout.split(separator: " ")
-            #expect(fields.first == "200", "\(result.stdout)")
-            #expect((Double(fields.last ?? "") ?? 9) < 0.5, "the upload stalled waiting for 100 Continue: \(result.stdout)")
+            try await pod.stop()
+            try await group.shutdownGracefully()
+            #expect(answer.hasPrefix(testCase.status), "\(answer.debugDescription)")
+            for text in testCase.clientSees {
+                #expect(answer.contains(text), "the client did not get \(text.debugDescription) in \(answer.debugDescription)")
+            }
+            for text in testCase.clientNeverSees {
+                #expect(!answer.contains(text), "the client got \(text.debugDescription): \(answer.debugDescription)")
+            }
         }
     }
 }

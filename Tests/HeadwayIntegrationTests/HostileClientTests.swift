@@ -156,5 +156,50 @@ extension IntegrationTests {
             #expect(rest.closedAfter != nil)
             #expect(rest.text.utf8.count < 48 << 20, "the whole file arrived: the reader was not cut off")
         }
+
+        /// The sum of a metric's samples in Headway's `/metrics`.
+        private func metric(_ name: String, of headway: InProcessHeadway) async throws -> Double {
+            let text = try await curl(["\(headway.adminURL)/metrics"]).stdout
+            return text.split(separator: "\n")
+                .filter { $0.hasPrefix(name + "{") || $0.hasPrefix(name + " ") }
+                .compactMap { Double($0.split(separator: " ").last ?? "") }
+                .reduce(0, +)
+        }
+
+        @Test func nothingLeaksOnceHostileClientsLeave() async throws {
+            let pods = try await NginxPods.start(count: 1)
+            defer { pods.stop() }
+            let headway = try await self.headway(pods: pods, client: "header_timeout: 10s")
+            _ = try await sequentialGets(headway.listenURL + "/", count: 3)
+            // Half a head, half a body, a complete request left unread, an idle connection: then all vanish.
+            let abuses = [
+                "GET / HTTP/1.1\r\nHost: web\r\nX-Half",
+                "POST / HTTP/1.1\r\nHost: web\r\nContent-Length: 100\r\n\r\nhalf",
+                "GET / HTTP/1.1\r\nHost: web\r\n\r\n",
+                "",
+            ]
+            var connections: [RawConnection] = []
+            for index in 0..<40 {
+                let connection = try self.connect(headway)
+                let abuse = abuses[index % abuses.count]
+                if !abuse.isEmpty { try connection.send(abuse) }
+                connections.append(connection)
+            }
+            try await Task.sleep(for: .milliseconds(300))
+            let during = try await self.metric("headway_client_connections_open", of: headway)
+            for connection in connections { connection.close() }
+            let settled = try await waitFor(timeout: .seconds(3)) {
+                let clients = try await self.metric("headway_client_connections_open", of: headway)
+                // Upstream connections may stay pooled (idle) for reuse; none may stay busy.
+                let open = try await self.metric("headway_upstream_connections_open", of: headway)
+                let idle = try await self.metric("headway_upstream_connections_idle", of: headway)
+                return clients == 0 && open == idle
+            }
+            let inFlight = try await EndpointsDocument.endpoint(pods.endpoints[0], of: headway)?.in_flight
+            try await headway.stop()
+            #expect(during == 40, "client connections while the abusers were connected: \(during)")
+            #expect(settled != nil, "connection gauges did not return to their baseline")
+            #expect(inFlight == 0)
+        }
     }
 }

@@ -85,6 +85,7 @@ public final class HeadwayApplication: Sendable {
                     group: self.group,
                     client: configuration.client,
                     drainTimeout: configuration.drainTimeout,
+                    metrics: metrics,
                     logger: logger,
                     onBound: { address in
                         bound.withLockedValue { $0.listeners[index] = address }

@@ -35,6 +35,11 @@ public struct ProxyMetrics: Sendable {
         UpstreamMetrics(upstream: upstream, factory: self.factory)
     }
 
+    /// Client connections open on a listener, the one figure that shows connection leaks and floods.
+    func clientConnections(listener: String) -> Meter {
+        Meter(label: "headway_client_connections_open", dimensions: [("listener", listener)], factory: self.factory)
+    }
+
     func discoveryMetrics(upstream: String) -> DiscoveryMetrics {
         DiscoveryMetrics(upstream: upstream, factory: self.factory)
     }

@@ -1,5 +1,6 @@
 import Logging
 import NIOCore
+import CoreMetrics
 import NIOExtras
 import NIOHTTP1
 import NIOPosix
@@ -17,6 +18,7 @@ public final class ProxyServer: Service, Sendable {
     let client: ClientSettings
     /// Client connections open on this listener, against `client.max_connections`.
     let openConnections = Atomic<Int>(0)
+    private let openConnectionsGauge: Meter
     let drainTimeout: TimeAmount
     let logger: Logger
     let onBound: @Sendable (SocketAddress) -> Void
@@ -28,11 +30,13 @@ public final class ProxyServer: Service, Sendable {
         group: any EventLoopGroup,
         client: ClientSettings,
         drainTimeout: TimeAmount,
+        metrics: ProxyMetrics,
         logger: Logger,
         onBound: @escaping @Sendable (SocketAddress) -> Void,
         onDrainStarted: @escaping @Sendable () -> Void
     ) {
         self.client = client
+        self.openConnectionsGauge = metrics.clientConnections(listener: UpstreamCluster.label(for: address))
         self.address = address
         self.cluster = cluster
         self.group = group
@@ -73,7 +77,11 @@ public final class ProxyServer: Service, Sendable {
             .childChannelInitializer { [self] channel in
                 channel.eventLoop.makeCompletedFuture {
                     let open = self.openConnections.add(1, ordering: .relaxed).newValue
-                    channel.closeFuture.whenComplete { _ in self.openConnections.subtract(1, ordering: .relaxed) }
+                    self.openConnectionsGauge.increment()
+                    channel.closeFuture.whenComplete { _ in
+                        self.openConnections.subtract(1, ordering: .relaxed)
+                        self.openConnectionsGauge.decrement()
+                    }
                     guard open <= self.client.maxConnections else {
                         // Past the cap a client gets a fast, clear answer rather than a connection that hangs.
                         try channel.pipeline.syncOperations.addHandler(
