@@ -440,12 +440,6 @@ final class DownstreamHandler: ChannelDuplexHandler {
         self.dispatch()
     }
 
-    /// Whether the request as forwarded so far can be sent again: every forwarded body part was kept.
-    private var isReplayable: Bool {
-        guard let exchange = self.exchange else { return false }
-        return exchange.bodyIsReplayable
-    }
-
     /// A connection opened for `attempt` is ready. Returns `false` if the attempt was abandoned meanwhile.
     func connectionReady(_ connection: UpstreamConnection, attempt: Int) -> Bool {
         guard self.isActive, self.exchange?.attempt == attempt, self.exchange?.connection == nil else {
@@ -533,7 +527,7 @@ final class DownstreamHandler: ChannelDuplexHandler {
             }
         case .head(let head):
             if self.cluster.configuration.retries.statuses.contains(Int(head.status)),
-                self.exchange!.requestEndForwarded, self.isReplayable, let pool = self.exchange!.pool,
+                self.exchange!.requestEndForwarded, self.exchange!.bodyIsReplayable, let pool = self.exchange!.pool,
                 self.mayRetry(after: pool, why: "answered \(head.status) (retry_on)")
             {
                 // This answer never reaches the client: its connection goes, another endpoint gets the request.
@@ -700,7 +694,7 @@ final class DownstreamHandler: ChannelDuplexHandler {
         // A keep-alive connection the pod closed just as we reused it is the classic stale-connection race:
         // replay the request elsewhere if nothing of it is lost by doing so. A request the pod may have acted
         // on (not idempotent, and sent whole) is not replayed.
-        let isSafeToReplay = self.isReplayable
+        let isSafeToReplay = exchange.bodyIsReplayable
             && (exchange.requestHead.isIdempotent || !exchange.requestEndForwarded)
         if isSafeToReplay, self.retryElsewhere(after: pool, why: what) {
             return
