@@ -100,12 +100,14 @@ let package = Package(
 // The libFuzzer target links only when built with `-sanitize=fuzzer` (libFuzzer supplies `main`), so it is
 // part of the package only when asked for: `Fuzz/run` sets HEADWAY_FUZZ=1.
 if ProcessInfo.processInfo.environment["HEADWAY_FUZZ"] != nil {
-    package.targets.append(
-        .executableTarget(
-            name: "RequestFuzz",
-            dependencies: ["Headway", .product(name: "NIOCore", package: "swift-nio")],
-            path: "Fuzz/RequestFuzz",
-            swiftSettings: swiftSettings + [.unsafeFlags(["-parse-as-library"])]
+    for name in ["RequestFuzz", "ResponseFuzz"] {
+        package.targets.append(
+            .executableTarget(
+                name: name,
+                dependencies: ["Headway", .product(name: "NIOCore", package: "swift-nio")],
+                path: "Fuzz/\(name)",
+                swiftSettings: swiftSettings + [.unsafeFlags(["-parse-as-library"])]
+            )
         )
-    )
+    }
 }
