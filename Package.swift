@@ -97,17 +97,15 @@ let package = Package(
     ]
 )
 
-// The libFuzzer target links only when built with `-sanitize=fuzzer` (libFuzzer supplies `main`), so it is
-// part of the package only when asked for: `Fuzz/run` sets HEADWAY_FUZZ=1.
+// The libFuzzer targets link only when built with `-sanitize=fuzzer` (libFuzzer supplies the driver), so they
+// are part of the package only when asked for: `Fuzz/run` sets HEADWAY_FUZZ=1.
 if ProcessInfo.processInfo.environment["HEADWAY_FUZZ"] != nil {
-    for name in ["RequestFuzz", "ResponseFuzz"] {
-        package.targets.append(
-            .executableTarget(
-                name: name,
-                dependencies: ["Headway", .product(name: "NIOCore", package: "swift-nio")],
-                path: "Fuzz/\(name)",
-                swiftSettings: swiftSettings + [.unsafeFlags(["-parse-as-library"])]
-            )
+    package.targets.append(
+        .executableTarget(
+            name: "HeadwayFuzz",
+            dependencies: ["Headway", .product(name: "NIOCore", package: "swift-nio")],
+            path: "Fuzz/HeadwayFuzz",
+            swiftSettings: swiftSettings + [.unsafeFlags(["-parse-as-library"])]
         )
-    }
+    )
 }

@@ -9,8 +9,7 @@ import NIOCore
 
 @testable import Headway
 
-@_cdecl("LLVMFuzzerTestOneInput")
-public func responseFuzz(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
+func responseFuzz(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
     let bytes = UnsafeBufferPointer(start: data, count: size)
     // The first byte chooses the split point and what the request was (HEAD, an upgrade, or neither).
     let control = size > 0 ? bytes[0] : 0
@@ -57,19 +56,4 @@ private func checkRebuiltHead(_ head: ResponseHead) {
     } catch {
         fatalError("the rebuilt head does not parse (\(error.reason)): \(String(buffer: client).debugDescription)")
     }
-}
-
-// SwiftPM links an executable target's entry point as `ResponseFuzz_main`; hand control to libFuzzer's driver.
-@_silgen_name("LLVMFuzzerRunDriver")
-private func runFuzzerDriver(
-    _ argc: UnsafeMutablePointer<CInt>,
-    _ argv: UnsafeMutablePointer<UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>?>,
-    _ callback: @convention(c) (UnsafePointer<UInt8>, Int) -> CInt
-) -> CInt
-
-@_cdecl("ResponseFuzz_main")
-public func fuzzMain(_ argc: CInt, _ argv: UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>?) -> CInt {
-    var argc = argc
-    var argv = argv
-    return runFuzzerDriver(&argc, &argv, responseFuzz)
 }

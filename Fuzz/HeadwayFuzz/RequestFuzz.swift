@@ -8,8 +8,7 @@ import NIOCore
 
 @testable import Headway
 
-@_cdecl("LLVMFuzzerTestOneInput")
-public func requestFuzz(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
+func requestFuzz(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
     let bytes = UnsafeBufferPointer(start: data, count: size)
     // The first byte chooses where the input is split, so that incremental parsing is exercised too.
     let split = size > 0 ? min(Int(bytes[0]), size) : 0
@@ -47,19 +46,4 @@ private func checkRebuiltHead(_ head: RequestHead) {
     }
     precondition(reparsed.framing == head.framing, "framing changed: \(head.framing) -> \(reparsed.framing)")
     precondition(reparsed.method == head.method || head.method == .other, "method changed")
-}
-
-// SwiftPM links an executable target's entry point as `RequestFuzz_main`; hand control to libFuzzer's driver.
-@_silgen_name("LLVMFuzzerRunDriver")
-private func runFuzzerDriver(
-    _ argc: UnsafeMutablePointer<CInt>,
-    _ argv: UnsafeMutablePointer<UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>?>,
-    _ callback: @convention(c) (UnsafePointer<UInt8>, Int) -> CInt
-) -> CInt
-
-@_cdecl("RequestFuzz_main")
-public func fuzzMain(_ argc: CInt, _ argv: UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>?) -> CInt {
-    var argc = argc
-    var argv = argv
-    return runFuzzerDriver(&argc, &argv, requestFuzz)
 }
