@@ -4,14 +4,7 @@
 /// This is an exact scan: O(n) relaxed atomic loads per pick. Counts change on every loop at once, so a
 /// per-loop ordered structure could not stay exact without a lock; the scan costs about 1 ns per endpoint
 /// (150 pods: well under a microsecond). For large sets `p2c` is the O(1) approximation, as in Envoy.
-final class LeastConnectionsBalancer: LoadBalancer {
-    private var endpoints: [Endpoint] = []
-    private var weights = Weights()
-
-    func endpointsChanged(_ endpoints: [Endpoint], weights: [Int]) {
-        self.endpoints = endpoints
-        self.weights = Weights(weights)
-    }
+final class LeastConnectionsBalancer: LoadAwareBalancer, LoadBalancer {
 
     func pick(_ request: PickRequest) -> Int? {
         guard !self.endpoints.isEmpty else { return nil }

@@ -47,6 +47,18 @@ struct Weights {
     subscript(index: Int) -> Int { self.values[index] }
 }
 
+/// What the balancers that weigh each endpoint's load keep of a set: the endpoints (whose shared counters
+/// they read at every pick) and their weights.
+class LoadAwareBalancer {
+    final private(set) var endpoints: [Endpoint] = []
+    final private(set) var weights = Weights()
+
+    final func endpointsChanged(_ endpoints: [Endpoint], weights: [Int]) {
+        self.endpoints = endpoints
+        self.weights = Weights(weights)
+    }
+}
+
 /// A random index in `0..<count` other than `excluding` (when `count > 1`), in O(1).
 func randomIndex(count: Int, excluding: Int?) -> Int {
     guard let excluding, count > 1 else { return Int.random(in: 0..<count) }

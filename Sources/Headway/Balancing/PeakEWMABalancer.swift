@@ -3,18 +3,11 @@ import NIOCore
 /// Peak-EWMA (linkerd's balancer): power of two choices by the endpoint's latency estimate times its
 /// requests in flight plus one, per unit of weight. A slow endpoint's estimate jumps at once to a slow
 /// response (the peak) and decays back over `ewma_decay`; see ``Endpoint/recordLatency(_:now:decay:)``.
-final class PeakEWMABalancer: LoadBalancer {
+final class PeakEWMABalancer: LoadAwareBalancer, LoadBalancer {
     private let decay: TimeAmount
-    private var endpoints: [Endpoint] = []
-    private var weights = Weights()
 
     init(decay: TimeAmount) {
         self.decay = decay
-    }
-
-    func endpointsChanged(_ endpoints: [Endpoint], weights: [Int]) {
-        self.endpoints = endpoints
-        self.weights = Weights(weights)
     }
 
     func pick(_ request: PickRequest) -> Int? {

@@ -1,13 +1,6 @@
 /// Power of two random choices: two distinct endpoints at random, the one with fewer requests in flight
 /// (per unit of weight) wins; O(1). Envoy's `LEAST_REQUEST` default.
-final class PowerOfTwoChoicesBalancer: LoadBalancer {
-    private var endpoints: [Endpoint] = []
-    private var weights = Weights()
-
-    func endpointsChanged(_ endpoints: [Endpoint], weights: [Int]) {
-        self.endpoints = endpoints
-        self.weights = Weights(weights)
-    }
+final class PowerOfTwoChoicesBalancer: LoadAwareBalancer, LoadBalancer {
 
     func pick(_ request: PickRequest) -> Int? {
         twoChoices(count: self.endpoints.count, excluding: request.excluding) { first, second in
