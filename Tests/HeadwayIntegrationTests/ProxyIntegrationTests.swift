@@ -88,7 +88,16 @@ extension IntegrationTests {
             let pods = try await NginxPods.start()
             defer { pods.stop() }
             let closed = "127.0.0.5:\(NginxPods.port)"
-            let headway = try await InProcessHeadway.start { $0.endpoints = pods.endpoints + [closed] }
+            // Outlier ejection off: every request's first attempt may land on the closed port and must be retried.
+            let headway = try await InProcessHeadway.start(
+                yaml: """
+                    listeners: [{listen: "127.0.0.1:0", upstream: web}]
+                    upstreams:
+                      web:
+                        endpoints: [\((pods.endpoints + [closed]).joined(separator: ", "))]
+                        outlier_detection: {consecutive_5xx: 0, consecutive_gateway_failures: 0}
+                    """
+            )
             let urls = (1...40).flatMap { ["--output", "/dev/null", "\(headway.listenURL)/r\($0)"] }
             let result = try await curl(["--write-out", "%{http_code}\n"] + urls)
             let document = try await EndpointsDocument.fetch(from: headway)

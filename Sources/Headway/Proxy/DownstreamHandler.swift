@@ -144,7 +144,8 @@ final class DownstreamHandler: ChannelDuplexHandler {
                 self.received(event)
             }
         } catch {
-            self.requestMalformed(error, context: context)
+            // After a framing error the connection cannot be resynchronised: answer once, then close.
+            self.refuseRequest(.malformedRequest(error))
         }
     }
 
@@ -257,13 +258,7 @@ final class DownstreamHandler: ChannelDuplexHandler {
         context.close(promise: nil)
     }
 
-    /// Answers a malformed request once, if no response has started, then closes: after a framing error
-    /// the connection cannot be resynchronised.
-    private func requestMalformed(_ error: RequestParseError, context: ChannelHandlerContext) {
-        self.refuseRequest(.malformedRequest(error))
-    }
-
-    /// Stops reading requests and answers `error` (or aborts the connection when an answer has started):
+    /// Stops reading requests and answers `error` once (or aborts the connection when an answer has started):
     /// for malformed requests, bodies over `max_request_body` and client timeouts. The connection closes.
     private func refuseRequest(_ error: ProxyError) {
         guard let context = self.context else { return }
@@ -680,6 +675,7 @@ final class DownstreamHandler: ChannelDuplexHandler {
         self.exchange!.pool = nil
         let what = (error as? ResponseParserError).map { "invalid response: \($0.reason)" }
             ?? "connection closed before the response ended" + (error.map { ": \(ProxyError.describe($0))" } ?? "")
+        pool.endpoint.recordUpstreamError()
         self.cluster.gatewayFailed(pool.endpoint, what: what)
         if exchange.responseHeadSent {
             // Part of the response is with the client already; it must see the truncation, not a clean end.
@@ -725,6 +721,7 @@ final class DownstreamHandler: ChannelDuplexHandler {
             connection.close()
         }
         pool.endpoint.requestEnded()
+        pool.endpoint.recordUpstreamError()
         self.exchange!.connection = nil
         self.exchange!.pool = nil
         if exchange.responseHeadSent {

@@ -168,9 +168,9 @@ final class LoopCluster: @unchecked Sendable {
         }
     }
 
-    /// Headway saw `endpoint` fail a request itself: `what` says how (passive check).
+    /// Headway saw `endpoint` fail a request itself: `what` says how (passive check only; the failure
+    /// counters are the caller's, since a connect failure is counted by the pool that saw it).
     func gatewayFailed(_ endpoint: Endpoint, what: String) {
-        endpoint.recordUpstreamError()
         let settings = self.configuration.outlierDetection
         if let reason = endpoint.recordGatewayFailure(
             gatewayThreshold: settings.consecutiveGatewayFailures,
