@@ -147,7 +147,7 @@ extension IntegrationTests {
             try dns.setRecords([])
             let emptied = try await waitFor(timeout: .seconds(5)) {
                 // Synchronous peek through the admin document is async; read the cluster directly.
-                !headway.application.clusters[0].hasAvailableEndpoint
+                headway.application.clusters[0].endpoints.allSatisfy { $0.state == .draining }
             }
             let result = try await curl(["--include", "\(headway.listenURL)/"])
             let document = try await EndpointsDocument.fetch(from: headway)

@@ -52,6 +52,83 @@ extension IntegrationTests {
             print("killed pod: \(summary.requests) requests, \(summary.non2xx) failed; marked unhealthy \(detection) after the kill")
         }
 
+        /// A pod that dies under load is both failed by its checks and ejected by the passive ones (its connects
+        /// are refused); once it restarts, passing checks bring it back at once, not when the ejection ends.
+        @Test func aKilledPodThatRestartsIsBackWithinItsHealthyChecks() async throws {
+            let pods = try await NginxPods.start()
+            defer { pods.stop() }
+            let headway = try await InProcessHeadway.start(
+                yaml: """
+                    listeners: [{listen: "127.0.0.1:0", upstream: web}]
+                    upstreams:
+                      web:
+                        endpoints: [\(pods.endpoints.joined(separator: ", "))]
+                        health_check: {path: /healthz, interval: 500ms, timeout: 300ms, healthy_threshold: 2, unhealthy_threshold: 2}
+                        outlier_detection: {consecutive_gateway_failures: 1, base_ejection_time: 30s}
+                    """
+            )
+            let victim = pods.pods[1]
+            victim.kill()
+            // Light load until the passive check has ejected it and the active checks have failed it.
+            let out = try await waitFor(timeout: .seconds(5)) {
+                _ = try await curl(["--output", "/dev/null", headway.listenURL + "/"])
+                let endpoint = try await EndpointsDocument.endpoint(victim.address, of: headway)
+                return endpoint?.ejections == 1 && endpoint?.last_check == "fail"
+            }
+            #expect(out != nil, "the killed pod was not both ejected and failed by its checks")
+
+            let revived = try await NginxPod.start(name: victim.name, host: victim.host, port: victim.port)
+            defer { revived.stop() }
+            let restart = ContinuousClock.now
+            var firstAnswer: Duration?
+            for _ in 0..<100 where firstAnswer == nil {
+                let result = try await curl(["--dump-header", "-", "--output", "/dev/null", headway.listenURL + "/"])
+                if podCounts(inHeaders: result.stdout)[victim.name] != nil { firstAnswer = ContinuousClock.now - restart }
+                try await Task.sleep(for: .milliseconds(50))
+            }
+            let ready = try await curl(["--write-out", "%{http_code}", "--output", "/dev/null", headway.adminURL + "/ready"])
+            try await headway.stop()
+            let back = try #require(firstAnswer, "the restarted pod got no request in 100 tries")
+            // interval × healthy_threshold + interval, plus the checks' 10% jitter and the load's own pace.
+            #expect(back < .milliseconds(1_500 + 150 + 300), "the restarted pod took its first request after \(back)")
+            #expect(ready.stdout == "200")
+            print("restarted pod: first request \(back) after the restart")
+        }
+
+        @Test func readyIsUnavailableWhileNoPodCanTakeTraffic() async throws {
+            let pods = try await NginxPods.start(count: 2)
+            defer { pods.stop() }
+            let headway = try await self.headwayWithChecks(endpoints: pods.endpoints)
+            let readyStatus = { try await curl(["--write-out", "%{http_code}", "--output", "/dev/null", headway.adminURL + "/ready"]).stdout }
+            #expect(try await waitFor(timeout: .seconds(2)) { try await readyStatus() == "200" } != nil)
+            for pod in pods.pods { pod.kill() }
+            let unready = try await waitFor(timeout: .seconds(3)) { try await readyStatus() == "503" }
+            let reason = try await curl([headway.adminURL + "/ready"]).stdout
+            let request = try await curl(["--write-out", "%{http_code}", "--output", "/dev/null", headway.listenURL + "/"])
+            try await headway.stop()
+            #expect(unready != nil, "/ready stayed 200 with every pod down")
+            #expect(reason.contains("upstream 'default' has no healthy endpoint (0 of 2)"), "\(reason)")
+            #expect(request.stdout == "503")
+        }
+
+        @Test func readinessCanBeDecoupledFromThePods() async throws {
+            let headway = try await InProcessHeadway.start(
+                yaml: """
+                    ready_requires_endpoints: false
+                    listeners: [{listen: "127.0.0.1:0", upstream: web}]
+                    upstreams:
+                      web:
+                        endpoints: [127.0.0.9:1]
+                        health_check: {path: /healthz, interval: 200ms, timeout: 100ms}
+                    """
+            )
+            let down = try await EndpointsDocument.fetch(from: headway).upstreams[0].healthy_endpoints
+            let ready = try await curl(["--write-out", "%{http_code}", "--output", "/dev/null", headway.adminURL + "/ready"])
+            try await headway.stop()
+            #expect(down == 0)
+            #expect(ready.stdout == "200")
+        }
+
         @Test func aFailingHealthCheckTakesThePodOutAndItsRecoveryBringsItBack() async throws {
             let pods = try await NginxPods.start()
             defer { pods.stop() }

@@ -72,10 +72,17 @@ final class AdminState: Sendable {
     let clusters: [UpstreamCluster]
     let discoveries: [DNSDiscovery]
     let registry: PrometheusCollectorRegistry
+    let readyRequiresEndpoints: Bool
     private let shuttingDown = Atomic<Bool>(false)
 
-    init(clusters: [UpstreamCluster], discoveries: [DNSDiscovery], registry: PrometheusCollectorRegistry) {
+    init(
+        clusters: [UpstreamCluster],
+        discoveries: [DNSDiscovery],
+        registry: PrometheusCollectorRegistry,
+        readyRequiresEndpoints: Bool
+    ) {
         self.clusters = clusters
+        self.readyRequiresEndpoints = readyRequiresEndpoints
         self.discoveries = discoveries
         self.registry = registry
     }
@@ -85,11 +92,15 @@ final class AdminState: Sendable {
         set { self.shuttingDown.store(newValue, ordering: .relaxed) }
     }
 
-    /// Ready while not shutting down and every upstream has an endpoint that can take a request.
+    /// Ready while not shutting down and every upstream has a healthy, non-ejected endpoint (unless
+    /// `ready_requires_endpoints` is off).
     var readiness: (ready: Bool, reason: String) {
         if self.isShuttingDown { return (false, "shutting down") }
-        for cluster in self.clusters where !cluster.hasAvailableEndpoint {
-            return (false, "upstream '\(cluster.configuration.name)' has no available endpoint")
+        guard self.readyRequiresEndpoints else { return (true, "ready") }
+        for cluster in self.clusters {
+            if let reason = cluster.unavailableReason {
+                return (false, "upstream '\(cluster.configuration.name)' \(reason)")
+            }
         }
         return (true, "ready")
     }
@@ -173,9 +184,8 @@ final class AdminState: Sendable {
                     health_checks: cluster.configuration.healthCheck?.summary ?? "off",
                     healthy_endpoints: health.healthy,
                     panic_mode: health.isInPanic,
-                    endpoints: cluster.endpoints.map { endpoint in
-                        let status = endpoint.status
-                        return EndpointsDocument.Endpoint(
+                    endpoints: cluster.endpointStatuses.map { status in
+                        EndpointsDocument.Endpoint(
                             address: status.address,
                             state: status.state,
                             health: status.health,

@@ -60,7 +60,12 @@ public final class HeadwayApplication: Sendable {
         }
         self.discoveries = discoveries
         (self.boundStream, self.boundContinuation) = AsyncStream.makeStream()
-        let adminState = AdminState(clusters: self.clusters, discoveries: discoveries, registry: self.metrics.registry)
+        let adminState = AdminState(
+            clusters: self.clusters,
+            discoveries: discoveries,
+            registry: self.metrics.registry,
+            readyRequiresEndpoints: configuration.readyRequiresEndpoints
+        )
         let bound = self.bound
         let continuation = self.boundContinuation
         self.admin = AdminServer(

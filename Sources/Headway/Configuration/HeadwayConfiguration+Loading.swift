@@ -118,6 +118,8 @@ private struct Reader {
             switch key {
             case "admin":
                 if let address = self.address(value, at: "admin", bindable: true) { configuration.admin = address }
+            case "ready_requires_endpoints":
+                if let flag = self.bool(value, at: "ready_requires_endpoints") { configuration.readyRequiresEndpoints = flag }
             case "threads":
                 if let threads = self.positiveInt(value, at: "threads") { configuration.threads = threads }
             case "drain_timeout":
@@ -133,7 +135,7 @@ private struct Reader {
                 sawUpstreams = true
                 configuration.upstreams = self.upstreams(value)
             default:
-                self.problem(key, "unknown key (known: admin, threads, drain_timeout, log_level, client, listeners, upstreams)")
+                self.problem(key, "unknown key (known: admin, ready_requires_endpoints, threads, drain_timeout, log_level, client, listeners, upstreams)")
             }
         }
         if sawUpstreams && !sawListeners {

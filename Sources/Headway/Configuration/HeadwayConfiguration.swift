@@ -4,6 +4,8 @@ import NIOCore
 ///
 /// ## Configuration keys
 /// - `admin` (`HOST:PORT`, default `127.0.0.1:9901`): the admin endpoint.
+/// - `ready_requires_endpoints` (default `true`): `/ready` answers 503 while an upstream has no healthy,
+///   non-ejected endpoint; `false` ties the sidecar's readiness to Headway alone.
 /// - `threads` (integer, default: number of cores): event loops.
 /// - `drain_timeout` (duration, default `10s`): how long SIGTERM waits for in-flight requests.
 /// - `log_level` (`trace`…`critical`, default `info`).
@@ -17,6 +19,8 @@ import NIOCore
 ///   `max_retries` (`2`), `retry_on`, `retry_budget`, `retry_buffer_limit` (`64KiB`). See README for each.
 public struct HeadwayConfiguration: Sendable, Equatable {
     public var admin: HostAndPort
+    /// `/ready` needs a healthy endpoint in every upstream.
+    public var readyRequiresEndpoints = true
     public var threads: Int
     public var drainTimeout: TimeAmount
     public var logLevel: String
@@ -173,7 +177,7 @@ public struct HeadwayConfiguration: Sendable, Equatable {
                 + " max_retries=\(upstream.retries.maxRetries) retry_on=\(upstream.retries.statuses.sorted())"
                 + " retry_budget=\(upstream.retries.budgetPercent)%+\(upstream.retries.budgetMinPerSecond)/s}"
         }.joined(separator: " ")
-        return "listeners=[\(listeners)] admin=\(self.admin) threads=\(self.threads) client={\(self.client.summary)}"
+        return "listeners=[\(listeners)] admin=\(self.admin) ready_requires_endpoints=\(self.readyRequiresEndpoints) threads=\(self.threads) client={\(self.client.summary)}"
             + " drain_timeout=\(DurationText.format(self.drainTimeout)) log_level=\(self.logLevel) upstreams: \(upstreams)"
     }
 }

@@ -44,9 +44,8 @@ final class HealthChecker: Service, Sendable {
                 let probe = HealthProbe(endpoint: endpoint, eventLoop: loop, settings: self.settings) {
                     [weak self, weak cluster] endpoint, passed, detail in
                     guard let self, let cluster else { return }
-                    if self.record(endpoint, passed: passed, detail: detail) {
-                        cluster.availabilityChanged()
-                    }
+                    let healthChanged = self.record(endpoint, passed: passed, detail: detail)
+                    cluster.activeCheckFinished(endpoint, passed: passed, healthChanged: healthChanged)
                 }
                 state.probes[ObjectIdentifier(endpoint)] = probe
                 return probe

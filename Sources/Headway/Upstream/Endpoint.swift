@@ -56,7 +56,7 @@ public final class Endpoint: Sendable {
     private let routableSinceValue = Atomic<UInt64>(0)
     /// Whether the endpoint was routable at the last availability change, to notice when it becomes so.
     private let wasRoutableValue = Atomic<Bool>(false)
-    /// Health-check and ejection history for the admin page; written by the control plane only.
+    /// Health-check history for the admin page; written by the control plane only.
     let record = Mutex(HealthRecord())
 
     let metrics: EndpointMetrics
@@ -74,13 +74,6 @@ public final class Endpoint: Sendable {
         var lastCheckPassed: Bool?
         var lastCheckDetail: String?
         var lastCheckAt: Date?
-        var ejections = 0
-        var ejectedUntil: Date?
-        var lastEjectionReason: String?
-        /// When the last ejection ended (uptime), to tell a repeat offender from a one-off.
-        var lastEjectionEnd: NIODeadline?
-        /// Multiplier of `base_ejection_time` for the next ejection.
-        var ejectionMultiplier = 0
     }
 
     // MARK: Counters, updated from any loop
@@ -249,8 +242,8 @@ public final class Endpoint: Sendable {
         set { self.stateValue.store(newValue.rawValue, ordering: .relaxed) }
     }
 
-    /// What the admin page shows for this endpoint.
-    public var status: Status {
+    /// What the admin page shows for this endpoint, with what outlier detection remembers of it.
+    func status(ejection: OutlierDetector.Record?, now: NIODeadline) -> Status {
         let record = self.record.withLock { $0 }
         // The active checks' verdict first: an unhealthy endpoint stays out after its ejection ends.
         let health: String
@@ -270,9 +263,9 @@ public final class Endpoint: Sendable {
             consecutiveCheckFailures: record.checks.consecutiveFailures,
             consecutive5xx: self.consecutive5xx.load(ordering: .relaxed),
             consecutiveGatewayFailures: self.consecutiveGatewayFailures.load(ordering: .relaxed),
-            ejections: record.ejections,
-            ejectedUntil: self.isEjected ? record.ejectedUntil : nil,
-            lastEjectionReason: record.lastEjectionReason,
+            ejections: ejection?.ejections ?? 0,
+            ejectedUntil: ejection?.ejectedUntil.map { Date(timeIntervalSinceNow: Double(($0 - now).nanoseconds) / 1e9) },
+            lastEjectionReason: ejection?.lastEjectionReason,
             weight: self.weight,
             inFlight: self.inFlight.load(ordering: .relaxed),
             requests: self.requests.load(ordering: .relaxed),

@@ -79,7 +79,7 @@ final class LoopCluster: @unchecked Sendable {
             pool.drain()
             self.drainingPools.append(pool)
         }
-        self.drainingPools.removeAll { $0.isEmpty }
+        self.dropEmptyDrainingPools()
         self.refreshRoutable()
         self.startIdleSweepIfNeeded()
     }
@@ -253,6 +253,16 @@ final class LoopCluster: @unchecked Sendable {
         for pool in self.pools + self.drainingPools { pool.drain() }
     }
 
+    /// Drops the pools of removed endpoints once their last connection closed; the control plane then
+    /// forgets the endpoints that no loop still uses.
+    private func dropEmptyDrainingPools() {
+        let count = self.drainingPools.count
+        self.drainingPools.removeAll { $0.isEmpty }
+        if self.drainingPools.count < count {
+            self.upstream?.forgetDrainedEndpoints()
+        }
+    }
+
     private func startIdleSweepIfNeeded() {
         guard self.idleSweep == nil else { return }
         // Closing idle connections a little late is harmless; a sweep per loop avoids a timer per connection.
@@ -268,7 +278,7 @@ final class LoopCluster: @unchecked Sendable {
                 pool.closeConnections(idleSince: cutoff)
                 pool.keepWarm()
             }
-            self.drainingPools.removeAll { $0.isEmpty }
+            self.dropEmptyDrainingPools()
             if self.isSlowStarting { self.updateBalancer() }
         }
     }

@@ -30,7 +30,7 @@ public final class UpstreamCluster: Sendable {
     private let started = Atomic<Bool>(false)
     private let proxyMetrics: ProxyMetrics
     private let logger: Logger
-    private let state = Mutex(State())
+    private let state: Mutex<State>
 
     private struct State {
         var active: [Endpoint] = []
@@ -39,6 +39,7 @@ public final class UpstreamCluster: Sendable {
         var version = 0
         var healthy = 0
         var isInPanic = false
+        var outliers: OutlierDetector
     }
 
     /// Whether a new endpoint waits for its first passing check before it takes requests.
@@ -54,6 +55,7 @@ public final class UpstreamCluster: Sendable {
     ) {
         self.configuration = configuration
         self.proxyMetrics = metrics
+        self.state = Mutex(State(outliers: OutlierDetector(settings: configuration.outlierDetection)))
         let upstreamMetrics = metrics.upstreamMetrics(upstream: configuration.name)
         self.metrics = upstreamMetrics
         var logger = logger
@@ -207,79 +209,97 @@ public final class UpstreamCluster: Sendable {
         total > 0 && healthy * 100 < thresholdPercent * total
     }
 
-    /// A loop saw `endpoint` fail real requests `reason` (passive check): eject it for a while, unless that
-    /// would eject more than `max_ejection_percent` of the endpoints.
+    /// A loop saw `endpoint` fail real requests `reason` (passive check): the ``OutlierDetector`` decides
+    /// whether it is ejected.
     func reportOutlier(_ endpoint: Endpoint, reason: String) {
-        let settings = self.configuration.outlierDetection
         let now = NIODeadline.now()
-        enum Decision { case eject(TimeAmount), limitReached(Int), ignore }
-        let decision = self.state.withLock { state -> Decision in
-            guard endpoint.state == .active, !endpoint.isEjected, state.active.contains(where: { $0 === endpoint }) else {
-                return .ignore
-            }
-            let ejected = state.active.filter(\.isEjected).count
-            let allowed = max(1, state.active.count * settings.maxEjectionPercent / 100)
-            guard ejected < allowed else { return .limitReached(ejected) }
-            let duration = endpoint.record.withLock { record -> TimeAmount in
-                // A repeat offender (ejected again soon after its last ejection ended) stays out longer.
-                let base = settings.baseEjectionTime.nanoseconds
-                if let end = record.lastEjectionEnd, (now - end).nanoseconds < base * Int64(max(record.ejectionMultiplier, 1)) {
-                    record.ejectionMultiplier += 1
-                } else {
-                    record.ejectionMultiplier = 1
-                }
-                let duration = TimeAmount.nanoseconds(min(base * Int64(record.ejectionMultiplier), settings.maxEjectionTime.nanoseconds))
-                record.ejections += 1
-                record.ejectedUntil = Date().addingTimeInterval(Double(duration.nanoseconds) / 1e9)
-                record.lastEjectionReason = reason
-                return duration
-            }
-            endpoint.isEjected = true
-            return .eject(duration)
-        }
-        let metadata: Logger.Metadata = ["endpoint.address": "\(endpoint.label)", "reason": "\(reason)"]
-        switch decision {
-        case .ignore:
-            return
-        case .limitReached(let ejected):
-            self.logger.warning(
-                "outlier not ejected: \(ejected) endpoints are ejected already (max_ejection_percent \(settings.maxEjectionPercent)%)",
-                metadata: metadata
+        let decision = self.state.withLock { state -> OutlierDetector.Decision in
+            guard endpoint.state == .active, state.active.contains(where: { $0 === endpoint }) else { return .none }
+            return state.outliers.outlierReported(
+                endpoint.address,
+                reason: reason,
+                endpointCount: state.active.count,
+                now: now
             )
-            return
-        case .eject(let duration):
-            endpoint.metrics.ejected()
-            self.logger.warning("endpoint ejected for \(DurationText.format(duration))", metadata: metadata)
-            self.loops[0].eventLoop.scheduleTask(in: duration) { [weak self] in
-                self?.ejectionEnded(endpoint)
-            }
+        }
+        self.perform(decision, for: endpoint, reason: reason)
+    }
+
+    /// An active check of `endpoint` finished; `healthChanged` says whether it changed the endpoint's health.
+    func activeCheckFinished(_ endpoint: Endpoint, passed: Bool, healthChanged: Bool) {
+        let threshold = self.configuration.healthCheck?.healthyThreshold ?? 1
+        let decision = self.state.withLock { state in
+            state.outliers.activeCheckFinished(endpoint.address, passed: passed, healthyThreshold: threshold, now: .now())
+        }
+        if decision != .none {
+            self.perform(decision, for: endpoint, reason: "\(threshold) passing active checks in a row")
+        } else if healthChanged {
             self.availabilityChanged()
         }
     }
 
-    private func ejectionEnded(_ endpoint: Endpoint) {
-        endpoint.record.withLock { record in
-            record.lastEjectionEnd = .now()
-            record.ejectedUntil = nil
+    private func ejectionTimeEnded(_ endpoint: Endpoint, ejection: Int) {
+        let decision = self.state.withLock { state in
+            state.outliers.ejectionTimeEnded(endpoint.address, ejection: ejection, now: .now())
         }
-        endpoint.resetPassiveCounters()
-        endpoint.isEjected = false
-        if endpoint.state == .active {
-            self.logger.info("ejection ended; endpoint back in rotation", metadata: ["endpoint.address": "\(endpoint.label)"])
+        self.perform(decision, for: endpoint, reason: "ejection time over")
+    }
+
+    /// Carries out what outlier detection decided for `endpoint`.
+    private func perform(_ decision: OutlierDetector.Decision, for endpoint: Endpoint, reason: String) {
+        let metadata: Logger.Metadata = ["endpoint.address": "\(endpoint.label)", "reason": "\(reason)"]
+        switch decision {
+        case .none:
+            return
+        case .refuseAtLimit(let ejected):
+            let percent = self.configuration.outlierDetection.maxEjectionPercent
+            self.logger.warning(
+                "outlier not ejected: \(ejected) endpoints are ejected already (max_ejection_percent \(percent)%)",
+                metadata: metadata
+            )
+            return
+        case .eject(let duration, _, let ejection):
+            endpoint.isEjected = true
+            endpoint.metrics.ejected()
+            self.logger.warning("endpoint ejected for \(DurationText.format(duration))", metadata: metadata)
+            self.loops[0].eventLoop.scheduleTask(in: duration) { [weak self] in
+                self?.ejectionTimeEnded(endpoint, ejection: ejection)
+            }
+        case .uneject:
+            endpoint.resetPassiveCounters()
+            endpoint.isEjected = false
+            if endpoint.state == .active {
+                self.logger.info("ejection ended; endpoint back in rotation", metadata: metadata)
+            }
         }
         self.availabilityChanged()
     }
 
-    /// Active endpoints, then draining ones that still have work; fully drained endpoints are forgotten here.
+    /// Active endpoints, then draining ones that still have work.
     public var endpoints: [Endpoint] {
+        self.state.withLock { $0.active + $0.draining }
+    }
+
+    /// What the admin page shows of each endpoint in ``endpoints``.
+    public var endpointStatuses: [Endpoint.Status] {
+        let now = NIODeadline.now()
+        return self.state.withLock { state in
+            (state.active + state.draining).map { $0.status(ejection: state.outliers.record(for: $0.address), now: now) }
+        }
+    }
+
+    /// Forgets removed endpoints that have finished their last request and closed their last connection,
+    /// with their metric series and what outlier detection knew of them.
+    func forgetDrainedEndpoints() {
         self.state.withLock { state in
             let finished = state.draining.filter(\.isQuiet)
-            for endpoint in finished { endpoint.metrics.destroy() }
-            state.draining.removeAll { endpoint in finished.contains { $0 === endpoint } }
-            if !finished.isEmpty {
-                self.metrics.endpointCountsChanged(active: state.active.count, draining: state.draining.count)
+            guard !finished.isEmpty else { return }
+            for endpoint in finished {
+                endpoint.metrics.destroy()
+                state.outliers.endpointRemoved(endpoint.address)
             }
-            return state.active + state.draining
+            state.draining.removeAll { endpoint in finished.contains { $0 === endpoint } }
+            self.metrics.endpointCountsChanged(active: state.active.count, draining: state.draining.count)
         }
     }
 
@@ -288,9 +308,13 @@ public final class UpstreamCluster: Sendable {
         self.state.withLock { ($0.healthy, $0.isInPanic) }
     }
 
-    /// Whether at least one endpoint may take a request now (for `/ready`).
-    public var hasAvailableEndpoint: Bool {
-        self.state.withLock { !$0.active.isEmpty }
+    /// Why no request can be served now, or `nil` when some endpoint is healthy and not ejected (for `/ready`).
+    public var unavailableReason: String? {
+        self.state.withLock { state in
+            if state.active.isEmpty { return "has no endpoint" }
+            if state.healthy == 0 { return "has no healthy endpoint (0 of \(state.active.count))" }
+            return nil
+        }
     }
 
     static func label(for address: SocketAddress) -> String {

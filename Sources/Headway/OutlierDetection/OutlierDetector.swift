@@ -1,0 +1,127 @@
+import NIOCore
+
+/// Passive health: decides when an endpoint that failed real requests leaves rotation, and when it comes back.
+///
+/// A value type with no clock and no I/O: the caller passes the time with each event and performs the
+/// ``Decision`` it gets back (set the endpoint's ejected flag, schedule the end of the ejection, log).
+/// The runs of failures that lead to a report are counted on the hot path by atomic counters on
+/// ``Endpoint``; this type only sees the reports.
+///
+/// Rules:
+/// - a reported outlier is ejected for `base_ejection_time` × its multiplier, capped at `max_ejection_time`;
+///   the multiplier grows by one for a repeat offender (ejected again before a base time has passed since its
+///   last ejection ended) and starts again at 1 otherwise;
+/// - never more than `max_ejection_percent` of the endpoints are ejected at once, but one endpoint always may be;
+/// - an ejection ends when its time is up, or earlier once the active checks pass `healthy_threshold` times in
+///   a row after it began (as Envoy's `successful_active_health_check_uneject_host`, on by default, and
+///   HAProxy's `rise`): a pod that was ejected for refusing connections and then restarted is back as soon as
+///   its checks say so, not 30 s later.
+struct OutlierDetector: Sendable {
+    let settings: OutlierDetectionSettings
+    private var records: [SocketAddress: Record] = [:]
+
+    init(settings: OutlierDetectionSettings) {
+        self.settings = settings
+    }
+
+    /// What the detector remembers of one endpoint, shown on the admin page.
+    struct Record: Sendable, Equatable {
+        /// Ejections so far; also names the current one, so that a late timer for an earlier one is ignored.
+        var ejections = 0
+        /// Set while ejected.
+        var ejectedUntil: NIODeadline?
+        var lastEjectionReason: String?
+        var lastEjectionEnd: NIODeadline?
+        /// `base_ejection_time` multiplier of the current or last ejection.
+        var multiplier = 0
+        /// Active checks passed in a row since the current ejection began.
+        var passesWhileEjected = 0
+
+        var isEjected: Bool { self.ejectedUntil != nil }
+    }
+
+    enum Decision: Equatable, Sendable {
+        /// Take the endpoint out of rotation until `until`; the timer that ends it carries `ejection`.
+        case eject(duration: TimeAmount, until: NIODeadline, ejection: Int)
+        /// Ejecting would take more than `max_ejection_percent` of the endpoints out: `ejected` already are.
+        case refuseAtLimit(ejected: Int)
+        /// Put the endpoint back in rotation.
+        case uneject
+        case none
+    }
+
+    func record(for address: SocketAddress) -> Record? {
+        self.records[address]
+    }
+
+    var ejectedCount: Int {
+        self.records.values.count(where: \.isEjected)
+    }
+
+    /// Real requests to `address` failed `reason`, a run that reached a threshold.
+    ///
+    /// - Parameter endpointCount: endpoints in the set, for `max_ejection_percent`.
+    mutating func outlierReported(
+        _ address: SocketAddress,
+        reason: String,
+        endpointCount: Int,
+        now: NIODeadline
+    ) -> Decision {
+        var record = self.records[address, default: Record()]
+        guard !record.isEjected else { return .none }
+        let ejected = self.ejectedCount
+        guard ejected < max(1, endpointCount * self.settings.maxEjectionPercent / 100) else {
+            return .refuseAtLimit(ejected: ejected)
+        }
+        let base = self.settings.baseEjectionTime.nanoseconds
+        if let end = record.lastEjectionEnd, (now - end).nanoseconds < base * Int64(max(record.multiplier, 1)) {
+            record.multiplier += 1
+        } else {
+            record.multiplier = 1
+        }
+        let duration = TimeAmount.nanoseconds(
+            min(base * Int64(record.multiplier), self.settings.maxEjectionTime.nanoseconds)
+        )
+        record.ejections += 1
+        record.ejectedUntil = now + duration
+        record.lastEjectionReason = reason
+        record.passesWhileEjected = 0
+        self.records[address] = record
+        return .eject(duration: duration, until: now + duration, ejection: record.ejections)
+    }
+
+    /// The timer of ejection number `ejection` fired.
+    mutating func ejectionTimeEnded(_ address: SocketAddress, ejection: Int, now: NIODeadline) -> Decision {
+        guard let record = self.records[address], record.isEjected, record.ejections == ejection else {
+            // Ended earlier by the active checks, or the endpoint left the set.
+            return .none
+        }
+        return self.endEjection(address, now: now)
+    }
+
+    /// An active check of `address` finished.
+    mutating func activeCheckFinished(
+        _ address: SocketAddress,
+        passed: Bool,
+        healthyThreshold: Int,
+        now: NIODeadline
+    ) -> Decision {
+        guard var record = self.records[address], record.isEjected else { return .none }
+        record.passesWhileEjected = passed ? record.passesWhileEjected + 1 : 0
+        self.records[address] = record
+        guard record.passesWhileEjected >= max(healthyThreshold, 1) else { return .none }
+        return self.endEjection(address, now: now)
+    }
+
+    /// The endpoint left the set: whatever it did is forgotten with it.
+    mutating func endpointRemoved(_ address: SocketAddress) {
+        self.records.removeValue(forKey: address)
+    }
+
+    private mutating func endEjection(_ address: SocketAddress, now: NIODeadline) -> Decision {
+        self.records[address]?.ejectedUntil = nil
+        self.records[address]?.lastEjectionEnd = now
+        self.records[address]?.passesWhileEjected = 0
+        return .uneject
+    }
+}
