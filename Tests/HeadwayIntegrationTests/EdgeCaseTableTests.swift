@@ -34,8 +34,12 @@ extension IntegrationTests {
                 podSees: ["Content-Length: 4\r\n\r\nabcd"],
                 podNeverSees: ["0004"]
             ),
-            Case(id: "R5 TE gzip", request: "POST / HTTP/1.1\r\nHost: web\r\nTransfer-Encoding: gzip\r\n\r\n", status: 501),
-            Case(id: "R5 TE chunked, gzip", request: "POST / HTTP/1.1\r\nHost: web\r\nTransfer-Encoding: chunked, gzip\r\n\r\n", status: 501),
+            // RFC 9112 §6.3: chunked not last means the length cannot be known: 400 and close.
+            Case(id: "R5 TE gzip", request: "POST / HTTP/1.1\r\nHost: web\r\nTransfer-Encoding: gzip\r\n\r\n", status: 400),
+            Case(id: "R5 TE chunked, gzip", request: "POST / HTTP/1.1\r\nHost: web\r\nTransfer-Encoding: chunked, gzip\r\n\r\n", status: 400),
+            Case(id: "R5 TE xchunked", request: "POST / HTTP/1.1\r\nHost: web\r\nTransfer-Encoding: xchunked\r\n\r\n", status: 400),
+            Case(id: "R5 TE obs-folded", request: "POST / HTTP/1.1\r\nHost: web\r\nTransfer-Encoding:\r\n chunked\r\n\r\n", status: 400),
+            Case(id: "R6 TE gzip, chunked", request: "POST / HTTP/1.1\r\nHost: web\r\nTransfer-Encoding: gzip, chunked\r\n\r\n", status: 501),
             Case(
                 id: "R6 TE Chunked is re-framed as exactly one chunked",
                 request: "POST / HTTP/1.1\r\nHost: web\r\nTransfer-Encoding: Chunked\r\n\r\n3;ext=1\r\nabc\r\n0\r\nTrailer-X: 1\r\n\r\n",
@@ -189,7 +193,7 @@ extension IntegrationTests {
                 id: "U8 no 1xx for an HTTP/1.0 client",
                 response: "HTTP/1.1 103 Early Hints\r\nLink: </a.css>\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
                 request: "GET / HTTP/1.0\r\n\r\n",
-                status: "HTTP/1.0 200",
+                status: "HTTP/1.1 200",
                 clientNeverSees: ["103"]
             ),
             Case(

@@ -123,7 +123,7 @@ struct ResponseParserTests {
         #expect(String(buffer: out) == "HTTP/1.1 200 Fine\r\nServer: pod\r\nSet-Cookie: a=b\r\nTransfer-Encoding: chunked\r\n\r\n")
         out.clear()
         head.writeClientHead(into: &out, clientVersionMinor: 0, chunked: false, closeConnection: true)
-        #expect(String(buffer: out) == "HTTP/1.0 200 Fine\r\nServer: pod\r\nSet-Cookie: a=b\r\nConnection: close\r\n\r\n")
+        #expect(String(buffer: out) == "HTTP/1.1 200 Fine\r\nServer: pod\r\nSet-Cookie: a=b\r\nConnection: close\r\n\r\n")
     }
 
     @Test func headResponsesKeepTheirLength() throws {

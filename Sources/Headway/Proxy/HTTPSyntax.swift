@@ -65,6 +65,31 @@ enum HTTPSyntax {
         return length
     }
 
+    /// What a request's `Transfer-Encoding` list means for its framing (RFC 9112 §6.1, §6.3).
+    enum RequestTransferCoding: Equatable {
+        /// Plain `chunked` (empty list elements and OWS allowed, any case).
+        case chunked
+        /// `chunked` is last, but another coding precedes it: 501, Headway decodes no other coding.
+        case unsupported
+        /// `chunked` is not the final coding (or appears twice): the body's length cannot be known; 400 and close.
+        case lengthUnknowable
+    }
+
+    static func requestTransferCoding(_ value: UnsafeRawBufferPointer) -> RequestTransferCoding {
+        var codings = 0
+        var chunkedCount = 0
+        var lastIsChunked = false
+        for element in value.split(separator: UInt8(ascii: ","), omittingEmptySubsequences: false) {
+            let coding = Self.trimmed(UnsafeRawBufferPointer(rebasing: element))
+            if coding.isEmpty { continue }
+            codings += 1
+            lastIsChunked = Self.equalsIgnoringCase(coding, "chunked")
+            if lastIsChunked { chunkedCount += 1 }
+        }
+        guard lastIsChunked, chunkedCount == 1 else { return .lengthUnknowable }
+        return codings == 1 ? .chunked : .unsupported
+    }
+
     /// Fields that describe one connection, or the framing that Headway sets itself (RFC 9110 §7.6.1).
     static func isHopByHopOrFraming(_ name: UnsafeRawBufferPointer) -> Bool {
         switch name.count {

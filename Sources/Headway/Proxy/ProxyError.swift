@@ -101,7 +101,7 @@ struct ProxyError: Error, Hashable, CustomStringConvertible {
     func response(clientVersionMinor: UInt8, closeConnection: Bool, allocator: ByteBufferAllocator) -> ByteBuffer {
         let body = self.detail + "\n"
         var bytes = allocator.buffer(capacity: 192 + body.utf8.count)
-        bytes.writeStaticString(clientVersionMinor == 0 ? "HTTP/1.0 " : "HTTP/1.1 ")
+        bytes.writeStaticString("HTTP/1.1 ")
         bytes.writeString("\(self.status.code) \(self.status.reasonPhrase)\r\n")
         bytes.writeStaticString("Content-Type: text/plain; charset=utf-8\r\nContent-Length: ")
         bytes.writeString("\(body.utf8.count)\r\n")

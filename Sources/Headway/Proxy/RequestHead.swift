@@ -169,12 +169,16 @@ struct RequestHead {
                 case 17 where HTTPSyntax.equalsIgnoringCase(name, "transfer-encoding"):
                     transferEncodingCount += 1
                     guard transferEncodingCount == 1 else { return "more than one Transfer-Encoding field" }
-                    // Only plain chunked is understood; any other coding is not implemented (RFC 9112 §6.1).
-                    guard HTTPSyntax.equalsIgnoringCase(value, "chunked") else {
+                    switch HTTPSyntax.requestTransferCoding(value) {
+                    case .chunked:
+                        isChunked = true
+                    case .unsupported:
+                        // Only plain chunked is understood; any other coding is not implemented (RFC 9112 §6.1).
                         fieldProblem = .notImplemented("Transfer-Encoding '\(String(decoding: value, as: UTF8.self))'")
                         return "unsupported Transfer-Encoding"
+                    case .lengthUnknowable:
+                        return "Transfer-Encoding '\(String(decoding: value, as: UTF8.self))' does not end in chunked"
                     }
-                    isChunked = true
                 default:
                     break
                 }

@@ -124,7 +124,8 @@ struct ResponseHead {
         self.isKeepAlive = keepAlive && self.framing != .untilClose
     }
 
-    /// Writes the head for the client: its HTTP version, the upstream's status, every end-to-end field, and
+    /// Writes the head for the client: Headway's own version, HTTP/1.1, whatever the client's (RFC 9110 §6.2;
+    /// an HTTP/1.0 client still gets 1.0 framing), the upstream's status, every end-to-end field, and
     /// the framing and connection fields Headway chose.
     ///
     /// - Parameters:
@@ -132,7 +133,7 @@ struct ResponseHead {
     ///   - closeConnection: the client connection closes after this response.
     func writeClientHead(into buffer: inout ByteBuffer, clientVersionMinor: UInt8, chunked: Bool, closeConnection: Bool) {
         let switchesProtocols = self.status == 101
-        buffer.writeStaticString(clientVersionMinor == 0 ? "HTTP/1.0 " : "HTTP/1.1 ")
+        buffer.writeStaticString("HTTP/1.1 ")
         var statusText = self.bytes.getSlice(at: self.bytes.readerIndex + self.statusTextRange.lowerBound, length: self.statusTextRange.count)!
         buffer.writeBuffer(&statusText)
         buffer.writeStaticString("\r\n")
