@@ -15,6 +15,18 @@ protocol LoadBalancer: AnyObject {
 
     /// The index of the endpoint for the next request, or `nil` when there is none.
     func pick(_ request: PickRequest) -> Int?
+
+    /// Whether the policy wants ``responseHeadArrived(from:latency:now:)`` (it costs a clock read per response).
+    var measuresLatency: Bool { get }
+
+    /// A response head from `endpoint` arrived `latency` after its request was sent.
+    func responseHeadArrived(from endpoint: Endpoint, latency: TimeAmount, now: NIODeadline)
+}
+
+extension LoadBalancer {
+    var measuresLatency: Bool { false }
+
+    func responseHeadArrived(from endpoint: Endpoint, latency: TimeAmount, now: NIODeadline) {}
 }
 
 /// What a balancer may know of the request it places.

@@ -10,6 +10,12 @@ final class PeakEWMABalancer: LoadAwareBalancer, LoadBalancer {
         self.decay = decay
     }
 
+    var measuresLatency: Bool { true }
+
+    func responseHeadArrived(from endpoint: Endpoint, latency: TimeAmount, now: NIODeadline) {
+        endpoint.recordLatency(latency, now: now, decay: self.decay)
+    }
+
     func pick(_ request: PickRequest) -> Int? {
         twoChoices(count: self.endpoints.count, excluding: request.excluding) { first, second in
             let a = self.endpoints[first]

@@ -37,9 +37,10 @@ final class LoopCluster: @unchecked Sendable {
     private var deadlines = ResponseDeadlines()
     /// The loop's clock as of the last deadline sweep: cheap to read on every response piece.
     private(set) var coarseNow = NIODeadline.now()
-    private var retryBudget: RetryBudget
+    /// This loop's share of the retry budget; exchanges spend it as they decide to retry.
+    var retryBudget: RetryBudget
     /// Client connections of this loop, swept for their timeouts.
-    private var clients: [DownstreamHandler] = []
+    private var clients: [any ClientTimeoutWaiter] = []
     private var clientSweep: RepeatedTask?
     private var isShutDown = false
 
@@ -146,20 +147,13 @@ final class LoopCluster: @unchecked Sendable {
         self.retryBudget.requestStarted(at: now)
     }
 
-    /// Whether the retry budget allows one more retry now; a refusal is counted.
-    func spendRetry() -> Bool {
-        if self.retryBudget.spendRetry(at: .now()) {
-            self.metrics.retried()
-            return true
-        }
-        self.metrics.retryRefusedByBudget()
-        return false
-    }
-
     /// A response head from `endpoint` arrived `latency` after the request was sent (for `ewma`).
     func responseHeadArrived(_ endpoint: Endpoint, latency: TimeAmount, now: NIODeadline) {
-        endpoint.recordLatency(latency, now: now, decay: self.configuration.ewmaDecay)
+        self.balancer.responseHeadArrived(from: endpoint, latency: latency, now: now)
     }
+
+    /// Whether the policy weighs response times: only then is a precise time taken per response.
+    var measuresLatency: Bool { self.balancer.measuresLatency }
 
     /// A response from `endpoint` finished with `status` (passive check).
     func responseFinished(_ endpoint: Endpoint, status: UInt) {
@@ -183,8 +177,14 @@ final class LoopCluster: @unchecked Sendable {
 
     // MARK: Deadlines
 
-    /// Starts the `request_timeout` clock for `handler`; returns its slot for the calls below.
-    func awaitResponse(_ handler: DownstreamHandler) -> Int {
+    /// The loop's clock now; also refreshes ``coarseNow``.
+    func now() -> NIODeadline {
+        self.coarseNow = .now()
+        return self.coarseNow
+    }
+
+    /// Registers `waiter` until `deadline`; returns its slot for the calls below.
+    func startClock(_ waiter: any ResponseDeadlineWaiter, deadline: NIODeadline) -> Int {
         if self.deadlineSweep == nil {
             let shortest = min(self.configuration.requestTimeout, self.configuration.idleTimeout)
             let period = ResponseDeadlines.sweepPeriod(for: shortest)
@@ -195,16 +195,15 @@ final class LoopCluster: @unchecked Sendable {
                 self.deadlines.sweep(now: self.coarseNow)
             }
         }
-        self.coarseNow = .now()
-        return self.deadlines.add(handler, deadline: self.coarseNow + self.configuration.requestTimeout)
+        return self.deadlines.add(waiter, deadline: deadline)
     }
 
-    /// The response head arrived: from now on the clock is `idle_timeout` between two pieces of the response.
-    func responseStarted(slot: Int) {
-        self.deadlines.setDeadline(self.coarseNow + self.configuration.idleTimeout, slot: slot)
+    /// The waiter in `slot` now waits until `deadline`.
+    func moveDeadline(slot: Int, to deadline: NIODeadline) {
+        self.deadlines.setDeadline(deadline, slot: slot)
     }
 
-    /// Stops the clock started by ``awaitResponse(_:)``.
+    /// Stops the clock started by ``startClock(_:deadline:)``.
     func stopClock(slot: Int) {
         self.deadlines.remove(slot: slot)
     }
@@ -215,7 +214,7 @@ final class LoopCluster: @unchecked Sendable {
     static let clientSweepPeriod: TimeAmount = .milliseconds(250)
 
     /// Registers a client connection for the timeout sweep; returns its slot.
-    func clientConnected(_ handler: DownstreamHandler) -> Int {
+    func clientConnected(_ handler: any ClientTimeoutWaiter) -> Int {
         if self.clientSweep == nil {
             self.clientSweep = self.eventLoop.scheduleRepeatedTask(initialDelay: Self.clientSweepPeriod, delay: Self.clientSweepPeriod) {
                 [weak self] (_: RepeatedTask) in
@@ -254,13 +253,10 @@ final class LoopCluster: @unchecked Sendable {
     }
 
     /// Drops the pools of removed endpoints once their last connection closed; the control plane then
-    /// forgets the endpoints that no loop still uses.
-    private func dropEmptyDrainingPools() {
-        let count = self.drainingPools.count
+    /// forgets the endpoints that no loop still uses (a lock and a walk of its draining list, once a sweep).
+    func dropEmptyDrainingPools() {
         self.drainingPools.removeAll { $0.isEmpty }
-        if self.drainingPools.count < count {
-            self.upstream?.forgetDrainedEndpoints()
-        }
+        self.upstream?.forgetDrainedEndpoints()
     }
 
     private func startIdleSweepIfNeeded() {

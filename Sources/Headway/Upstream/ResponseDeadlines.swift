@@ -9,14 +9,14 @@ import NIOCore
 /// 250 ms). Registration and removal are O(1) (swap-remove with the index kept by the exchange). A response
 /// that makes progress does not touch this table: the sweep asks the exchange when it last saw a byte.
 struct ResponseDeadlines {
-    private var entries: [(handler: DownstreamHandler, deadline: NIODeadline)] = []
+    private var entries: [(handler: any ResponseDeadlineWaiter, deadline: NIODeadline)] = []
 
     static func sweepPeriod(for timeout: TimeAmount) -> TimeAmount {
         .nanoseconds(min(max(timeout.nanoseconds / 20, 5_000_000), 250_000_000))
     }
 
     /// Registers `handler` until ``remove(slot:)``; returns the slot the handler keeps for later calls.
-    mutating func add(_ handler: DownstreamHandler, deadline: NIODeadline) -> Int {
+    mutating func add(_ handler: any ResponseDeadlineWaiter, deadline: NIODeadline) -> Int {
         self.entries.append((handler, deadline))
         return self.entries.count - 1
     }
@@ -38,7 +38,7 @@ struct ResponseDeadlines {
     /// Finds the deadlines that passed: an exchange that made progress since gets a later deadline, the
     /// others are removed and told that they timed out.
     mutating func sweep(now: NIODeadline) {
-        var expired: [DownstreamHandler] = []
+        var expired: [any ResponseDeadlineWaiter] = []
         var index = 0
         while index < self.entries.count {
             let entry = self.entries[index]

@@ -16,7 +16,7 @@ final class UpstreamConnection: ChannelDuplexHandler {
     /// Set once the connection is established and handed to its pool.
     var pool: UpstreamPool?
     /// The downstream connection whose exchange uses this connection now; `nil` while idle.
-    var lessee: DownstreamHandler?
+    var lessee: (any UpstreamLessee)?
     var idleSince: NIODeadline = .now()
     private(set) var isOpen = true
     /// Cleared when the connection saw something that rules out reuse (bytes after a response).
@@ -83,7 +83,7 @@ final class UpstreamConnection: ChannelDuplexHandler {
     }
 
     func read(context: ChannelHandlerContext) {
-        if let lessee = self.lessee, !lessee.isClientWritable {
+        if let lessee = self.lessee, !lessee.canTakeResponseBytes {
             self.pendingRead = true
         } else {
             context.read()
@@ -129,7 +129,7 @@ final class UpstreamConnection: ChannelDuplexHandler {
     }
 
     func channelReadComplete(context: ChannelHandlerContext) {
-        self.lessee?.flushToClient()
+        self.lessee?.upstreamReadComplete()
     }
 
     func channelWritabilityChanged(context: ChannelHandlerContext) {

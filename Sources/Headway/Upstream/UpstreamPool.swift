@@ -48,7 +48,7 @@ final class UpstreamPool {
     }
 
     /// Leases an idle connection, or starts opening one for `exchange` (identified by `attempt`).
-    func lease(for exchange: DownstreamHandler, attempt: Int) -> LeaseResult {
+    func lease(for exchange: any UpstreamLessee, attempt: Int) -> LeaseResult {
         if let connection = self.idle.popLast() {
             self.idleConnectionsChanged(by: -1)
             connection.lessee = exchange
@@ -109,6 +109,10 @@ final class UpstreamPool {
             self.idleConnectionsChanged(by: -1)
             self.keepWarm()
         }
+        if self.isDraining && self.isEmpty {
+            // The removed endpoint's last connection on this loop: it may be forgotten now, not a sweep later.
+            self.cluster.dropEmptyDrainingPools()
+        }
     }
 
     /// Closes connections that have been idle since before `cutoff`, except the warm ones the pool keeps.
@@ -132,7 +136,7 @@ final class UpstreamPool {
     }
 
     /// Opens a connection for `waiter` (an exchange and its attempt), or a warm one for the pool when `nil`.
-    private func connect(for waiter: (exchange: DownstreamHandler, attempt: Int)?) {
+    private func connect(for waiter: (exchange: any UpstreamLessee, attempt: Int)?) {
         let endpoint = self.endpoint
         let logger = self.cluster.logger
         ClientBootstrap(group: self.cluster.eventLoop)
@@ -181,7 +185,7 @@ final class UpstreamPool {
             }
     }
 
-    private func connectFailed(waiter: (exchange: DownstreamHandler, attempt: Int)?, error: any Error) {
+    private func connectFailed(waiter: (exchange: any UpstreamLessee, attempt: Int)?, error: any Error) {
         self.ownedConnections -= 1
         self.endpoint.releaseConnection()
         self.endpoint.recordFailure()

@@ -1,0 +1,385 @@
+import NIOCore
+
+/// One request's way through the proxy: attempts on endpoints, retries and replay, timeouts, and the choice
+/// between relaying the pod's answer and Headway's own.
+enum ProxyExchange {}
+
+extension ProxyExchange {
+    /// The decisions of one exchange, as a value: events in, an action out; no channel, no clock, no bytes of
+    /// any wire format.
+    ///
+    /// The shell that runs it (today the HTTP/1 ``DownstreamHandler``; an HTTP/2 stream next) picks the
+    /// endpoint, leases the connection, writes what the actions say, and reports what happened. The machine
+    /// owns:
+    /// - the request body parts not yet sent on the current attempt, and those sent but kept to be replayed
+    ///   (while they fit `retry_buffer_limit`);
+    /// - when a failed attempt may be retried on another endpoint: never once any of the response reached the
+    ///   client; for a connect failure always (nothing was sent); after a close or an invalid response only if
+    ///   the body is still whole and the request idempotent or not yet sent whole; after a `retry_on` status
+    ///   only if the request was sent whole and replayable; and always within `max_retries` and the loop's
+    ///   retry budget;
+    /// - the deadline: `request_timeout` from the request's sending to the response head, then `idle_timeout`
+    ///   between two pieces of the response;
+    /// - which ``ProxyError`` answers a failure (and so its status).
+    ///
+    /// State transitions: `connecting` → `awaitingResponse` → `responding` → `finished`; `awaitingResponse` →
+    /// `tunnelling` on a 101; `connecting` or `awaitingResponse` → `connecting` on a retry; any → `finished`.
+    struct StateMachine {
+        /// What the machine needs to know of the request.
+        struct Request: Sendable, Equatable {
+            /// RFC 9110 §9.2.2: a request that may be sent again after the pod saw it.
+            var isIdempotent: Bool
+            /// The request asks to switch protocols and may become a tunnel.
+            var offersUpgrade: Bool
+        }
+
+        struct Policy: Sendable, Equatable {
+            var maxRetries: Int
+            /// Response statuses that are retried (`retry_on`).
+            var retryStatuses: Set<Int>
+            /// Body bytes kept for a replay; a longer body is never replayed.
+            var replayBufferLimit: Int
+            var requestTimeout: TimeAmount
+            var idleTimeout: TimeAmount
+        }
+
+        private enum State {
+            /// An endpoint was picked and a connection is being opened (or an idle one leased).
+            case connecting
+            /// The request is going or has gone to the pod; no response head yet.
+            case awaitingResponse(since: NIODeadline)
+            /// The response head went to the client; its body is flowing.
+            case responding(lastProgress: NIODeadline, upstreamKeepsAlive: Bool)
+            /// The pod switched protocols: bytes flow unparsed both ways until either side closes.
+            case tunnelling
+            /// The response is complete, Headway answered, or the exchange was abandoned.
+            case finished
+        }
+
+        let request: Request
+        let policy: Policy
+        private var state = State.connecting
+        /// Body parts received but not sent on the current attempt, oldest first.
+        private var unsent = CircularBuffer<ByteBuffer>(initialCapacity: 2)
+        /// Body parts sent on the current attempt, kept for a replay.
+        private var sent: [ByteBuffer] = []
+        private var sentBytes = 0
+        /// Every body part sent so far is in `sent`; cleared for good once the body outgrows the buffer.
+        private var isReplayable = true
+        private(set) var requestEndReceived: Bool
+        private(set) var requestEndSent = false
+        private(set) var retries = 0
+
+        /// - Parameter requestEndReceived: the whole request had arrived already (a pipelined one).
+        init(request: Request, policy: Policy, requestEndReceived: Bool = false) {
+            self.request = request
+            self.policy = policy
+            self.requestEndReceived = requestEndReceived
+        }
+
+        // MARK: State, for the shell
+
+        /// Whether the response head reached the client: a failure can then only cut the connection.
+        var hasRespondedToClient: Bool {
+            switch self.state {
+            case .responding, .tunnelling: true
+            case .connecting, .awaitingResponse, .finished: false
+            }
+        }
+
+        var isTunnel: Bool {
+            if case .tunnelling = self.state { return true }
+            return false
+        }
+
+        /// Body parts wait for a connection: reading more from the client would only queue more.
+        var hasUnsentRequestParts: Bool { !self.unsent.isEmpty || (self.requestEndReceived && !self.requestEndSent) }
+
+        /// When the exchange times out unless something happens first; `nil` when no clock runs.
+        var deadline: NIODeadline? {
+            switch self.state {
+            case .awaitingResponse(let since): since + self.policy.requestTimeout
+            case .responding(let lastProgress, _): lastProgress + self.policy.idleTimeout
+            case .connecting, .tunnelling, .finished: nil
+            }
+        }
+
+        /// When the current attempt's request was sent, while its response head is awaited.
+        var requestSentAt: NIODeadline? {
+            if case .awaitingResponse(let since) = self.state { return since }
+            return nil
+        }
+
+        // MARK: Request events
+
+        enum RequestPartAction: Equatable {
+            /// Send this part on the current connection now.
+            case send
+            /// Keep it: no connection yet, or earlier parts still wait.
+            case wait
+        }
+
+        /// A piece of the request body arrived; `isConnected` says whether the current attempt has its
+        /// connection. A part that is sent is also kept for a replay while the body fits the buffer.
+        mutating func requestBodyReceived(_ part: ByteBuffer, isConnected: Bool) -> RequestPartAction {
+            guard isConnected, self.unsent.isEmpty else {
+                self.unsent.append(part)
+                return .wait
+            }
+            self.keepForReplay(part)
+            return .send
+        }
+
+        /// The request's end arrived.
+        mutating func requestEndReceived(isConnected: Bool) -> RequestPartAction {
+            self.requestEndReceived = true
+            guard isConnected, self.unsent.isEmpty else { return .wait }
+            self.requestEndSent = true
+            return .send
+        }
+
+        /// What to send on a connection that was just leased for this exchange, after the request head.
+        struct Send: Equatable {
+            var bodyParts: [ByteBuffer]
+            var end: Bool
+        }
+
+        /// The current attempt's connection is ready: the clock starts; everything that waited goes out.
+        mutating func connectionLeased(now: NIODeadline) -> Send {
+            guard case .connecting = self.state else { preconditionFailure("Invalid state: \(self.state)") }
+            self.state = .awaitingResponse(since: now)
+            var parts: [ByteBuffer] = []
+            parts.reserveCapacity(self.unsent.count)
+            while let part = self.unsent.popFirst() {
+                self.keepForReplay(part)
+                parts.append(part)
+            }
+            let end = self.requestEndReceived && !self.requestEndSent
+            if end { self.requestEndSent = true }
+            return Send(bodyParts: parts, end: end)
+        }
+
+        private mutating func keepForReplay(_ part: ByteBuffer) {
+            guard self.isReplayable else { return }
+            if self.sentBytes + part.readableBytes <= self.policy.replayBufferLimit {
+                self.sent.append(part)
+                self.sentBytes += part.readableBytes
+            } else {
+                self.isReplayable = false
+                self.sent = []
+                self.sentBytes = 0
+            }
+        }
+
+        // MARK: Response events
+
+        enum ResponseHeadAction: Equatable {
+            /// Relay the head; `closeClient`: the client connection closes after this response.
+            /// `budgetRefusedRetry`: the status is in `retry_on`, but the retry budget is spent.
+            case relay(closeClient: Bool, budgetRefusedRetry: Bool)
+            /// The pod switched protocols: relay the 101 and carry bytes both ways.
+            case openTunnel
+            /// Drop this answer and its connection; dispatch the request again, elsewhere.
+            case retry(reason: String)
+        }
+
+        /// The pod's response head arrived.
+        mutating func responseHeadReceived(
+            status: UInt,
+            upstreamKeepsAlive: Bool,
+            budget: inout RetryBudget,
+            now: NIODeadline
+        ) -> ResponseHeadAction {
+            guard case .awaitingResponse = self.state else { preconditionFailure("Invalid state: \(self.state)") }
+            var budgetRefusedRetry = false
+            if self.policy.retryStatuses.contains(Int(status)), self.requestEndSent, self.isReplayable {
+                switch self.retry(budget: &budget, now: now) {
+                case .retry: return .retry(reason: "answered \(status) (retry_on)")
+                case .budgetExhausted: budgetRefusedRetry = true
+                case .retriesExhausted: break
+                }
+            }
+            if status == 101 {
+                self.state = .tunnelling
+                return .openTunnel
+            }
+            self.state = .responding(lastProgress: now, upstreamKeepsAlive: upstreamKeepsAlive)
+            // A declined upgrade: the client may already be sending the protocol it asked for.
+            return .relay(closeClient: self.request.offersUpgrade, budgetRefusedRetry: budgetRefusedRetry)
+        }
+
+        /// A piece of the response body arrived (it resets the idle clock).
+        mutating func responseBodyReceived(now: NIODeadline) {
+            if case .responding(_, let keepsAlive) = self.state {
+                self.state = .responding(lastProgress: now, upstreamKeepsAlive: keepsAlive)
+            }
+        }
+
+        struct Completion: Equatable {
+            /// The upstream connection can serve another request.
+            var connectionIsReusable: Bool
+            /// The pod answered before the whole request was sent: the rest of it cannot be resynchronised,
+            /// so the client connection closes after this response.
+            var requestWasCutShort: Bool
+        }
+
+        /// The response ended (for a tunnel: the pod closed it).
+        mutating func responseEnded() -> Completion {
+            let keepsAlive: Bool
+            switch self.state {
+            case .responding(_, let upstreamKeepsAlive): keepsAlive = upstreamKeepsAlive
+            case .tunnelling: keepsAlive = false
+            case .connecting, .awaitingResponse, .finished: preconditionFailure("Invalid state: \(self.state)")
+            }
+            self.state = .finished
+            return Completion(connectionIsReusable: keepsAlive && self.requestEndSent, requestWasCutShort: !self.requestEndSent)
+        }
+
+        // MARK: Failures
+
+        /// What went wrong with the current attempt, as the shell saw it.
+        enum Failure {
+            /// No endpoint to try, or a limit refused the attempt before anything was sent: not retried.
+            case refused(ProxyError)
+            case connectTimedOut(endpoint: String, timeout: TimeAmount)
+            /// The connect failed; `noneHealthy` names the upstream and its size when no endpoint is healthy.
+            case connectFailed(endpoint: String, error: any Error, noneHealthy: (upstream: String, total: Int)?)
+            /// The connection closed before the response ended.
+            case upstreamClosed(endpoint: String, error: (any Error)?)
+            case invalidResponse(endpoint: String, reason: String)
+
+            /// How the operator reads it, in logs and in outlier reasons.
+            var summary: String {
+                switch self {
+                case .refused(let error): error.detail
+                case .connectTimedOut(_, let timeout): "connect timed out after \(DurationText.format(timeout))"
+                case .connectFailed(_, let error, _): "connect failed: \(ProxyError.describe(error))"
+                case .upstreamClosed(_, let error):
+                    "connection closed before the response ended" + (error.map { ": \(ProxyError.describe($0))" } ?? "")
+                case .invalidResponse(_, let reason): "invalid response: \(reason)"
+                }
+            }
+        }
+
+        enum FailureAction: Equatable {
+            /// Dispatch the request again, to another endpoint when there is one.
+            case retry
+            /// Answer the client with Headway's own response.
+            case answer(ProxyError, retryRefused: RetryRefusal?)
+            /// Part of the response is with the client already: it must see the truncation, not a clean end.
+            case abortClient
+        }
+
+        enum RetryRefusal: Equatable {
+            case notSafe
+            case retriesExhausted
+            case budgetExhausted
+        }
+
+        /// The current attempt failed.
+        mutating func attemptFailed(_ failure: Failure, budget: inout RetryBudget, now: NIODeadline) -> FailureAction {
+            if self.hasRespondedToClient {
+                self.state = .finished
+                return .abortClient
+            }
+            let answer: ProxyError
+            let replayIsSafe: Bool
+            switch failure {
+            case .refused(let error):
+                self.state = .finished
+                return .answer(error, retryRefused: nil)
+            case .connectTimedOut(let endpoint, let timeout):
+                answer = .connectTimeout(endpoint: endpoint, timeout: DurationText.format(timeout))
+                replayIsSafe = true
+            case .connectFailed(let endpoint, let error, let noneHealthy):
+                if let noneHealthy {
+                    answer = .noHealthyEndpoint(
+                        upstream: noneHealthy.upstream,
+                        total: noneHealthy.total,
+                        lastError: "\(endpoint): connect failed: \(ProxyError.describe(error))"
+                    )
+                } else {
+                    answer = .connectFailed(endpoint: endpoint, error: error)
+                }
+                replayIsSafe = true
+            case .upstreamClosed(let endpoint, let error):
+                answer = .upstreamClosed(endpoint: endpoint, error: error)
+                replayIsSafe = self.request.isIdempotent || !self.requestEndSent
+            case .invalidResponse(let endpoint, let reason):
+                answer = .badUpstreamResponse(endpoint: endpoint, reason: reason)
+                replayIsSafe = self.request.isIdempotent || !self.requestEndSent
+            }
+            guard replayIsSafe, self.isReplayable else {
+                self.state = .finished
+                return .answer(answer, retryRefused: .notSafe)
+            }
+            switch self.retry(budget: &budget, now: now) {
+            case .retry:
+                return .retry
+            case .retriesExhausted:
+                self.state = .finished
+                return .answer(answer, retryRefused: .retriesExhausted)
+            case .budgetExhausted:
+                self.state = .finished
+                return .answer(answer, retryRefused: .budgetExhausted)
+            }
+        }
+
+        enum TimeoutAction: Equatable {
+            /// The response made progress since: the clock runs on to this deadline.
+            case extend(to: NIODeadline)
+            /// No response head within `request_timeout`: the connection goes, Headway answers 504.
+            case answer(ProxyError)
+            /// The response stalled for `idle_timeout`: its connection goes and the client's is cut.
+            case abortClient
+            /// No clock runs in this state (the exchange moved on): nothing to do.
+            case none
+        }
+
+        /// The deadline the shell last saw passed (the sweep runs a little late).
+        mutating func deadlinePassed(now: NIODeadline, endpoint: String) -> TimeoutAction {
+            if let deadline = self.deadline, deadline > now {
+                return .extend(to: deadline)
+            }
+            switch self.state {
+            case .awaitingResponse:
+                self.state = .finished
+                return .answer(.upstreamTimeout(endpoint: endpoint, timeout: DurationText.format(self.policy.requestTimeout)))
+            case .responding:
+                self.state = .finished
+                return .abortClient
+            case .connecting, .tunnelling, .finished:
+                return .none
+            }
+        }
+
+        /// The client went away, or the exchange is given up: nothing more happens.
+        mutating func abandoned() {
+            self.state = .finished
+        }
+
+        // MARK: Retries
+
+        private enum RetryDecision {
+            case retry
+            case retriesExhausted
+            case budgetExhausted
+        }
+
+        /// Starts another attempt if `max_retries` and the budget allow: what was sent goes back in front of
+        /// what waits, and the machine waits for a new connection.
+        private mutating func retry(budget: inout RetryBudget, now: NIODeadline) -> RetryDecision {
+            guard self.retries < self.policy.maxRetries else { return .retriesExhausted }
+            guard budget.spendRetry(at: now) else { return .budgetExhausted }
+            self.retries += 1
+            for part in self.sent.reversed() {
+                self.unsent.prepend(part)
+            }
+            self.sent = []
+            self.sentBytes = 0
+            self.requestEndSent = false
+            self.state = .connecting
+            return .retry
+        }
+    }
+}

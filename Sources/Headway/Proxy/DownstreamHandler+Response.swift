@@ -1,0 +1,238 @@
+import Logging
+import NIOCore
+import NIOHTTP1
+
+/// The way back: relaying the pod's response as HTTP/1.1 framed for this client, Headway's own answers, and
+/// what happens to the connection after each response.
+extension DownstreamHandler {
+    /// A response event arrived on the leased connection.
+    func upstreamReceived(_ event: ResponseParser.Event, from connection: UpstreamConnection) {
+        // The exchange is read in place, not copied: a copy of the struct would retain each of its references,
+        // several times per response.
+        guard self.exchange?.connection === connection, let context = self.context else {
+            connection.close()
+            return
+        }
+        let clientVersionMinor = self.exchange!.clientVersionMinor
+        switch event {
+        case .informational(let head):
+            // 1xx (100 Continue, 103 Early Hints) go on to HTTP/1.1 clients; HTTP/1.0 ones must not see them.
+            if clientVersionMinor >= 1 {
+                var bytes = context.channel.allocator.buffer(capacity: head.bytes.readableBytes + 32)
+                head.writeClientHead(into: &bytes, clientVersionMinor: clientVersionMinor, chunked: false, closeConnection: false)
+                self.writeToClient(bytes, context: context)
+            }
+        case .head(let head):
+            self.responseHeadReceived(head, on: connection, context: context)
+        case .body(let buffer):
+            self.exchange!.machine.responseBodyReceived(now: self.cluster.coarseNow)
+            if self.exchange!.chunksResponse {
+                let header = HTTPSyntax.chunkHeader(for: buffer.readableBytes, allocator: context.channel.allocator)
+                self.writeToClient(header, context: context)
+                self.writeToClient(buffer, context: context)
+                self.writeToClient(Self.crlf, context: context)
+            } else {
+                self.writeToClient(buffer, context: context)
+            }
+        case .end:
+            self.finishExchange(context: context)
+        }
+    }
+
+    private func responseHeadReceived(_ head: ResponseHead, on connection: UpstreamConnection, context: ChannelHandlerContext) {
+        let pool = self.exchange!.pool!
+        let sentAt = self.exchange!.machine.requestSentAt
+        let action = self.exchange!.machine.responseHeadReceived(
+            status: head.status,
+            upstreamKeepsAlive: head.isKeepAlive,
+            budget: &self.cluster.retryBudget,
+            now: self.cluster.coarseNow
+        )
+        switch action {
+        case .retry(let reason):
+            // This answer never reaches the client: its connection goes, another endpoint gets the request.
+            self.cluster.metrics.retried()
+            self.logger.info("retrying on another endpoint", metadata: ["endpoint.address": "\(pool.endpoint.label)", "reason": "\(reason)"])
+            connection.lessee = nil
+            connection.close()
+            self.stopClock()
+            pool.endpoint.requestEnded()
+            self.cluster.responseFinished(pool.endpoint, status: head.status)
+            self.exchange!.connection = nil
+            self.exchange!.pool = nil
+            self.exchange!.failedPool = pool
+            self.dispatch()
+            return
+        case .openTunnel:
+            self.startTunnel(head, context: context)
+            return
+        case .relay(let closeClient, let budgetRefusedRetry):
+            if budgetRefusedRetry {
+                self.cluster.metrics.retryRefusedByBudget()
+                self.logger.warning(
+                    "retry budget exhausted; not retrying",
+                    metadata: ["endpoint.address": "\(pool.endpoint.label)", "reason": "answered \(head.status) (retry_on)"]
+                )
+            }
+            if closeClient { self.closeAfterResponse = true }
+        }
+        if let slot = self.deadlineSlot, let deadline = self.exchange!.machine.deadline {
+            self.cluster.moveDeadline(slot: slot, to: deadline)
+        }
+        if self.cluster.measuresLatency, let sentAt {
+            let now = NIODeadline.now()
+            self.cluster.responseHeadArrived(pool.endpoint, latency: now - sentAt, now: now)
+        }
+        let clientVersionMinor = self.exchange!.clientVersionMinor
+        let hasOpenEndedBody = head.framing == .chunked || head.framing == .untilClose
+        if hasOpenEndedBody && clientVersionMinor == 0 {
+            // An HTTP/1.0 client learns where such a body ends only from the close.
+            self.closeAfterResponse = true
+        }
+        self.exchange!.chunksResponse = hasOpenEndedBody && clientVersionMinor >= 1
+        self.exchange!.responseStatus = head.status
+        // Room for a small body too: it usually arrives in the same read and then leaves in one write.
+        var bytes = context.channel.allocator.buffer(capacity: head.bytes.readableBytes + 64 + Self.coalescingLimit)
+        head.writeClientHead(
+            into: &bytes,
+            clientVersionMinor: clientVersionMinor,
+            chunked: self.exchange!.chunksResponse,
+            closeConnection: self.closeAfterResponse
+        )
+        self.writeToClient(bytes, context: context)
+    }
+
+    /// The pod switched protocols: relay its 101, then carry bytes both ways, unparsed and without timeouts
+    /// (a WebSocket may stay quiet for hours), until either side closes; the connection ends with the tunnel.
+    private func startTunnel(_ head: ResponseHead, context: ChannelHandlerContext) {
+        self.stopClock()
+        self.exchange!.responseStatus = head.status
+        var bytes = context.channel.allocator.buffer(capacity: head.bytes.readableBytes + 64)
+        head.writeClientHead(into: &bytes, clientVersionMinor: 1, chunked: false, closeConnection: false)
+        self.writeToClient(bytes, context: context)
+        self.closeAfterResponse = true
+        self.logger.debug("tunnel open", metadata: ["endpoint.address": "\(self.exchange!.pool?.endpoint.label ?? "?")"])
+    }
+
+    /// Response pieces up to this size are copied into one buffer rather than written one by one.
+    static let coalescingLimit = 4096
+
+    /// Queues response bytes for the client: small pieces are appended to the bytes not yet written (one
+    /// write and one iovec instead of several), large ones are written as they are, without copying.
+    func writeToClient(_ buffer: ByteBuffer, context: ChannelHandlerContext) {
+        if buffer.readableBytes <= Self.coalescingLimit {
+            if self.unwrittenResponse == nil {
+                self.unwrittenResponse = buffer
+            } else {
+                var piece = buffer
+                self.unwrittenResponse!.writeBuffer(&piece)
+            }
+            return
+        }
+        self.writeUnwrittenResponse(context: context)
+        context.write(self.wrapOutboundOut(buffer), promise: nil)
+    }
+
+    func writeUnwrittenResponse(context: ChannelHandlerContext) {
+        if let bytes = self.unwrittenResponse {
+            self.unwrittenResponse = nil
+            context.write(self.wrapOutboundOut(bytes), promise: nil)
+        }
+    }
+
+    /// The response ended: give the connection back, then tell the client, then go on with the next request.
+    private func finishExchange(context: ChannelHandlerContext) {
+        guard let connection = self.exchange?.connection, let pool = self.exchange?.pool else { return }
+        // State first, write last: writing `.end` may re-enter this handler.
+        self.stopClock()
+        var exchange = self.exchange.take()!
+        let completion = exchange.machine.responseEnded()
+        if completion.requestWasCutShort {
+            // The pod answered before reading the whole request; the rest of it cannot be resynchronised.
+            self.closeAfterResponse = true
+        }
+        // The request ends before the release, which may close the last connection of a drained endpoint.
+        pool.endpoint.requestEnded()
+        pool.release(connection, reusable: completion.connectionIsReusable)
+        pool.endpoint.metrics.recordResponse(status: exchange.responseStatus, duration: NIODeadline.now() - exchange.start)
+        self.cluster.responseFinished(pool.endpoint, status: exchange.responseStatus)
+        self.logger.trace(
+            "request done",
+            metadata: ["endpoint.address": "\(pool.endpoint.label)", "status": "\(exchange.responseStatus)"]
+        )
+        self.writeEndAndContinue(context: context, lastBytes: exchange.chunksResponse ? Self.lastChunk : nil)
+    }
+
+    /// Answers the current request (or a request that never became an exchange) with Headway's own response.
+    func failExchange(_ error: ProxyError) {
+        let versionMinor = self.exchange?.clientVersionMinor ?? 1
+        if let exchange = self.exchange {
+            self.logger.warning(
+                "answering \(error.status.code) \(error.status.reasonPhrase)",
+                metadata: ["reason": "\(error.detail)", "request.method": "\(exchange.requestHead.methodName)"]
+            )
+            if !exchange.machine.requestEndReceived {
+                if exchange.requestHead.framing == .none {
+                    // Only the `.end` of a bodyless request is still to come: skip it and keep the connection.
+                    self.discardingUntilRequestEnd = true
+                } else {
+                    // A body is still coming; reading it just to throw it away is not worth it.
+                    self.closeAfterResponse = true
+                }
+            }
+        }
+        self.stopClock()
+        self.exchange = nil
+        self.respondLocally(error, clientVersionMinor: versionMinor)
+    }
+
+    func respondLocally(_ error: ProxyError, clientVersionMinor: UInt8) {
+        guard let context = self.context else { return }
+        self.cluster.metrics.localResponseSent()
+        let bytes = error.response(
+            clientVersionMinor: clientVersionMinor,
+            closeConnection: self.closeAfterResponse,
+            allocator: context.channel.allocator
+        )
+        self.writeEndAndContinue(context: context, lastBytes: bytes)
+    }
+
+    /// Writes the last bytes of a response and flushes; then closes, or starts the next pipelined request.
+    private func writeEndAndContinue(context: ChannelHandlerContext, lastBytes: ByteBuffer?) {
+        if let lastBytes {
+            self.writeToClient(lastBytes, context: context)
+        }
+        if self.closeAfterResponse {
+            self.pending.removeAll()
+            let bytes = self.unwrittenResponse ?? context.channel.allocator.buffer(capacity: 0)
+            self.unwrittenResponse = nil
+            let clientMaySendMore = self.stoppedParsing || self.parser.isInsideRequest
+            context.writeAndFlush(self.wrapOutboundOut(bytes)).assumeIsolated().whenComplete { result in
+                if clientMaySendMore, case .success = result {
+                    self.lingerThenClose(context: context)
+                } else {
+                    context.close(promise: nil)
+                }
+            }
+            return
+        }
+        self.writeUnwrittenResponse(context: context)
+        context.flush()
+        self.lastClientActivity = self.cluster.coarseNow
+        _ = self.startNextPendingExchange()
+        self.resumeReadingIfPossible()
+    }
+
+    /// Closes the output side and drops what the client still sends, for at most ``lingerTime``, before
+    /// closing: closing a socket with unread input makes the kernel send RST, which can destroy the answer
+    /// before the client reads it (a client uploading a body it was refused must see the 413 or 502).
+    private func lingerThenClose(context: ChannelHandlerContext) {
+        self.stoppedParsing = true
+        context.close(mode: .output, promise: nil)
+        self.lingerTimer = context.eventLoop.assumeIsolated().scheduleTask(in: Self.lingerTime) {
+            context.close(promise: nil)
+        }
+    }
+
+    private static let lingerTime: TimeAmount = .seconds(2)
+}
