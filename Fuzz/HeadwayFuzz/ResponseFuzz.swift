@@ -21,7 +21,11 @@ func responseFuzz(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
     do {
         for piece in [bytes[..<split], bytes[split...]] {
             var buffer = ByteBuffer(bytes: piece)
-            while let event = try parser.next(from: &buffer, isHeadRequest: isHeadRequest, upgradeRequested: upgradeRequested) {
+            while let event = try parser.next(
+                from: &buffer,
+                isHeadRequest: isHeadRequest,
+                upgradeRequested: upgradeRequested
+            ) {
                 switch event {
                 case .head(let head), .informational(let head):
                     checkRebuiltHead(head)
@@ -40,11 +44,17 @@ func responseFuzz(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
 /// The head Headway writes for its client must be a valid response head with the same status.
 private func checkRebuiltHead(_ head: ResponseHead) {
     var client = ByteBuffer()
-    head.writeClientHead(into: &client, clientVersionMinor: 1, chunked: head.framing == .chunked, closeConnection: false)
+    head.writeClientHead(
+        into: &client,
+        clientVersionMinor: 1,
+        chunked: head.framing == .chunked,
+        closeConnection: false
+    )
     var parser = ResponseParser()
     parser.expectResponse()
     do {
-        guard let event = try parser.next(from: &client, isHeadRequest: false, upgradeRequested: head.status == 101) else {
+        guard let event = try parser.next(from: &client, isHeadRequest: false, upgradeRequested: head.status == 101)
+        else {
             fatalError("the rebuilt head is incomplete: \(String(buffer: client).debugDescription)")
         }
         switch event {

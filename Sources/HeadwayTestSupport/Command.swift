@@ -20,20 +20,31 @@ public enum Command {
     ) async throws -> CommandResult {
         try await withCheckedThrowingContinuation { continuation in
             Thread.detachNewThread {
-                continuation.resume(with: Result { try Self.runBlocking(arguments, timeout: timeout, environment: environment) })
+                continuation.resume(
+                    with: Result { try Self.runBlocking(arguments, timeout: timeout, environment: environment) }
+                )
             }
         }
     }
 
-    private static func runBlocking(_ arguments: [String], timeout: Double, environment: [String: String]?) throws -> CommandResult {
+    private static func runBlocking(
+        _ arguments: [String],
+        timeout: Double,
+        environment: [String: String]?
+    ) throws -> CommandResult {
         let process = Process()
-        guard let executable = IntegrationEnvironment.path(of: arguments[0]) ?? (arguments[0].hasPrefix("/") ? arguments[0] : nil) else {
+        guard
+            let executable = IntegrationEnvironment.path(of: arguments[0])
+                ?? (arguments[0].hasPrefix("/") ? arguments[0] : nil)
+        else {
             throw CommandError(description: "program not found: \(arguments[0])")
         }
         process.executableURL = URL(fileURLWithPath: executable)
         process.arguments = Array(arguments.dropFirst())
         if let environment { process.environment = environment }
-        let outURL = FileManager.default.temporaryDirectory.appendingPathComponent("headway-cmd-\(UUID().uuidString).out")
+        let outURL = FileManager.default.temporaryDirectory.appendingPathComponent(
+            "headway-cmd-\(UUID().uuidString).out"
+        )
         let errURL = outURL.appendingPathExtension("err")
         _ = FileManager.default.createFile(atPath: outURL.path, contents: nil)
         _ = FileManager.default.createFile(atPath: errURL.path, contents: nil)

@@ -28,7 +28,9 @@ public final class DNSMasq: @unchecked Sendable {
         records: [(name: String, ip: String)],
         srvHosts: [String] = []
     ) async throws -> DNSMasq {
-        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("headway-dnsmasq-\(UUID().uuidString.prefix(8))")
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent(
+            "headway-dnsmasq-\(UUID().uuidString.prefix(8))"
+        )
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
         let server = DNSMasq(port: port, ttl: ttl, srvHosts: srvHosts, directory: directory)
         try server.writeRecords(records)
@@ -38,17 +40,23 @@ public final class DNSMasq: @unchecked Sendable {
 
     private func launch() async throws {
         guard !RawHTTP.canConnect(host: "127.0.0.1", port: self.port) else {
-            throw CommandError(description: "127.0.0.1:\(self.port) is already in use by another process; stop it first")
+            throw CommandError(
+                description: "127.0.0.1:\(self.port) is already in use by another process; stop it first"
+            )
         }
         guard let dnsmasq = IntegrationEnvironment.path(of: "dnsmasq") else {
             throw CommandError(description: "dnsmasq is not installed")
         }
-        let arguments = [
-            dnsmasq, "--keep-in-foreground", "--port=\(self.port)", "--listen-address=127.0.0.1", "--bind-interfaces",
-            // --local=/#/: every name is local, so an unknown one gets NXDOMAIN (as from CoreDNS), not REFUSED.
-            "--no-resolv", "--no-hosts", "--local=/#/", "--addn-hosts=\(self.hostsFile.path)", "--local-ttl=\(self.ttl)",
-            "--log-queries", "--log-facility=\(self.logFile.path)", "--pid-file=", "--user=\(getuid() == 0 ? "root" : NSUserName())",
-        ] + self.srvHosts.map { "--srv-host=\($0)" }
+        let arguments =
+            [
+                dnsmasq, "--keep-in-foreground", "--port=\(self.port)", "--listen-address=127.0.0.1",
+                "--bind-interfaces",
+                // --local=/#/: every name is local, so an unknown one gets NXDOMAIN (as from CoreDNS), not REFUSED.
+                "--no-resolv", "--no-hosts", "--local=/#/", "--addn-hosts=\(self.hostsFile.path)",
+                "--local-ttl=\(self.ttl)",
+                "--log-queries", "--log-facility=\(self.logFile.path)", "--pid-file=",
+                "--user=\(getuid() == 0 ? "root" : NSUserName())",
+            ] + self.srvHosts.map { "--srv-host=\($0)" }
         self.pid = try Self.spawn(arguments)
         // dnsmasq answers TCP on the same port as UDP: a TCP connect says it is up.
         for _ in 0..<100 {
@@ -108,7 +116,9 @@ public final class DNSMasq: @unchecked Sendable {
         posix_spawn_file_actions_addopen(&fileActions, 1, "/dev/null", O_WRONLY, 0)
         posix_spawn_file_actions_addopen(&fileActions, 2, "/dev/null", O_WRONLY, 0)
         var cStrings = arguments.map { strdup($0) }
-        defer { cStrings.forEach { free($0) } }
+        defer {
+            for string in cStrings { free(string) }
+        }
         cStrings.append(nil)
         var pid: pid_t = 0
         let result = posix_spawn(&pid, arguments[0], &fileActions, &attributes, cStrings, environ)

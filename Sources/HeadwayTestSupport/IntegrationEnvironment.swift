@@ -20,7 +20,10 @@ public enum IntegrationEnvironment {
         let missing = Self.missingPrograms
         if missing.isEmpty || Self.isRequired { return true }
         FileHandle.standardError.write(
-            Data("\n*** SKIPPING integration tests: missing \(missing.joined(separator: ", ")). Install them (see .ci/run). ***\n\n".utf8)
+            Data(
+                "\n*** SKIPPING integration tests: missing \(missing.joined(separator: ", ")). Install them (see .ci/run). ***\n\n"
+                    .utf8
+            )
         )
         return false
     }

@@ -41,9 +41,14 @@ public final class NginxPod: @unchecked Sendable {
         guard !RawHTTP.canConnect(host: host, port: port) else {
             throw CommandError(description: "\(host):\(port) is already in use by another process; stop it first")
         }
-        let prefix = FileManager.default.temporaryDirectory.appendingPathComponent("headway-\(name)-\(UUID().uuidString.prefix(8))")
+        let prefix = FileManager.default.temporaryDirectory.appendingPathComponent(
+            "headway-\(name)-\(UUID().uuidString.prefix(8))"
+        )
         for sub in ["files", "tmp", "logs"] {
-            try FileManager.default.createDirectory(at: prefix.appendingPathComponent(sub), withIntermediateDirectories: true)
+            try FileManager.default.createDirectory(
+                at: prefix.appendingPathComponent(sub),
+                withIntermediateDirectories: true
+            )
         }
         let p = prefix.path
         let listens = ([host] + moreHosts).map { "listen \($0):\(port);" }.joined(separator: "\n                    ")
@@ -123,7 +128,8 @@ public final class NginxPod: @unchecked Sendable {
 
     /// Requests this pod logged, as `(connection serial, method, uri)`.
     public func accessLog() throws -> [(connection: Int, method: String, uri: String)] {
-        let text = (try? String(contentsOf: self.prefix.appendingPathComponent("logs/access.log"), encoding: .utf8)) ?? ""
+        let text =
+            (try? String(contentsOf: self.prefix.appendingPathComponent("logs/access.log"), encoding: .utf8)) ?? ""
         return text.split(separator: "\n").compactMap { line in
             let fields = line.split(separator: " ")
             guard fields.count >= 3, let connection = Int(fields[0]) else { return nil }

@@ -26,14 +26,28 @@ public enum RawHTTP {
     ) async throws -> String {
         try await withCheckedThrowingContinuation { continuation in
             Thread.detachNewThread {
-                continuation.resume(with: Result {
-                    try Self.exchangeBlocking(host: host, port: port, request: Array(request.utf8), timeout: timeout, halfClose: halfClose)
-                })
+                continuation.resume(
+                    with: Result {
+                        try Self.exchangeBlocking(
+                            host: host,
+                            port: port,
+                            request: Array(request.utf8),
+                            timeout: timeout,
+                            halfClose: halfClose
+                        )
+                    }
+                )
             }
         }
     }
 
-    private static func exchangeBlocking(host: String, port: Int, request: [UInt8], timeout: Double, halfClose: Bool) throws -> String {
+    private static func exchangeBlocking(
+        host: String,
+        port: Int,
+        request: [UInt8],
+        timeout: Double,
+        halfClose: Bool
+    ) throws -> String {
         let fd = try Self.connectSocket(host: host, port: port, timeout: timeout)
         defer { close(fd) }
         var sent = 0
@@ -108,7 +122,9 @@ public final class RawConnection: @unchecked Sendable {
         let bytes = Array(text.utf8)
         var sent = 0
         while sent < bytes.count {
-            let n = bytes[sent...].withUnsafeBytes { Glibc.send(self.fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+            let n = bytes[sent...].withUnsafeBytes {
+                Glibc.send(self.fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL))
+            }
             guard n > 0 else { throw CommandError(description: "send failed: errno \(errno)") }
             sent += n
         }
@@ -127,7 +143,9 @@ public final class RawConnection: @unchecked Sendable {
                     if n > 0 {
                         received.append(contentsOf: buffer[0..<n])
                     } else if n == 0 || (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
-                        continuation.resume(returning: (String(decoding: received, as: UTF8.self), Date().timeIntervalSince(start)))
+                        continuation.resume(
+                            returning: (String(decoding: received, as: UTF8.self), Date().timeIntervalSince(start))
+                        )
                         return
                     }
                 }

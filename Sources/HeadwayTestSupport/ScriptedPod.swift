@@ -42,7 +42,13 @@ public final class ScriptedPod: Sendable {
         self.recorded.withLockedValue { $0.removeAll() }
     }
 
-    private init(host: String, port: Int, channel: any Channel, requests: NIOLockedValueBox<Int>, recorded: NIOLockedValueBox<[UInt8]>) {
+    private init(
+        host: String,
+        port: Int,
+        channel: any Channel,
+        requests: NIOLockedValueBox<Int>,
+        recorded: NIOLockedValueBox<[UInt8]>
+    ) {
         self.host = host
         self.port = port
         self.channel = channel
@@ -50,7 +56,12 @@ public final class ScriptedPod: Sendable {
         self.recorded = recorded
     }
 
-    public static func start(host: String, port: Int, behaviour: Behaviour, group: any EventLoopGroup) async throws -> ScriptedPod {
+    public static func start(
+        host: String,
+        port: Int,
+        behaviour: Behaviour,
+        group: any EventLoopGroup
+    ) async throws -> ScriptedPod {
         guard !RawHTTP.canConnect(host: host, port: port) else {
             throw CommandError(description: "\(host):\(port) is already in use by another process; stop it first")
         }
@@ -65,7 +76,9 @@ public final class ScriptedPod: Sendable {
                         try channel.pipeline.syncOperations.configureHTTPServerPipeline()
                         try channel.pipeline.syncOperations.addHandler(OKResponder())
                     } else {
-                        try channel.pipeline.syncOperations.addHandler(FaultHandler(behaviour: behaviour, requests: requests))
+                        try channel.pipeline.syncOperations.addHandler(
+                            FaultHandler(behaviour: behaviour, requests: requests)
+                        )
                     }
                 }
             }
@@ -130,7 +143,8 @@ private final class FaultHandler: ChannelInboundHandler {
         self.head += buffer.readableBytesView
         guard self.head.firstRange(of: Array("\r\n\r\n".utf8)) != nil else { return }
         self.switched = true
-        context.writeAndFlush(NIOAny(context.channel.allocator.buffer(string: answer))).assumeIsolated().whenComplete { _ in
+        context.writeAndFlush(NIOAny(context.channel.allocator.buffer(string: answer))).assumeIsolated().whenComplete {
+            _ in
             if thenClose { context.close(promise: nil) }
         }
     }
@@ -144,7 +158,9 @@ private final class FaultHandler: ChannelInboundHandler {
         guard let end = self.head.firstRange(of: Array("\r\n\r\n".utf8)) else { return }
         let rest = self.head[end.upperBound...]
         self.switched = true
-        var answer = context.channel.allocator.buffer(string: "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n")
+        var answer = context.channel.allocator.buffer(
+            string: "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n"
+        )
         answer.writeBytes(rest)
         context.writeAndFlush(NIOAny(answer), promise: nil)
     }
@@ -177,7 +193,10 @@ private final class OKResponder: ChannelInboundHandler {
         guard case .end = self.unwrapInboundIn(data) else { return }
         var headers = HTTPHeaders()
         headers.add(name: "Content-Length", value: "2")
-        context.write(self.wrapOutboundOut(.head(HTTPResponseHead(version: .http1_1, status: .ok, headers: headers))), promise: nil)
+        context.write(
+            self.wrapOutboundOut(.head(HTTPResponseHead(version: .http1_1, status: .ok, headers: headers))),
+            promise: nil
+        )
         context.write(self.wrapOutboundOut(.body(.byteBuffer(ByteBuffer(string: "ok")))), promise: nil)
         context.writeAndFlush(self.wrapOutboundOut(.end(nil)), promise: nil)
     }

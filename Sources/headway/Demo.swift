@@ -23,7 +23,10 @@ struct Demo: AsyncParsableCommand {
     @Option(help: "Port every demo pod listens on.")
     var podPort: Int = 8080
 
-    @Option(help: "Each pod's added latency, comma-separated in pod order, e.g. 5ms,5ms,50ms (the last value applies to the rest).")
+    @Option(
+        help:
+            "Each pod's added latency, comma-separated in pod order, e.g. 5ms,5ms,50ms (the last value applies to the rest)."
+    )
     var latency: String?
 
     @Flag(help: "Run only the pods, on 127.0.0.2 and up, until stopped: no DNS, no Headway, no requests.")
@@ -70,16 +73,24 @@ struct Demo: AsyncParsableCommand {
         for index in 0..<(self.podsOnly ? self.pods : self.pods + 1) {
             let address = try SocketAddress(ipAddress: "127.0.0.\(index + 2)", port: self.podPort)
             let latency = latencies.isEmpty ? .zero : latencies[min(index, latencies.count - 1)]
-            demoPods.append(try await DemoPod.start(name: "pod-\(index + 1)", address: address, latency: latency, group: podGroup))
+            demoPods.append(
+                try await DemoPod.start(name: "pod-\(index + 1)", address: address, latency: latency, group: podGroup)
+            )
         }
         if self.podsOnly {
-            print("demo pods:  \(demoPods.map { "\($0.name) \(Self.text($0.address)) +\(DurationText.format($0.latency))" }.joined(separator: ", "))")
+            print(
+                "demo pods:  \(demoPods.map { "\($0.name) \(Self.text($0.address)) +\(DurationText.format($0.latency))" }.joined(separator: ", "))"
+            )
             print("Ctrl-C stops them.")
             while true { try await Task.sleep(for: .seconds(3600)) }
         }
         let ips = demoPods.map { $0.address.ipAddress! }
         // Only the first `pods` are in DNS at start; the last one joins later.
-        let dns = try await DemoDNSResponder.start(name: Self.serviceName, addresses: Array(ips.dropLast()), group: podGroup)
+        let dns = try await DemoDNSResponder.start(
+            name: Self.serviceName,
+            addresses: Array(ips.dropLast()),
+            group: podGroup
+        )
 
         var overrides = ConfigurationOverrides()
         overrides.listen = self.listen
@@ -102,13 +113,17 @@ struct Demo: AsyncParsableCommand {
             let listen = Self.text(bound.listeners[0])
             let admin = Self.text(bound.admin)
             print("demo pods:  \(demoPods.map { "\($0.name) \(Self.text($0.address))" }.joined(separator: ", "))")
-            print("demo DNS:   \(Self.serviceName) -> \(ips.dropLast().joined(separator: ", ")) (server \(Self.text(dns.address)))")
+            print(
+                "demo DNS:   \(Self.serviceName) -> \(ips.dropLast().joined(separator: ", ")) (server \(Self.text(dns.address)))"
+            )
             print("headway:    listening on \(listen), admin on \(admin), resolving \(Self.serviceName) every 500ms\n")
             let client = try await DemoClient.connect(to: bound.listeners[0], group: podGroup)
 
             try await Self.send(requests, through: client, phase: "pods 1-\(ips.count - 1) in DNS")
             dns.setAddresses(ips)
-            print("\n+ DNS now also answers \(ips.last!) (\(demoPods.last!.name)); waiting for Headway to resolve again")
+            print(
+                "\n+ DNS now also answers \(ips.last!) (\(demoPods.last!.name)); waiting for Headway to resolve again"
+            )
             try await Task.sleep(for: .seconds(1.2))
             try await Self.send(requests, through: client, phase: "\(demoPods.last!.name) joined")
             dns.setAddresses(Array(ips.dropFirst()))

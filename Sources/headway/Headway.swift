@@ -100,7 +100,9 @@ struct ConfigurationOptions: ParsableArguments {
         overrides.threads = self.threads
         overrides.logLevel = self.logLevel
         overrides.drainTimeout = self.drainTimeout
-        overrides.endpoints = self.endpoints.map { $0.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) } }
+        overrides.endpoints = self.endpoints.map {
+            $0.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }
+        }
         overrides.service = self.service
         overrides.dnsServers = self.dnsServer.isEmpty ? nil : self.dnsServer
         overrides.resolvConf = self.resolvConf
@@ -130,7 +132,9 @@ struct ConfigurationOptions: ParsableArguments {
             do {
                 yaml = try String(contentsOfFile: path, encoding: .utf8)
             } catch {
-                FileHandle.standardError.write(Data("headway: cannot read configuration file \(path): \(error.localizedDescription)\n".utf8))
+                FileHandle.standardError.write(
+                    Data("headway: cannot read configuration file \(path): \(error.localizedDescription)\n".utf8)
+                )
                 throw ExitCode(2)
             }
         }

@@ -65,16 +65,16 @@ extension IntegrationTests {
             let config = temporaryFile("stream.yaml")
             defer { try? FileManager.default.removeItem(at: config) }
             try """
-                admin: 127.0.0.1:25911
-                threads: 1
-                log_level: warning
-                listeners:
-                  - {listen: 127.0.0.1:25011, upstream: files}
-                  - {listen: 127.0.0.1:25012, upstream: echo}
-                upstreams:
-                  files: {endpoints: [\(pods.endpoints[0])]}
-                  echo: {endpoints: [\(echo.endpoints[0])]}
-                """.write(to: config, atomically: true, encoding: .utf8)
+            admin: 127.0.0.1:25911
+            threads: 1
+            log_level: warning
+            listeners:
+              - {listen: 127.0.0.1:25011, upstream: files}
+              - {listen: 127.0.0.1:25012, upstream: echo}
+            upstreams:
+              files: {endpoints: [\(pods.endpoints[0])]}
+              echo: {endpoints: [\(echo.endpoints[0])]}
+            """.write(to: config, atomically: true, encoding: .utf8)
             let process = Process()
             process.executableURL = URL(fileURLWithPath: IntegrationEnvironment.headwayBinary)
             process.arguments = ["--config", config.path]
@@ -90,18 +90,26 @@ extension IntegrationTests {
                 timeout: 120
             )
             let upload = try await curl(
-                ["--upload-file", big.path, "--output", "/dev/null", "--write-out", "%{size_upload} %{size_download}", "http://127.0.0.1:25012/echo"],
+                [
+                    "--upload-file", big.path, "--output", "/dev/null", "--write-out",
+                    "%{size_upload} %{size_download}", "http://127.0.0.1:25012/echo",
+                ],
                 timeout: 120
             )
             // A client reading at 64 MB/s while the pod could send at 1 GB/s: without backpressure Headway
             // would hold most of the 256 MiB in memory.
             let slowReader = try await curl(
-                ["--limit-rate", "64M", "--range", "0-268435455", "--output", "/dev/null", "--write-out", "%{size_download}",
-                 "http://127.0.0.1:25011/files/big"],
+                [
+                    "--limit-rate", "64M", "--range", "0-268435455", "--output", "/dev/null", "--write-out",
+                    "%{size_download}",
+                    "http://127.0.0.1:25011/files/big",
+                ],
                 timeout: 60
             )
-            let status = (try? String(contentsOfFile: "/proc/\(process.processIdentifier)/status", encoding: .utf8)) ?? ""
-            let peakKilobytes = status.split(separator: "\n").first { $0.hasPrefix("VmHWM:") }
+            let status =
+                (try? String(contentsOfFile: "/proc/\(process.processIdentifier)/status", encoding: .utf8)) ?? ""
+            let peakKilobytes =
+                status.split(separator: "\n").first { $0.hasPrefix("VmHWM:") }
                 .flatMap { Int($0.split(separator: " ", omittingEmptySubsequences: true)[1]) } ?? 0
             process.terminate()
             try await echo.stop()
@@ -115,22 +123,25 @@ extension IntegrationTests {
             let file = temporaryFile("bad.yaml")
             defer { try? FileManager.default.removeItem(at: file) }
             try """
-                admin: 127.0.0.1:99999
-                threads: 0
-                listeners:
-                  - listen: 127.0.0.1:15001
-                    upstream: missing
-                upstreams:
-                  web:
-                    endpoints: [127.0.0.2:8080, not-an-address]
-                    policy: fastest
-                    connect_timeout: soon
-                    colour: blue
-                """.write(to: file, atomically: true, encoding: .utf8)
-            let result = try await Command.run([IntegrationEnvironment.headwayBinary, "validate", "--config", file.path])
+            admin: 127.0.0.1:99999
+            threads: 0
+            listeners:
+              - listen: 127.0.0.1:15001
+                upstream: missing
+            upstreams:
+              web:
+                endpoints: [127.0.0.2:8080, not-an-address]
+                policy: fastest
+                connect_timeout: soon
+                colour: blue
+            """.write(to: file, atomically: true, encoding: .utf8)
+            let result = try await Command.run([
+                IntegrationEnvironment.headwayBinary, "validate", "--config", file.path,
+            ])
             #expect(result.status == 2)
             let expected = [
-                "admin: bad address", "threads: must be a whole number", "listeners[0].upstream: names upstream 'missing'",
+                "admin: bad address", "threads: must be a whole number",
+                "listeners[0].upstream: names upstream 'missing'",
                 "upstreams.web.endpoints[1]: bad address", "upstreams.web.policy: unknown policy 'fastest'",
                 "upstreams.web.connect_timeout: bad duration 'soon'", "upstreams.web.colour: unknown key",
             ]
@@ -138,7 +149,10 @@ extension IntegrationTests {
                 #expect(result.stderr.contains(line), "missing '\(line)' in:\n\(result.stderr)")
             }
             // `run` refuses the same file with the same messages.
-            let run = try await Command.run([IntegrationEnvironment.headwayBinary, "run", "--config", file.path], timeout: 10)
+            let run = try await Command.run(
+                [IntegrationEnvironment.headwayBinary, "run", "--config", file.path],
+                timeout: 10
+            )
             #expect(run.status == 2)
             #expect(run.stderr == result.stderr)
         }
@@ -146,14 +160,19 @@ extension IntegrationTests {
         @Test func validateAcceptsTheExampleConfiguration() async throws {
             let example = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
                 .deletingLastPathComponent().appendingPathComponent("config/headway.yaml")
-            let result = try await Command.run([IntegrationEnvironment.headwayBinary, "validate", "--config", example.path])
+            let result = try await Command.run([
+                IntegrationEnvironment.headwayBinary, "validate", "--config", example.path,
+            ])
             #expect(result.status == 0, "\(result.stderr)")
             #expect(result.stdout.contains("configuration is valid"))
         }
 
         @Test func demoRunsOnABuiltInDefault() async throws {
             let result = try await Command.run(
-                [IntegrationEnvironment.headwayBinary, "demo", "--exit", "--pod-port", "28080", "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0"],
+                [
+                    IntegrationEnvironment.headwayBinary, "demo", "--exit", "--pod-port", "28080", "--listen",
+                    "127.0.0.1:0", "--admin", "127.0.0.1:0",
+                ],
                 timeout: 30
             )
             #expect(result.status == 0, "\(result.stderr)")

@@ -31,7 +31,9 @@ extension IntegrationTests {
             defer { pods.stop() }
             let dns = try await DNSMasq.start(records: self.records(Array(pods.pods.prefix(3))))
             let headway = try await self.startHeadway()
-            let load = Task { try await Command.run(["wrk", "-t1", "-c4", "-d7s", "\(headway.listenURL)/"], timeout: 30) }
+            let load = Task {
+                try await Command.run(["wrk", "-t1", "-c4", "-d7s", "\(headway.listenURL)/"], timeout: 30)
+            }
             try await Task.sleep(for: .seconds(1))
             let newPod = pods.pods[3]
             #expect(try newPod.accessLog().isEmpty)
@@ -89,7 +91,12 @@ extension IntegrationTests {
 
         @Test func oneHundredFiftyPodsAreAllDiscovered() async throws {
             let hosts = (10..<160).map { "127.0.0.\($0)" }
-            let nginx = try await NginxPod.start(name: "many", host: hosts[0], port: NginxPods.port, moreHosts: Array(hosts.dropFirst()))
+            let nginx = try await NginxPod.start(
+                name: "many",
+                host: hosts[0],
+                port: NginxPods.port,
+                moreHosts: Array(hosts.dropFirst())
+            )
             defer { nginx.stop() }
             // An answer of 150 records is over 2 KB: it needs EDNS0 or TCP.
             let dns = try await DNSMasq.start(records: hosts.map { (Self.name, $0) })
@@ -156,10 +163,13 @@ extension IntegrationTests {
             #expect(emptied != nil)
             #expect(queries >= 3, "an empty answer must be confirmed by a second query (\(queries) queries)")
             #expect(result.stdout.hasPrefix("HTTP/1.1 503"), "\(result.stdout)")
-            #expect(result.stdout.contains("DNS name web.test has no pods (NXDOMAIN"), "the 503 must say why: \(result.stdout)")
+            #expect(
+                result.stdout.contains("DNS name web.test has no pods (NXDOMAIN"),
+                "the 503 must say why: \(result.stdout)"
+            )
             #expect(document.upstreams[0].discovery?.last_error != nil)
         }
-    
+
         @Test func srvRecordsGiveEachPodItsPortAndWeight() async throws {
             let pods = try await NginxPods.start()
             defer { pods.stop() }
@@ -192,7 +202,10 @@ extension IntegrationTests {
             #expect(endpoints.first { $0.address == pods.endpoints[1] }?.weight == 20)
             // Weighted round-robin: the weight-20 pod takes two requests for each one of the weight-10 pod.
             let counts = podCounts(inHeaders: result.stdout)
-            #expect(abs(counts["pod-1", default: 0] - 10) <= 1 && abs(counts["pod-2", default: 0] - 20) <= 1, "\(counts)")
+            #expect(
+                abs(counts["pod-1", default: 0] - 10) <= 1 && abs(counts["pod-2", default: 0] - 20) <= 1,
+                "\(counts)"
+            )
         }
     }
 }

@@ -23,10 +23,27 @@ extension IntegrationTests {
         }
 
         static let cases: [Case] = [
-            Case(id: "R1 CL and TE", request: "POST / HTTP/1.1\r\nHost: web\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", status: 400),
-            Case(id: "R2 two CLs", request: "POST / HTTP/1.1\r\nHost: web\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\nabcd", status: 400),
-            Case(id: "R3 CL 4, 4", request: "POST / HTTP/1.1\r\nHost: web\r\nContent-Length: 4, 4\r\n\r\nabcd", status: 400),
-            Case(id: "R4 CL +4", request: "POST / HTTP/1.1\r\nHost: web\r\nContent-Length: +4\r\n\r\nabcd", status: 400),
+            Case(
+                id: "R1 CL and TE",
+                request:
+                    "POST / HTTP/1.1\r\nHost: web\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+                status: 400
+            ),
+            Case(
+                id: "R2 two CLs",
+                request: "POST / HTTP/1.1\r\nHost: web\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\nabcd",
+                status: 400
+            ),
+            Case(
+                id: "R3 CL 4, 4",
+                request: "POST / HTTP/1.1\r\nHost: web\r\nContent-Length: 4, 4\r\n\r\nabcd",
+                status: 400
+            ),
+            Case(
+                id: "R4 CL +4",
+                request: "POST / HTTP/1.1\r\nHost: web\r\nContent-Length: +4\r\n\r\nabcd",
+                status: 400
+            ),
             Case(
                 id: "R4 CL 0004 is re-emitted from the integer",
                 request: "POST / HTTP/1.1\r\nHost: web\r\nContent-Length: 0004\r\n\r\nabcd",
@@ -35,31 +52,61 @@ extension IntegrationTests {
                 podNeverSees: ["0004"]
             ),
             // RFC 9112 §6.3: chunked not last means the length cannot be known: 400 and close.
-            Case(id: "R5 TE gzip", request: "POST / HTTP/1.1\r\nHost: web\r\nTransfer-Encoding: gzip\r\n\r\n", status: 400),
-            Case(id: "R5 TE chunked, gzip", request: "POST / HTTP/1.1\r\nHost: web\r\nTransfer-Encoding: chunked, gzip\r\n\r\n", status: 400),
-            Case(id: "R5 TE xchunked", request: "POST / HTTP/1.1\r\nHost: web\r\nTransfer-Encoding: xchunked\r\n\r\n", status: 400),
-            Case(id: "R5 TE obs-folded", request: "POST / HTTP/1.1\r\nHost: web\r\nTransfer-Encoding:\r\n chunked\r\n\r\n", status: 400),
-            Case(id: "R6 TE gzip, chunked", request: "POST / HTTP/1.1\r\nHost: web\r\nTransfer-Encoding: gzip, chunked\r\n\r\n", status: 501),
+            Case(
+                id: "R5 TE gzip",
+                request: "POST / HTTP/1.1\r\nHost: web\r\nTransfer-Encoding: gzip\r\n\r\n",
+                status: 400
+            ),
+            Case(
+                id: "R5 TE chunked, gzip",
+                request: "POST / HTTP/1.1\r\nHost: web\r\nTransfer-Encoding: chunked, gzip\r\n\r\n",
+                status: 400
+            ),
+            Case(
+                id: "R5 TE xchunked",
+                request: "POST / HTTP/1.1\r\nHost: web\r\nTransfer-Encoding: xchunked\r\n\r\n",
+                status: 400
+            ),
+            Case(
+                id: "R5 TE obs-folded",
+                request: "POST / HTTP/1.1\r\nHost: web\r\nTransfer-Encoding:\r\n chunked\r\n\r\n",
+                status: 400
+            ),
+            Case(
+                id: "R6 TE gzip, chunked",
+                request: "POST / HTTP/1.1\r\nHost: web\r\nTransfer-Encoding: gzip, chunked\r\n\r\n",
+                status: 501
+            ),
             Case(
                 id: "R6 TE Chunked is re-framed as exactly one chunked",
-                request: "POST / HTTP/1.1\r\nHost: web\r\nTransfer-Encoding: Chunked\r\n\r\n3;ext=1\r\nabc\r\n0\r\nTrailer-X: 1\r\n\r\n",
+                request:
+                    "POST / HTTP/1.1\r\nHost: web\r\nTransfer-Encoding: Chunked\r\n\r\n3;ext=1\r\nabc\r\n0\r\nTrailer-X: 1\r\n\r\n",
                 status: 200,
                 podSees: ["Transfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n"],
                 podNeverSees: ["Chunked", "ext=1", "Trailer-X"]
             ),
             Case(
                 id: "R7 HTTP/1.0 with TE goes upstream as HTTP/1.1",
-                request: "POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\nConnection: keep-alive\r\n\r\n2\r\nhi\r\n0\r\n\r\n",
+                request:
+                    "POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\nConnection: keep-alive\r\n\r\n2\r\nhi\r\n0\r\n\r\n",
                 status: 200,
                 podSees: ["POST / HTTP/1.1\r\n", "Transfer-Encoding: chunked\r\n\r\n2\r\nhi\r\n0\r\n\r\n"],
                 podNeverSees: ["keep-alive"]
             ),
             Case(id: "R8 obs-fold", request: "GET / HTTP/1.1\r\nHost: web\r\nX: a\r\n b\r\n\r\n", status: 400),
-            Case(id: "R9 space before colon", request: "GET / HTTP/1.1\r\nHost: web\r\nTransfer-Encoding : chunked\r\n\r\n", status: 400),
+            Case(
+                id: "R9 space before colon",
+                request: "GET / HTTP/1.1\r\nHost: web\r\nTransfer-Encoding : chunked\r\n\r\n",
+                status: 400
+            ),
             Case(id: "R10 bare LF", request: "GET / HTTP/1.1\nHost: web\n\n", status: 400),
             Case(id: "R10 bare CR", request: "GET / HTTP/1.1\r\nHost: web\r\nX: a\rb\r\n\r\n", status: 400),
             Case(id: "R11 NUL in a value", request: "GET / HTTP/1.1\r\nHost: web\r\nX: a\u{0}b\r\n\r\n", status: 400),
-            Case(id: "R12 line without a colon", request: "GET / HTTP/1.1\r\nHost: web\r\nNoColon\r\n\r\n", status: 400),
+            Case(
+                id: "R12 line without a colon",
+                request: "GET / HTTP/1.1\r\nHost: web\r\nNoColon\r\n\r\n",
+                status: 400
+            ),
             // The head has gone upstream before the bad chunk arrives: that upstream request is aborted.
             Case(
                 id: "R15 bad chunk size",
@@ -78,7 +125,11 @@ extension IntegrationTests {
                 podSees: ["GET /a?b HTTP/1.1\r\n"],
                 podNeverSees: ["http://"]
             ),
-            Case(id: "R20 absolute form for another host", request: "GET http://other/ HTTP/1.1\r\nHost: web\r\n\r\n", status: 400),
+            Case(
+                id: "R20 absolute form for another host",
+                request: "GET http://other/ HTTP/1.1\r\nHost: web\r\n\r\n",
+                status: 400
+            ),
             Case(id: "R20 * outside OPTIONS", request: "GET * HTTP/1.1\r\nHost: web\r\n\r\n", status: 400),
             Case(id: "R20 fragment", request: "GET /a#frag HTTP/1.1\r\nHost: web\r\n\r\n", status: 400),
             Case(id: "R20 CONNECT", request: "CONNECT web:443 HTTP/1.1\r\nHost: web:443\r\n\r\n", status: 405),
@@ -97,14 +148,16 @@ extension IntegrationTests {
             Case(id: "R23 TRACE", request: "TRACE / HTTP/1.1\r\nHost: web\r\n\r\n", status: 405),
             Case(
                 id: "R24 nothing after Connection: close",
-                request: "GET /first HTTP/1.1\r\nHost: web\r\nConnection: close\r\n\r\nGET /second HTTP/1.1\r\nHost: web\r\n\r\n",
+                request:
+                    "GET /first HTTP/1.1\r\nHost: web\r\nConnection: close\r\n\r\nGET /second HTTP/1.1\r\nHost: web\r\n\r\n",
                 status: 200,
                 podSees: ["GET /first "],
                 podNeverSees: ["/second"]
             ),
             Case(
                 id: "R26 hop-by-hop fields stay here",
-                request: "GET / HTTP/1.1\r\nHost: web\r\nConnection: keep-alive, X-Secret\r\nX-Secret: 1\r\nKeep-Alive: timeout=5\r\n"
+                request:
+                    "GET / HTTP/1.1\r\nHost: web\r\nConnection: keep-alive, X-Secret\r\nX-Secret: 1\r\nKeep-Alive: timeout=5\r\n"
                     + "Proxy-Connection: keep-alive\r\nTE: trailers\r\nX-Kept: yes\r\n\r\n",
                 status: 200,
                 podSees: ["X-Kept: yes\r\n", "Via: 1.1 headway\r\n", "X-Forwarded-For: 127.0.0.1\r\n"],
@@ -115,7 +168,12 @@ extension IntegrationTests {
         @Test(arguments: Self.cases)
         func requestFraming(_ testCase: Case) async throws {
             let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
-            let pod = try await ScriptedPod.start(host: "127.0.0.2", port: NginxPods.port, behaviour: .recordAndAnswer, group: group)
+            let pod = try await ScriptedPod.start(
+                host: "127.0.0.2",
+                port: NginxPods.port,
+                behaviour: .recordAndAnswer,
+                group: group
+            )
             let headway = try await InProcessHeadway.start { $0.endpoints = [pod.address] }
             let answer = try await RawHTTP.exchange(
                 host: "127.0.0.1",
@@ -135,7 +193,10 @@ extension IntegrationTests {
                 #expect(atPod.isEmpty, "a refused request reached the pod: \(atPod.debugDescription)")
             }
             for text in testCase.podSees {
-                #expect(atPod.contains(text), "the pod did not get \(text.debugDescription) in \(atPod.debugDescription)")
+                #expect(
+                    atPod.contains(text),
+                    "the pod did not get \(text.debugDescription) in \(atPod.debugDescription)"
+                )
             }
             for text in testCase.podNeverSees {
                 #expect(!atPod.contains(text), "the pod got \(text.debugDescription): \(atPod.debugDescription)")
@@ -162,16 +223,37 @@ extension IntegrationTests {
 
         static let cases: [Case] = [
             Case(id: "U5 garbage status line", response: "HTTP/1.1 OK\r\n\r\n", status: "HTTP/1.1 502"),
-            Case(id: "U5 obs-fold", response: "HTTP/1.1 200 OK\r\nX: a\r\n b\r\nContent-Length: 0\r\n\r\n", status: "HTTP/1.1 502"),
-            Case(id: "U5 bare LF", response: "HTTP/1.1 200 OK\nContent-Length: 0\n\n", podCloses: true, status: "HTTP/1.1 502"),
-            Case(id: "U5 two CLs", response: "HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nab", status: "HTTP/1.1 502"),
+            Case(
+                id: "U5 obs-fold",
+                response: "HTTP/1.1 200 OK\r\nX: a\r\n b\r\nContent-Length: 0\r\n\r\n",
+                status: "HTTP/1.1 502"
+            ),
+            Case(
+                id: "U5 bare LF",
+                response: "HTTP/1.1 200 OK\nContent-Length: 0\n\n",
+                podCloses: true,
+                status: "HTTP/1.1 502"
+            ),
+            Case(
+                id: "U5 two CLs",
+                response: "HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nab",
+                status: "HTTP/1.1 502"
+            ),
             Case(
                 id: "U5 CL and TE",
                 response: "HTTP/1.1 200 OK\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
                 status: "HTTP/1.1 502"
             ),
-            Case(id: "U6 status 600", response: "HTTP/1.1 600 Odd\r\nContent-Length: 0\r\n\r\n", status: "HTTP/1.1 502"),
-            Case(id: "U6 status 099", response: "HTTP/1.1 099 Odd\r\nContent-Length: 0\r\n\r\n", status: "HTTP/1.1 502"),
+            Case(
+                id: "U6 status 600",
+                response: "HTTP/1.1 600 Odd\r\nContent-Length: 0\r\n\r\n",
+                status: "HTTP/1.1 502"
+            ),
+            Case(
+                id: "U6 status 099",
+                response: "HTTP/1.1 099 Odd\r\nContent-Length: 0\r\n\r\n",
+                status: "HTTP/1.1 502"
+            ),
             Case(
                 id: "U7 204 with a body",
                 response: "HTTP/1.1 204 No Content\r\nContent-Length: 5\r\n\r\n",
@@ -185,13 +267,15 @@ extension IntegrationTests {
             ),
             Case(
                 id: "U8 103 then 200 are both relayed",
-                response: "HTTP/1.1 103 Early Hints\r\nLink: </a.css>\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
+                response:
+                    "HTTP/1.1 103 Early Hints\r\nLink: </a.css>\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
                 status: "HTTP/1.1 103",
                 clientSees: ["Link: </a.css>", "HTTP/1.1 200 OK", "\r\n\r\nok"]
             ),
             Case(
                 id: "U8 no 1xx for an HTTP/1.0 client",
-                response: "HTTP/1.1 103 Early Hints\r\nLink: </a.css>\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
+                response:
+                    "HTTP/1.1 103 Early Hints\r\nLink: </a.css>\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
                 request: "GET / HTTP/1.0\r\n\r\n",
                 status: "HTTP/1.1 200",
                 clientNeverSees: ["103"]
@@ -205,14 +289,16 @@ extension IntegrationTests {
             ),
             Case(
                 id: "U10 bytes after the response never reach the client",
-                response: "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nokHTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\nsmuggl",
+                response:
+                    "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nokHTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\nsmuggl",
                 status: "HTTP/1.1 200",
                 clientSees: ["\r\n\r\nok"],
                 clientNeverSees: ["smuggl"]
             ),
             Case(
                 id: "U11 huge response head",
-                response: "HTTP/1.1 200 OK\r\nX: " + String(repeating: "a", count: 70_000) + "\r\nContent-Length: 0\r\n\r\n",
+                response: "HTTP/1.1 200 OK\r\nX: " + String(repeating: "a", count: 70_000)
+                    + "\r\nContent-Length: 0\r\n\r\n",
                 status: "HTTP/1.1 502"
             ),
             Case(
@@ -254,7 +340,10 @@ extension IntegrationTests {
             try await group.shutdownGracefully()
             #expect(answer.hasPrefix(testCase.status), "\(answer.debugDescription)")
             for text in testCase.clientSees {
-                #expect(answer.contains(text), "the client did not get \(text.debugDescription) in \(answer.debugDescription)")
+                #expect(
+                    answer.contains(text),
+                    "the client did not get \(text.debugDescription) in \(answer.debugDescription)"
+                )
             }
             for text in testCase.clientNeverSees {
                 #expect(!answer.contains(text), "the client got \(text.debugDescription): \(answer.debugDescription)")

@@ -13,7 +13,9 @@ struct NginxPods {
     static func start(count: Int = 3) async throws -> NginxPods {
         var pods: [NginxPod] = []
         for index in 0..<count {
-            pods.append(try await NginxPod.start(name: "pod-\(index + 1)", host: "127.0.0.\(index + 2)", port: Self.port))
+            pods.append(
+                try await NginxPod.start(name: "pod-\(index + 1)", host: "127.0.0.\(index + 2)", port: Self.port)
+            )
         }
         return NginxPods(pods: pods)
     }
@@ -36,7 +38,9 @@ struct EchoPods {
         var pods: [DemoPod] = []
         for index in 0..<count {
             let address = try SocketAddress(ipAddress: "127.0.0.\(index + 2)", port: Self.port)
-            pods.append(try await DemoPod.start(name: "pod-\(index + 1)", address: address, latency: latency, group: group))
+            pods.append(
+                try await DemoPod.start(name: "pod-\(index + 1)", address: address, latency: latency, group: group)
+            )
         }
         return EchoPods(group: group, pods: pods)
     }
@@ -74,7 +78,8 @@ struct WrkSummary {
                 self.non2xx = Int(text.split(separator: " ").last ?? "") ?? 0
             } else if text.hasPrefix("Socket errors:") {
                 // "Socket errors: connect 0, read 1, write 0, timeout 0"
-                self.socketErrors = text.split(separator: ",").compactMap { Int($0.split(separator: " ").last ?? "") }.reduce(0, +)
+                self.socketErrors = text.split(separator: ",").compactMap { Int($0.split(separator: " ").last ?? "") }
+                    .reduce(0, +)
             }
         }
     }
@@ -97,7 +102,10 @@ func sequentialGets(_ url: String, count: Int, timeout: Double = 30) async throw
 /// Runs curl with `arguments` and a bounded run time.
 @discardableResult
 func curl(_ arguments: [String], timeout: Double = 60) async throws -> CommandResult {
-    try await Command.run(["curl", "--silent", "--show-error", "--max-time", String(Int(timeout))] + arguments, timeout: timeout + 5)
+    try await Command.run(
+        ["curl", "--silent", "--show-error", "--max-time", String(Int(timeout))] + arguments,
+        timeout: timeout + 5
+    )
 }
 
 /// Counts `X-Pod` values in curl's dumped response headers.

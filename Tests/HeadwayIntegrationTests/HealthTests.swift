@@ -33,7 +33,9 @@ extension IntegrationTests {
             let pods = try await NginxPods.start()
             defer { pods.stop() }
             let headway = try await self.headwayWithChecks(endpoints: pods.endpoints, interval: "300ms")
-            let load = Task { try await Command.run(["wrk", "-t1", "-c8", "-d4s", "\(headway.listenURL)/"], timeout: 30) }
+            let load = Task {
+                try await Command.run(["wrk", "-t1", "-c8", "-d4s", "\(headway.listenURL)/"], timeout: 30)
+            }
             try await Task.sleep(for: .seconds(1))
             let victim = pods.pods[1]
             victim.kill()
@@ -49,7 +51,9 @@ extension IntegrationTests {
             #expect(summary.socketErrors == 0, "\(result.stdout)")
             let detection = try #require(detected, "the killed pod was never marked unhealthy")
             #expect(detection < .milliseconds(990 + 100), "marked unhealthy only after \(detection)")
-            print("killed pod: \(summary.requests) requests, \(summary.non2xx) failed; marked unhealthy \(detection) after the kill")
+            print(
+                "killed pod: \(summary.requests) requests, \(summary.non2xx) failed; marked unhealthy \(detection) after the kill"
+            )
         }
 
         /// A pod that dies under load is both failed by its checks and ejected by the passive ones (its connects
@@ -83,10 +87,14 @@ extension IntegrationTests {
             var firstAnswer: Duration?
             for _ in 0..<100 where firstAnswer == nil {
                 let result = try await curl(["--dump-header", "-", "--output", "/dev/null", headway.listenURL + "/"])
-                if podCounts(inHeaders: result.stdout)[victim.name] != nil { firstAnswer = ContinuousClock.now - restart }
+                if podCounts(inHeaders: result.stdout)[victim.name] != nil {
+                    firstAnswer = ContinuousClock.now - restart
+                }
                 try await Task.sleep(for: .milliseconds(50))
             }
-            let ready = try await curl(["--write-out", "%{http_code}", "--output", "/dev/null", headway.adminURL + "/ready"])
+            let ready = try await curl([
+                "--write-out", "%{http_code}", "--output", "/dev/null", headway.adminURL + "/ready",
+            ])
             try await headway.stop()
             let back = try #require(firstAnswer, "the restarted pod got no request in 100 tries")
             // interval × healthy_threshold + interval, plus the checks' 10% jitter and the load's own pace.
@@ -99,12 +107,17 @@ extension IntegrationTests {
             let pods = try await NginxPods.start(count: 2)
             defer { pods.stop() }
             let headway = try await self.headwayWithChecks(endpoints: pods.endpoints)
-            let readyStatus = { try await curl(["--write-out", "%{http_code}", "--output", "/dev/null", headway.adminURL + "/ready"]).stdout }
+            let readyStatus = {
+                try await curl(["--write-out", "%{http_code}", "--output", "/dev/null", headway.adminURL + "/ready"])
+                    .stdout
+            }
             #expect(try await waitFor(timeout: .seconds(2)) { try await readyStatus() == "200" } != nil)
             for pod in pods.pods { pod.kill() }
             let unready = try await waitFor(timeout: .seconds(3)) { try await readyStatus() == "503" }
             let reason = try await curl([headway.adminURL + "/ready"]).stdout
-            let request = try await curl(["--write-out", "%{http_code}", "--output", "/dev/null", headway.listenURL + "/"])
+            let request = try await curl([
+                "--write-out", "%{http_code}", "--output", "/dev/null", headway.listenURL + "/",
+            ])
             try await headway.stop()
             #expect(unready != nil, "/ready stayed 200 with every pod down")
             #expect(reason.contains("upstream 'default' has no healthy endpoint (0 of 2)"), "\(reason)")
@@ -123,7 +136,9 @@ extension IntegrationTests {
                     """
             )
             let down = try await EndpointsDocument.fetch(from: headway).upstreams[0].healthy_endpoints
-            let ready = try await curl(["--write-out", "%{http_code}", "--output", "/dev/null", headway.adminURL + "/ready"])
+            let ready = try await curl([
+                "--write-out", "%{http_code}", "--output", "/dev/null", headway.adminURL + "/ready",
+            ])
             try await headway.stop()
             #expect(down == 0)
             #expect(ready.stdout == "200")
@@ -134,25 +149,36 @@ extension IntegrationTests {
             defer { pods.stop() }
             let headway = try await self.headwayWithChecks(endpoints: pods.endpoints)
             let sick = pods.pods[2]
-            try #require(try await waitFor(timeout: .seconds(2)) { headway.application.clusters[0].healthSummary.healthy == 3 } != nil)
+            try #require(
+                try await waitFor(timeout: .seconds(2)) { headway.application.clusters[0].healthSummary.healthy == 3 }
+                    != nil
+            )
 
             try sick.setHealthCheckFailing(true)
-            let ejected = try await waitFor(timeout: .seconds(2)) { try await self.health(of: sick.address, headway) == "unhealthy" }
+            let ejected = try await waitFor(timeout: .seconds(2)) {
+                try await self.health(of: sick.address, headway) == "unhealthy"
+            }
             #expect(ejected != nil, "the pod whose /healthz fails stayed in rotation")
             let endpoint = try #require(try await EndpointsDocument.endpoint(sick.address, of: headway))
             #expect(endpoint.last_check == "fail")
             #expect(endpoint.last_check_detail == "HTTP 503")
-            let during = try await curl(["--dump-header", "-", "--output", "/dev/null"] + Array(repeating: headway.listenURL + "/", count: 30))
+            let during = try await curl(
+                ["--dump-header", "-", "--output", "/dev/null"] + Array(repeating: headway.listenURL + "/", count: 30)
+            )
             let countsDuring = podCounts(inHeaders: during.stdout)
             #expect(countsDuring[sick.name] == nil, "the unhealthy pod still got requests: \(countsDuring)")
             #expect(countsDuring.values.reduce(0, +) == 30)
 
             try sick.setHealthCheckFailing(false)
-            let restored = try await waitFor(timeout: .seconds(2)) { try await self.health(of: sick.address, headway) == "healthy" }
+            let restored = try await waitFor(timeout: .seconds(2)) {
+                try await self.health(of: sick.address, headway) == "healthy"
+            }
             let back = try #require(restored, "the recovered pod did not come back")
             // Two passing checks in a row are needed: at least one interval (minus jitter) after the first.
             #expect(back >= .milliseconds(150), "back after \(back), before healthy_threshold checks could pass")
-            let after = try await curl(["--dump-header", "-", "--output", "/dev/null"] + Array(repeating: headway.listenURL + "/", count: 30))
+            let after = try await curl(
+                ["--dump-header", "-", "--output", "/dev/null"] + Array(repeating: headway.listenURL + "/", count: 30)
+            )
             #expect(podCounts(inHeaders: after.stdout)[sick.name] == 10, "\(podCounts(inHeaders: after.stdout))")
             try await headway.stop()
         }
@@ -161,7 +187,12 @@ extension IntegrationTests {
             let pods = try await NginxPods.start(count: 2)
             defer { pods.stop() }
             let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
-            let blackhole = try await ScriptedPod.start(host: "127.0.0.5", port: NginxPods.port, behaviour: .blackhole, group: group)
+            let blackhole = try await ScriptedPod.start(
+                host: "127.0.0.5",
+                port: NginxPods.port,
+                behaviour: .blackhole,
+                group: group
+            )
             let headway = try await InProcessHeadway.start(
                 yaml: """
                     listeners: [{listen: "127.0.0.1:0", upstream: web}]
@@ -190,7 +221,10 @@ extension IntegrationTests {
             #expect(afterEjection.allSatisfy { $0.status == 200 && $0.seconds < 0.2 }, "\(afterEjection)")
             #expect(ejected?.health == "ejected")
             #expect(ejected?.ejections == 1)
-            #expect(ejected?.last_ejection_reason?.contains("2 consecutive gateway failures") == true, "\(String(describing: ejected))")
+            #expect(
+                ejected?.last_ejection_reason?.contains("2 consecutive gateway failures") == true,
+                "\(String(describing: ejected))"
+            )
         }
 
         @Test func allPodsDownAnswers503FastAndTrafficResumesWhenTheyReturn() async throws {
@@ -204,7 +238,9 @@ extension IntegrationTests {
             let meanwhile = try await sequentialGets(headway.listenURL + "/", count: 5)
             #expect(meanwhile.allSatisfy { $0.status >= 500 && $0.seconds < 0.5 }, "\(meanwhile)")
             let allDown = try await waitFor(timeout: .seconds(2)) {
-                try await EndpointsDocument.fetch(from: headway).upstreams[0].endpoints.allSatisfy { $0.health == "unhealthy" }
+                try await EndpointsDocument.fetch(from: headway).upstreams[0].endpoints.allSatisfy {
+                    $0.health == "unhealthy"
+                }
             }
             #expect(allDown != nil)
             let down = try await sequentialGets(headway.listenURL + "/", count: 20)
@@ -222,7 +258,9 @@ extension IntegrationTests {
             let back = try await sequentialGets(headway.listenURL + "/", count: 20)
             try await headway.stop()
             #expect(back.allSatisfy { $0.status == 200 }, "\(back)")
-            print("all pods down: slowest 503 took \(slowest) s; traffic resumed \(resumed.map { "\($0)" } ?? "never") after restart")
+            print(
+                "all pods down: slowest 503 took \(slowest) s; traffic resumed \(resumed.map { "\($0)" } ?? "never") after restart"
+            )
         }
 
         @Test func aPostWhosePodResetsMidBodyGets502AndIsNotRetried() async throws {
@@ -243,7 +281,10 @@ extension IntegrationTests {
             var statuses: [Int] = []
             for _ in 0..<2 {
                 let result = try await curl(
-                    ["--output", "/dev/null", "--write-out", "%{http_code}", "--data-binary", "@\(body.path)", headway.listenURL + "/upload"]
+                    [
+                        "--output", "/dev/null", "--write-out", "%{http_code}", "--data-binary", "@\(body.path)",
+                        headway.listenURL + "/upload",
+                    ]
                 )
                 statuses.append(Int(result.stdout) ?? 0)
             }
@@ -257,13 +298,15 @@ extension IntegrationTests {
             #expect(postsToResetting == 1, "the POST reached the resetting pod \(postsToResetting) times")
             #expect(postsToNginx == 1, "the failed POST was retried on the healthy pod")
         }
-    
+
         @Test func warmConnectionsAreOpenBeforeTheFirstRequest() async throws {
             let pods = try await NginxPods.start()
             defer { pods.stop() }
             let headway = try await InProcessHeadway.start { $0.endpoints = pods.endpoints }
             let warm = try await waitFor(timeout: .seconds(1)) {
-                try await EndpointsDocument.fetch(from: headway).upstreams[0].endpoints.allSatisfy { $0.idle_connections == 1 }
+                try await EndpointsDocument.fetch(from: headway).upstreams[0].endpoints.allSatisfy {
+                    $0.idle_connections == 1
+                }
             }
             let requestsBefore = try pods.pods.map { try $0.accessLog().count }.reduce(0, +)
             try await headway.stop()
@@ -277,7 +320,9 @@ extension IntegrationTests {
             let sick = pods.pods[2]
             try sick.setHealthCheckFailing(true)
             let headway = try await self.headwayWithChecks(endpoints: pods.endpoints)
-            let answers = try await curl(["--dump-header", "-", "--output", "/dev/null"] + Array(repeating: headway.listenURL + "/", count: 30))
+            let answers = try await curl(
+                ["--dump-header", "-", "--output", "/dev/null"] + Array(repeating: headway.listenURL + "/", count: 30)
+            )
             try await headway.stop()
             let counts = podCounts(inHeaders: answers.stdout)
             #expect(counts[sick.name] == nil, "\(counts)")
@@ -288,7 +333,11 @@ extension IntegrationTests {
             let pods = try await NginxPods.start(count: 1)
             defer { pods.stop() }
             let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
-            let failing = try await DemoPod.start(name: "failing", address: try SocketAddress(ipAddress: "127.0.0.5", port: NginxPods.port), group: group)
+            let failing = try await DemoPod.start(
+                name: "failing",
+                address: try SocketAddress(ipAddress: "127.0.0.5", port: NginxPods.port),
+                group: group
+            )
             let headway = try await InProcessHeadway.start(
                 yaml: """
                     listeners: [{listen: "127.0.0.1:0", upstream: web}]
@@ -316,9 +365,13 @@ extension IntegrationTests {
                 $0.endpoints = pods.endpoints
                 $0.maxConnectionsPerEndpoint = 1
             }
-            async let slow = curl(["--output", "/dev/null", "--write-out", "%{http_code}", headway.listenURL + "/delay/500"])
+            async let slow = curl([
+                "--output", "/dev/null", "--write-out", "%{http_code}", headway.listenURL + "/delay/500",
+            ])
             try await Task.sleep(for: .milliseconds(100))
-            let refused = try await curl(["--dump-header", "-", "--output", "/dev/null", "--write-out", "%{time_total}", headway.listenURL + "/"])
+            let refused = try await curl([
+                "--dump-header", "-", "--output", "/dev/null", "--write-out", "%{time_total}", headway.listenURL + "/",
+            ])
             let first = try await slow
             try await headway.stop()
             try await pods.stop()

@@ -26,7 +26,10 @@ extension IntegrationTests {
         }
 
         /// A normal client's requests during the attack: all must succeed, and quickly.
-        private func normalTraffic(_ headway: InProcessHeadway, count: Int) async throws -> [(status: Int, seconds: Double)] {
+        private func normalTraffic(
+            _ headway: InProcessHeadway,
+            count: Int
+        ) async throws -> [(status: Int, seconds: Double)] {
             try await sequentialGets(headway.listenURL + "/", count: count)
         }
 
@@ -57,7 +60,12 @@ extension IntegrationTests {
         @Test func aStalledBodyGets408AtTheBodyTimeout() async throws {
             // A pod that waits for the whole body before it answers (nginx's `return` would answer at once).
             let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
-            let pod = try await ScriptedPod.start(host: "127.0.0.2", port: NginxPods.port, behaviour: .blackhole, group: group)
+            let pod = try await ScriptedPod.start(
+                host: "127.0.0.2",
+                port: NginxPods.port,
+                behaviour: .blackhole,
+                group: group
+            )
             let headway = try await InProcessHeadway.start(
                 yaml: """
                     client: {body_timeout: 1s}
@@ -74,7 +82,10 @@ extension IntegrationTests {
             try await group.shutdownGracefully()
             #expect(answer.text.hasPrefix("HTTP/1.1 408 Request Timeout"), "\(answer.text)")
             #expect(answer.text.contains("body_timeout"))
-            #expect(answer.closedAfter.map { $0 >= 0.9 && $0 < 2.5 } == true, "\(String(describing: answer.closedAfter))")
+            #expect(
+                answer.closedAfter.map { $0 >= 0.9 && $0 < 2.5 } == true,
+                "\(String(describing: answer.closedAfter))"
+            )
             // The half-sent request was abandoned upstream too.
             #expect(endpoints.upstreams[0].endpoints.allSatisfy { $0.in_flight == 0 })
         }
@@ -88,7 +99,10 @@ extension IntegrationTests {
             let answer = await idle.readUntilClosed(timeout: 3)
             try await headway.stop()
             #expect(answer.text.hasPrefix("HTTP/1.1 200 OK"))
-            #expect(answer.closedAfter.map { $0 >= 0.45 && $0 < 1.5 } == true, "\(String(describing: answer.closedAfter))")
+            #expect(
+                answer.closedAfter.map { $0 >= 0.45 && $0 < 1.5 } == true,
+                "\(String(describing: answer.closedAfter))"
+            )
         }
 
         @Test func pastMaxConnectionsANewClientGets503AtOnce() async throws {
@@ -115,17 +129,25 @@ extension IntegrationTests {
             defer { pods.stop() }
             let headway = try await self.headway(pods: pods, client: "max_request_body: 1KiB")
             let declared = try await curl(
-                ["--output", "/dev/null", "--write-out", "%{http_code}", "--data-binary", String(repeating: "a", count: 2000), headway.listenURL + "/"]
+                [
+                    "--output", "/dev/null", "--write-out", "%{http_code}", "--data-binary",
+                    String(repeating: "a", count: 2000), headway.listenURL + "/",
+                ]
             )
             let small = try await curl(
-                ["--output", "/dev/null", "--write-out", "%{http_code}", "--data-binary", String(repeating: "c", count: 1000), headway.listenURL + "/"]
+                [
+                    "--output", "/dev/null", "--write-out", "%{http_code}", "--data-binary",
+                    String(repeating: "c", count: 1000), headway.listenURL + "/",
+                ]
             )
             let posts = try pods.pods[0].accessLog().filter { $0.method == "POST" }.count
             // A chunked body's size is known only as it arrives: its head has gone upstream when the limit
             // is crossed, and that upstream request is aborted.
             let chunked = try await curl(
-                ["--output", "/dev/null", "--write-out", "%{http_code}", "--header", "Transfer-Encoding: chunked",
-                 "--data-binary", String(repeating: "b", count: 5000), headway.listenURL + "/"]
+                [
+                    "--output", "/dev/null", "--write-out", "%{http_code}", "--header", "Transfer-Encoding: chunked",
+                    "--data-binary", String(repeating: "b", count: 5000), headway.listenURL + "/",
+                ]
             )
             try await headway.stop()
             #expect(declared.stdout == "413")

@@ -15,7 +15,9 @@ extension IntegrationTests {
                 $0.policy = policy.rawValue
             }
             // Sequential requests keep every pod idle between them, so the load-aware policies spread too.
-            let answers = try await curl(["--dump-header", "-", "--output", "/dev/null"] + Array(repeating: headway.listenURL + "/", count: 60))
+            let answers = try await curl(
+                ["--dump-header", "-", "--output", "/dev/null"] + Array(repeating: headway.listenURL + "/", count: 60)
+            )
             try await headway.stop()
             let counts = podCounts(inHeaders: answers.stdout)
             #expect(counts.values.reduce(0, +) == 60, "\(counts)")
@@ -44,7 +46,10 @@ extension IntegrationTests {
                 podOfUser["user-\(user)"] = Set(podCounts(inHeaders: answers.stdout).keys)
             }
             try await headway.stop()
-            #expect(podOfUser.values.allSatisfy { $0.count == 1 }, "a user's requests went to several pods: \(podOfUser)")
+            #expect(
+                podOfUser.values.allSatisfy { $0.count == 1 },
+                "a user's requests went to several pods: \(podOfUser)"
+            )
             #expect(Set(podOfUser.values.flatMap { $0 }).count == 3, "30 users all hashed to fewer than 3 pods")
         }
 
@@ -66,9 +71,13 @@ extension IntegrationTests {
                 try await EndpointsDocument.endpoint(cold.address, of: headway)?.health == "healthy"
             }
             try #require(back != nil)
-            let early = try await curl(["--dump-header", "-", "--output", "/dev/null"] + Array(repeating: headway.listenURL + "/", count: 90))
+            let early = try await curl(
+                ["--dump-header", "-", "--output", "/dev/null"] + Array(repeating: headway.listenURL + "/", count: 90)
+            )
             try await Task.sleep(for: .seconds(4))
-            let late = try await curl(["--dump-header", "-", "--output", "/dev/null"] + Array(repeating: headway.listenURL + "/", count: 90))
+            let late = try await curl(
+                ["--dump-header", "-", "--output", "/dev/null"] + Array(repeating: headway.listenURL + "/", count: 90)
+            )
             try await headway.stop()
             let earlyShare = podCounts(inHeaders: early.stdout)[cold.name, default: 0]
             let lateShare = podCounts(inHeaders: late.stdout)[cold.name, default: 0]

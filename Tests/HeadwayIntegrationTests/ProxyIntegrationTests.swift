@@ -112,7 +112,9 @@ extension IntegrationTests {
             let pods = try await NginxPods.start()
             defer { pods.stop() }
             let headway = try await InProcessHeadway.start { $0.endpoints = pods.endpoints }
-            let ready = try await curl(["--output", "/dev/null", "--write-out", "%{http_code}", "\(headway.adminURL)/ready"])
+            let ready = try await curl([
+                "--output", "/dev/null", "--write-out", "%{http_code}", "\(headway.adminURL)/ready",
+            ])
             #expect(ready.stdout == "200")
             headway.application.clusters[0].setEndpoints([])
             try await Task.sleep(for: .milliseconds(100))
@@ -165,11 +167,17 @@ extension IntegrationTests {
                     endpoints: [\(echo.endpoints[0])]
                 """
             let headway = try await InProcessHeadway.start(yaml: yaml)
-            let echoURL = "http://127.0.0.1:\(try #require(await headway.application.waitUntilBound()?.listeners[1].port))"
+            let echoURL =
+                "http://127.0.0.1:\(try #require(await headway.application.waitUntilBound()?.listeners[1].port))"
             // HEAD keeps the pod's Content-Length and sends no body; the next request on the connection still works.
-            let head = try await curl(["--head", "\(headway.listenURL)/files/meg", "--next", "--include", "\(headway.listenURL)/"])
-            let noContent = try await curl(["--include", "\(echoURL)/status/204", "--next", "--include", "\(echoURL)/healthz"])
-            let lastModified = head.stdout.split(whereSeparator: \.isNewline)
+            let head = try await curl([
+                "--head", "\(headway.listenURL)/files/meg", "--next", "--include", "\(headway.listenURL)/",
+            ])
+            let noContent = try await curl([
+                "--include", "\(echoURL)/status/204", "--next", "--include", "\(echoURL)/healthz",
+            ])
+            let lastModified =
+                head.stdout.split(whereSeparator: \.isNewline)
                 .first { $0.lowercased().hasPrefix("last-modified:") }
                 .map { $0.dropFirst("last-modified:".count).trimmingCharacters(in: .whitespaces) } ?? ""
             let notModified = try await curl([
@@ -179,7 +187,9 @@ extension IntegrationTests {
             try await echo.stop()
             #expect(head.stdout.contains("Content-Length: 1048576"), "\(head.stdout)")
             #expect(head.stdout.components(separatedBy: "HTTP/1.1 200").count == 3, "\(head.stdout)")
-            #expect(head.stdout.hasSuffix("pod-2\n") || head.stdout.hasSuffix("pod-1\n") || head.stdout.hasSuffix("pod-3\n"))
+            #expect(
+                head.stdout.hasSuffix("pod-2\n") || head.stdout.hasSuffix("pod-1\n") || head.stdout.hasSuffix("pod-3\n")
+            )
             #expect(noContent.stdout.hasPrefix("HTTP/1.1 204"), "\(noContent.stdout)")
             #expect(noContent.stdout.hasSuffix("ok\n"), "\(noContent.stdout)")
             #expect(notModified.stdout.hasPrefix("HTTP/1.1 304"), "\(notModified.stdout)")
@@ -188,7 +198,8 @@ extension IntegrationTests {
         @Test func pipelinedRequestsAreAnsweredInOrder() async throws {
             let pods = try await EchoPods.start()
             let headway = try await InProcessHeadway.start { $0.endpoints = pods.endpoints }
-            let request = (1...5).map { "GET /p\($0) HTTP/1.1\r\nHost: test\r\n\r\n" }.joined()
+            let request =
+                (1...5).map { "GET /p\($0) HTTP/1.1\r\nHost: test\r\n\r\n" }.joined()
                 + "GET /p6 HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n"
             let response = try await RawHTTP.exchange(host: "127.0.0.1", port: headway.listen.port!, request: request)
             try await headway.stop()
@@ -204,7 +215,8 @@ extension IntegrationTests {
             let headway = try await InProcessHeadway.start { $0.endpoints = pods.endpoints }
             // `Chunked` on a GET: NIO's encoder would write this body raw if the field were forwarded verbatim,
             // and the pod would read "hello..." as the start of a second request.
-            let request = "GET /echo HTTP/1.1\r\nHost: test\r\nTransfer-Encoding: Chunked\r\n\r\n"
+            let request =
+                "GET /echo HTTP/1.1\r\nHost: test\r\nTransfer-Encoding: Chunked\r\n\r\n"
                 + "5\r\nhello\r\n0\r\n\r\n"
                 + "GET /headers HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n"
             let response = try await RawHTTP.exchange(host: "127.0.0.1", port: headway.listen.port!, request: request)
@@ -221,7 +233,8 @@ extension IntegrationTests {
             let headway = try await InProcessHeadway.start { $0.endpoints = pods.endpoints }
             let result = try await curl([
                 "--header", "Connection: keep-alive, X-Secret", "--header", "X-Secret: hunter2",
-                "--header", "Keep-Alive: timeout=5", "--header", "Proxy-Connection: keep-alive", "--header", "TE: trailers",
+                "--header", "Keep-Alive: timeout=5", "--header", "Proxy-Connection: keep-alive", "--header",
+                "TE: trailers",
                 "--header", "X-Forwarded-For: 203.0.113.7", "--header", "X-Forwarded-Proto: https",
                 "--header", "Host: shop.example", "\(headway.listenURL)/headers",
             ])
@@ -252,7 +265,10 @@ extension IntegrationTests {
             try await pods.stop()
             #expect(result.stdout.hasPrefix("HTTP/1.1 504"), "\(result.stdout)")
             #expect(result.stdout.contains("did not respond within request_timeout (300ms)"))
-            #expect(after.stdout.hasPrefix("HTTP/1.1 200"), "the late answer must not reach the next request: \(after.stdout)")
+            #expect(
+                after.stdout.hasPrefix("HTTP/1.1 200"),
+                "the late answer must not reach the next request: \(after.stdout)"
+            )
             #expect(after.stdout.contains("answered GET /quick"))
         }
 
@@ -272,7 +288,12 @@ extension IntegrationTests {
             let pods = try await EchoPods.start(count: 1)
             let headway = try await InProcessHeadway.start { $0.endpoints = pods.endpoints }
             let request = "POST /echo HTTP/1.1\r\nHost: test\r\nContent-Length: 1000000\r\n\r\nonly-a-little"
-            _ = try await RawHTTP.exchange(host: "127.0.0.1", port: headway.listen.port!, request: request, timeout: 0.5)
+            _ = try await RawHTTP.exchange(
+                host: "127.0.0.1",
+                port: headway.listen.port!,
+                request: request,
+                timeout: 0.5
+            )
             try await Task.sleep(for: .milliseconds(200))
             let document = try await EndpointsDocument.fetch(from: headway)
             let after = try await curl(["\(headway.listenURL)/after"])
@@ -332,12 +353,18 @@ extension IntegrationTests {
 
             #expect(slowResults.count == 6)
             for result in slowResults {
-                #expect(result.stdout.hasPrefix("HTTP/1.1 200"), "an in-flight request failed: \(result.stdout) \(result.stderr)")
+                #expect(
+                    result.stdout.hasPrefix("HTTP/1.1 200"),
+                    "an in-flight request failed: \(result.stdout) \(result.stderr)"
+                )
             }
             let draining = during.upstreams[0].endpoints.first { $0.address == "127.0.0.2:\(EchoPods.port)" }
             #expect(draining?.state == "draining", "\(during)")
             #expect(podCounts(inHeaders: after.stdout) == ["pod-2": 10, "pod-3": 10])
-            #expect(!drained.upstreams[0].endpoints.contains { $0.address == "127.0.0.2:\(EchoPods.port)" }, "\(drained)")
+            #expect(
+                !drained.upstreams[0].endpoints.contains { $0.address == "127.0.0.2:\(EchoPods.port)" },
+                "\(drained)"
+            )
         }
 
         @Test func addedPodGetsTraffic() async throws {
@@ -356,7 +383,9 @@ extension IntegrationTests {
     /// What an operator reads: metrics and the failure answers.
     @Suite struct Observability {
         @Test func everyEndpointUnreachableAnswers502NamingIt() async throws {
-            let headway = try await InProcessHeadway.start { $0.endpoints = ["127.0.0.5:\(NginxPods.port)", "127.0.0.6:\(NginxPods.port)"] }
+            let headway = try await InProcessHeadway.start {
+                $0.endpoints = ["127.0.0.5:\(NginxPods.port)", "127.0.0.6:\(NginxPods.port)"]
+            }
             let result = try await curl(["--include", "\(headway.listenURL)/"])
             try await headway.stop()
             #expect(result.stdout.hasPrefix("HTTP/1.1 502"), "\(result.stdout)")
@@ -373,7 +402,9 @@ extension IntegrationTests {
             try await headway.stop()
             for pod in pods.endpoints {
                 #expect(
-                    metrics.stdout.contains("headway_upstream_responses_total{upstream=\"default\",endpoint=\"\(pod)\",status_class=\"2xx\"} 3"),
+                    metrics.stdout.contains(
+                        "headway_upstream_responses_total{upstream=\"default\",endpoint=\"\(pod)\",status_class=\"2xx\"} 3"
+                    ),
                     "\(metrics.stdout)"
                 )
             }

@@ -8,12 +8,18 @@ import Testing
 extension IntegrationTests {
     /// `Upgrade` (WebSocket): tunnelled only once the pod answers 101 (HTTP-EDGE-CASES R27).
     @Suite struct Upgrades {
-        private static let upgradeRequest = "GET /chat HTTP/1.1\r\nHost: web\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n"
+        private static let upgradeRequest =
+            "GET /chat HTTP/1.1\r\nHost: web\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n"
             + "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
 
         @Test func aWebSocketUpgradeBecomesATunnelAfterThePodSays101() async throws {
             let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
-            let pod = try await ScriptedPod.start(host: "127.0.0.2", port: NginxPods.port, behaviour: .switchProtocolsAndEcho, group: group)
+            let pod = try await ScriptedPod.start(
+                host: "127.0.0.2",
+                port: NginxPods.port,
+                behaviour: .switchProtocolsAndEcho,
+                group: group
+            )
             let headway = try await InProcessHeadway.start { $0.endpoints = [pod.address] }
             let client = try RawConnection(host: "127.0.0.1", port: headway.listen.port!)
             try client.send(Self.upgradeRequest)
@@ -34,7 +40,10 @@ extension IntegrationTests {
             #expect(switched.text.hasPrefix("HTTP/1.1 101 Switching Protocols\r\n"), "\(switched.text)")
             #expect(switched.text.contains("Upgrade: websocket\r\n"))
             #expect(switched.text.contains("Connection: Upgrade\r\n"))
-            #expect(!switched.text.lowercased().contains("content-length") && !switched.text.lowercased().contains("transfer-encoding"))
+            #expect(
+                !switched.text.lowercased().contains("content-length")
+                    && !switched.text.lowercased().contains("transfer-encoding")
+            )
             #expect(echoed.text == "hello through the tunnel")
             #expect(again.text == "and again")
             #expect(drainTime < .seconds(2), "the closed tunnel kept the drain waiting \(drainTime)")

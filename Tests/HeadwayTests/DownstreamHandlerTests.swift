@@ -17,7 +17,12 @@ struct DownstreamHandlerTests {
             metrics: ProxyMetrics().upstreamMetrics(upstream: "web"),
             logger: Logger(label: "test")
         )
-        try ProxyServer.configureClientPipeline(channel.pipeline.syncOperations, cluster: cluster, client: .init(), logger: Logger(label: "test"))
+        try ProxyServer.configureClientPipeline(
+            channel.pipeline.syncOperations,
+            cluster: cluster,
+            client: .init(),
+            logger: Logger(label: "test")
+        )
         try channel.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 1)).wait()
         return channel
     }

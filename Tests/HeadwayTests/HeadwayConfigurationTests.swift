@@ -94,7 +94,13 @@ struct HeadwayConfigurationTests {
         #expect(found.contains { $0.hasPrefix("listeners[0].upstream: names upstream 'nowhere'") })
         #expect(found.contains { $0.hasPrefix("upstreams.web.endpoints[0]: bad address") })
         #expect(found.contains { $0.hasPrefix("upstreams.web.idle_timeout: bad duration '10 minutes'") })
-        #expect(found.contains { $0.hasPrefix("upstreams.web.policy: unknown policy 'fastest' (known: round-robin, random, least-connections, p2c, ewma, hash)") })
+        #expect(
+            found.contains {
+                $0.hasPrefix(
+                    "upstreams.web.policy: unknown policy 'fastest' (known: round-robin, random, least-connections, p2c, ewma, hash)"
+                )
+            }
+        )
         #expect(found.contains { $0.hasPrefix("upstreams.web.retries: unknown key") })
         #expect(found.contains { $0.hasPrefix("upstreams.empty.endpoints: is empty") })
         #expect(found.contains { $0.hasPrefix("extra: unknown key") })
@@ -112,11 +118,19 @@ struct HeadwayConfigurationTests {
                   b: {endpoints: [127.0.0.3:8080]}
                 """
         ) { $0.endpoints = ["127.0.0.4:8080"] }
-        #expect(found == ["--endpoints: applies to a configuration with one listener and one upstream; this file has 2 listeners and 2 upstreams"])
+        #expect(
+            found == [
+                "--endpoints: applies to a configuration with one listener and one upstream; this file has 2 listeners and 2 upstreams"
+            ]
+        )
     }
 
     @Test func noEndpointsAtAllIsExplained() {
-        #expect(self.problems(yaml: nil) == ["--endpoints: no endpoints: give --endpoints HOST:PORT,..., --service NAME:PORT or --config FILE"])
+        #expect(
+            self.problems(yaml: nil) == [
+                "--endpoints: no endpoints: give --endpoints HOST:PORT,..., --service NAME:PORT or --config FILE"
+            ]
+        )
     }
 
     @Test func badFlagsAreNamedLikeKeys() {
@@ -222,7 +236,10 @@ struct HeadwayConfigurationTests {
     }
 
     @Test func resolvConfIsParsed() {
-        let conf = ResolvConf(parsing: "# comment\nnameserver 10.96.0.10\nsearch default.svc.cluster.local svc.cluster.local\noptions ndots:5 timeout:2 attempts:3\n")
+        let conf = ResolvConf(
+            parsing:
+                "# comment\nnameserver 10.96.0.10\nsearch default.svc.cluster.local svc.cluster.local\noptions ndots:5 timeout:2 attempts:3\n"
+        )
         #expect(conf.nameservers == [HostAndPort(host: "10.96.0.10", port: 53)])
         #expect(conf.search == ["default.svc.cluster.local", "svc.cluster.local"])
         #expect(conf.ndots == 5)
@@ -297,7 +314,9 @@ struct ResilienceConfigurationTests {
             overrides: .init()
         )
         let web = configuration.upstreams[0]
-        #expect(web.endpoints == [HostAndPort(host: "127.0.0.2", port: 8080), HostAndPort(host: "127.0.0.3", port: 8080)])
+        #expect(
+            web.endpoints == [HostAndPort(host: "127.0.0.2", port: 8080), HostAndPort(host: "127.0.0.3", port: 8080)]
+        )
         #expect(web.endpointWeights == [HostAndPort(host: "127.0.0.3", port: 8080): 3])
         #expect(web.hashKey == .cookie("session"))
         #expect(web.slowStart == .seconds(30))
@@ -322,11 +341,13 @@ struct ResilienceConfigurationTests {
         } catch {
             problems = error.problems.map(\.description)
         }
-        #expect(problems.sorted() == [
-            "upstreams.api.hash_key: applies only to policy: hash",
-            "upstreams.web.endpoints[0].weight: must be a whole number from 1 to 10000",
-            "upstreams.web.hash_key: missing: the hash policy needs header:NAME, cookie:NAME or client-ip",
-        ])
+        #expect(
+            problems.sorted() == [
+                "upstreams.api.hash_key: applies only to policy: hash",
+                "upstreams.web.endpoints[0].weight: must be a whole number from 1 to 10000",
+                "upstreams.web.hash_key: missing: the hash policy needs header:NAME, cookie:NAME or client-ip",
+            ]
+        )
         var overrides = ConfigurationOverrides()
         overrides.endpoints = ["127.0.0.2:80"]
         overrides.policy = "hash"
@@ -335,7 +356,11 @@ struct ResilienceConfigurationTests {
             _ = try HeadwayConfiguration.load(yaml: nil, overrides: overrides)
             Issue.record("accepted an empty header name")
         } catch {
-            #expect(error.problems.map(\.description).contains("--hash-key: bad hash key 'header:': write header:NAME, cookie:NAME or client-ip"))
+            #expect(
+                error.problems.map(\.description).contains(
+                    "--hash-key: bad hash key 'header:': write header:NAME, cookie:NAME or client-ip"
+                )
+            )
         }
     }
 
@@ -356,21 +381,31 @@ struct ResilienceConfigurationTests {
         #expect(client.requestLimits.fieldCount == 20)
         do {
             _ = try HeadwayConfiguration.load(
-                yaml: "client: {max_request_line: 8KiB, max_request_head: 4KiB, slow: 1s}\nupstreams: {web: {endpoints: [127.0.0.2:8080]}}",
+                yaml:
+                    "client: {max_request_line: 8KiB, max_request_head: 4KiB, slow: 1s}\nupstreams: {web: {endpoints: [127.0.0.2:8080]}}",
                 overrides: .init()
             )
             Issue.record("accepted a head limit below the request line limit")
         } catch {
-            #expect(error.problems.map(\.description).sorted() == [
-                "client.max_request_head: is smaller than max_request_line",
-                "client.slow: unknown key (known: header_timeout, body_timeout, idle_timeout, write_timeout, max_connections,"
-                    + " max_request_body, max_request_line, max_request_head, max_header_fields)",
-            ])
+            #expect(
+                error.problems.map(\.description).sorted() == [
+                    "client.max_request_head: is smaller than max_request_line",
+                    "client.slow: unknown key (known: header_timeout, body_timeout, idle_timeout, write_timeout, max_connections,"
+                        + " max_request_body, max_request_line, max_request_head, max_header_fields)",
+                ]
+            )
         }
     }
 
     @Test func noHealthCheckBlockMeansPassiveChecksOnly() throws {
-        let configuration = try HeadwayConfiguration.load(yaml: nil, overrides: { var o = ConfigurationOverrides(); o.endpoints = ["127.0.0.2:80"]; return o }())
+        let configuration = try HeadwayConfiguration.load(
+            yaml: nil,
+            overrides: {
+                var o = ConfigurationOverrides()
+                o.endpoints = ["127.0.0.2:80"]
+                return o
+            }()
+        )
         #expect(configuration.upstreams[0].healthCheck == nil)
         #expect(configuration.upstreams[0].outlierDetection == OutlierDetectionSettings())
         #expect(configuration.upstreams[0].retries.maxRetries == 2)
@@ -439,7 +474,11 @@ struct ResilienceConfigurationTests {
             _ = try HeadwayConfiguration.load(yaml: nil, overrides: overrides)
             Issue.record("accepted --health-interval without checks")
         } catch {
-            #expect(error.problems.map(\.description) == ["--health-interval: needs active health checks: give --health-path or a health_check block"])
+            #expect(
+                error.problems.map(\.description) == [
+                    "--health-interval: needs active health checks: give --health-path or a health_check block"
+                ]
+            )
         }
     }
 }

@@ -104,11 +104,13 @@ struct RoundRobinBalancerTests {
     @Test func startingPointsDifferAcrossLoops() throws {
         // A fleet restarted together must not all start on the same pod.
         let endpoints = try makeEndpoints(10)
-        let starts = Set((0..<50).map { _ -> Int in
-            let balancer = RoundRobinBalancer()
-            balancer.endpointsChanged(endpoints, weights: Array(repeating: 1, count: 10))
-            return balancer.pick()!
-        })
+        let starts = Set(
+            (0..<50).map { _ -> Int in
+                let balancer = RoundRobinBalancer()
+                balancer.endpointsChanged(endpoints, weights: Array(repeating: 1, count: 10))
+                return balancer.pick()!
+            }
+        )
         #expect(starts.count > 3)
     }
 }
@@ -239,18 +241,34 @@ struct PeakEWMABalancerTests {
         let start = NIODeadline.uptimeNanoseconds(1_000_000_000_000)
         endpoint.recordLatency(.milliseconds(5), now: start, decay: .seconds(10))
         endpoint.recordLatency(.milliseconds(80), now: start + .milliseconds(1), decay: .seconds(10))
-        #expect(endpoint.latencyEstimate(at: start + .milliseconds(1), decay: .seconds(10)) == 80_000_000, "a slow response raises the estimate at once")
+        #expect(
+            endpoint.latencyEstimate(at: start + .milliseconds(1), decay: .seconds(10)) == 80_000_000,
+            "a slow response raises the estimate at once"
+        )
         endpoint.recordLatency(.milliseconds(5), now: start + .milliseconds(101), decay: .seconds(10))
-        #expect(endpoint.latencyEstimate(at: start + .milliseconds(101), decay: .seconds(10)) > 79_000_000, "one fast response shortly after barely moves it")
+        #expect(
+            endpoint.latencyEstimate(at: start + .milliseconds(101), decay: .seconds(10)) > 79_000_000,
+            "one fast response shortly after barely moves it"
+        )
         endpoint.recordLatency(.milliseconds(5), now: start + .seconds(60), decay: .seconds(10))
-        #expect(endpoint.latencyEstimate(at: start + .seconds(60), decay: .seconds(10)) < 6_000_000, "after many decay periods it is back near 5 ms")
-        #expect(endpoint.latencyEstimate(at: start + .seconds(120), decay: .seconds(10)) < 100_000, "with no response it decays towards zero")
+        #expect(
+            endpoint.latencyEstimate(at: start + .seconds(60), decay: .seconds(10)) < 6_000_000,
+            "after many decay periods it is back near 5 ms"
+        )
+        #expect(
+            endpoint.latencyEstimate(at: start + .seconds(120), decay: .seconds(10)) < 100_000,
+            "with no response it decays towards zero"
+        )
     }
 }
 
 struct HashBalancerTests {
     private func owners(_ balancer: HashBalancer, endpoints: [Endpoint], keys: Range<Int>) -> [String] {
-        keys.map { key in endpoints[balancer.pick(PickRequest(excluding: nil, hashKey: StableHash.fnv1a("user-\(key)"), now: .now()))!].label }
+        keys.map { key in
+            endpoints[
+                balancer.pick(PickRequest(excluding: nil, hashKey: StableHash.fnv1a("user-\(key)"), now: .now()))!
+            ].label
+        }
     }
 
     @Test func theSameKeyReachesTheSameEndpointInEverySidecar() throws {
@@ -260,8 +278,10 @@ struct HashBalancerTests {
         sidecarA.endpointsChanged(endpoints, weights: [])
         // Another sidecar may list the same pods in another order.
         sidecarB.endpointsChanged(endpoints.reversed(), weights: [])
-        #expect(self.owners(sidecarA, endpoints: endpoints, keys: 0..<1000)
-            == self.owners(sidecarB, endpoints: endpoints.reversed(), keys: 0..<1000))
+        #expect(
+            self.owners(sidecarA, endpoints: endpoints, keys: 0..<1000)
+                == self.owners(sidecarB, endpoints: endpoints.reversed(), keys: 0..<1000)
+        )
     }
 
     @Test func keysSpreadEvenly() throws {
@@ -295,7 +315,10 @@ struct HashBalancerTests {
         let owner = balancer.pick(PickRequest(excluding: nil, hashKey: key, now: .now()))!
         let fallback = balancer.pick(PickRequest(excluding: owner, hashKey: key, now: .now()))!
         #expect(fallback != owner)
-        #expect(balancer.pick(PickRequest(excluding: owner, hashKey: key, now: .now())) == fallback, "the fallback is stable too")
+        #expect(
+            balancer.pick(PickRequest(excluding: owner, hashKey: key, now: .now())) == fallback,
+            "the fallback is stable too"
+        )
         #expect(histogram(balancer, count: 3, picks: 300).allSatisfy { $0 > 50 }, "keyless requests spread at random")
     }
 }

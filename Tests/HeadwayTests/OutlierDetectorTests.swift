@@ -31,7 +31,13 @@ struct OutlierDetectorTests {
         var now = self.start
         var durations: [TimeAmount] = []
         for ejection in 1...12 {
-            guard case .eject(let duration, _, _) = detector.outlierReported(self.pods[0], reason: "5xx", endpointCount: 4, now: now)
+            guard
+                case .eject(let duration, _, _) = detector.outlierReported(
+                    self.pods[0],
+                    reason: "5xx",
+                    endpointCount: 4,
+                    now: now
+                )
             else {
                 Issue.record("ejection \(ejection) refused")
                 return
@@ -58,22 +64,54 @@ struct OutlierDetectorTests {
         var detector = self.detector(maxEjectionPercent: 50)
         #expect(detector.outlierReported(self.pods[0], reason: "x", endpointCount: 4, now: self.start) != .none)
         #expect(detector.outlierReported(self.pods[1], reason: "x", endpointCount: 4, now: self.start) != .none)
-        #expect(detector.outlierReported(self.pods[2], reason: "x", endpointCount: 4, now: self.start) == .refuseAtLimit(ejected: 2))
+        #expect(
+            detector.outlierReported(self.pods[2], reason: "x", endpointCount: 4, now: self.start)
+                == .refuseAtLimit(ejected: 2)
+        )
 
         var strict = self.detector(maxEjectionPercent: 10)
-        #expect(strict.outlierReported(self.pods[0], reason: "x", endpointCount: 2, now: self.start) != .refuseAtLimit(ejected: 0))
-        #expect(strict.outlierReported(self.pods[1], reason: "x", endpointCount: 2, now: self.start) == .refuseAtLimit(ejected: 1))
+        #expect(
+            strict.outlierReported(self.pods[0], reason: "x", endpointCount: 2, now: self.start)
+                != .refuseAtLimit(ejected: 0)
+        )
+        #expect(
+            strict.outlierReported(self.pods[1], reason: "x", endpointCount: 2, now: self.start)
+                == .refuseAtLimit(ejected: 1)
+        )
     }
 
     @Test func passingActiveChecksEndTheEjectionAtTheHealthyThreshold() {
         var detector = self.detector()
         _ = detector.outlierReported(self.pods[0], reason: "connect refused", endpointCount: 4, now: self.start)
         // The pod is down: its checks fail. Then it restarts and they pass.
-        #expect(detector.activeCheckFinished(self.pods[0], passed: false, healthyThreshold: 2, now: self.start + .seconds(1)) == .none)
-        #expect(detector.activeCheckFinished(self.pods[0], passed: true, healthyThreshold: 2, now: self.start + .seconds(2)) == .none)
-        #expect(detector.activeCheckFinished(self.pods[0], passed: false, healthyThreshold: 2, now: self.start + .seconds(3)) == .none)
-        #expect(detector.activeCheckFinished(self.pods[0], passed: true, healthyThreshold: 2, now: self.start + .seconds(4)) == .none)
-        #expect(detector.activeCheckFinished(self.pods[0], passed: true, healthyThreshold: 2, now: self.start + .seconds(5)) == .uneject)
+        #expect(
+            detector.activeCheckFinished(
+                self.pods[0],
+                passed: false,
+                healthyThreshold: 2,
+                now: self.start + .seconds(1)
+            ) == .none
+        )
+        #expect(
+            detector.activeCheckFinished(self.pods[0], passed: true, healthyThreshold: 2, now: self.start + .seconds(2))
+                == .none
+        )
+        #expect(
+            detector.activeCheckFinished(
+                self.pods[0],
+                passed: false,
+                healthyThreshold: 2,
+                now: self.start + .seconds(3)
+            ) == .none
+        )
+        #expect(
+            detector.activeCheckFinished(self.pods[0], passed: true, healthyThreshold: 2, now: self.start + .seconds(4))
+                == .none
+        )
+        #expect(
+            detector.activeCheckFinished(self.pods[0], passed: true, healthyThreshold: 2, now: self.start + .seconds(5))
+                == .uneject
+        )
         #expect(detector.record(for: self.pods[0])?.isEjected == false)
         // The ejection's own timer, firing later, changes nothing.
         #expect(detector.ejectionTimeEnded(self.pods[0], ejection: 1, now: self.start + .seconds(30)) == .none)
@@ -83,8 +121,14 @@ struct OutlierDetectorTests {
         var detector = self.detector()
         #expect(detector.activeCheckFinished(self.pods[0], passed: true, healthyThreshold: 2, now: self.start) == .none)
         _ = detector.outlierReported(self.pods[0], reason: "5xx", endpointCount: 4, now: self.start + .seconds(1))
-        #expect(detector.activeCheckFinished(self.pods[0], passed: true, healthyThreshold: 2, now: self.start + .seconds(2)) == .none)
-        #expect(detector.activeCheckFinished(self.pods[0], passed: true, healthyThreshold: 2, now: self.start + .seconds(3)) == .uneject)
+        #expect(
+            detector.activeCheckFinished(self.pods[0], passed: true, healthyThreshold: 2, now: self.start + .seconds(2))
+                == .none
+        )
+        #expect(
+            detector.activeCheckFinished(self.pods[0], passed: true, healthyThreshold: 2, now: self.start + .seconds(3))
+                == .uneject
+        )
     }
 
     @Test func aLateTimerOfAnEarlierEjectionDoesNotEndTheNextOne() {

@@ -63,7 +63,12 @@ struct ProxyExchangeStateMachineTests {
         var budget = self.generous
         var machine = self.machine(endReceived: true)
         _ = machine.connectionLeased(now: self.start)
-        let head = machine.responseHeadReceived(status: 200, upstreamKeepsAlive: true, budget: &budget, now: self.start + .seconds(1))
+        let head = machine.responseHeadReceived(
+            status: 200,
+            upstreamKeepsAlive: true,
+            budget: &budget,
+            now: self.start + .seconds(1)
+        )
         #expect(head == .relay(closeClient: false, budgetRefusedRetry: false))
         #expect(machine.hasRespondedToClient)
         #expect(machine.deadline == self.start + .seconds(61), "idle_timeout from the head")
@@ -88,25 +93,46 @@ struct ProxyExchangeStateMachineTests {
         #expect(machine.requestBodyReceived(self.bytes("part2"), isConnected: true) == .send)
         // The connection was leased, then the connect of a retry... here: the pod closed before any byte,
         // with the request not yet sent whole: safe to replay even for POST.
-        let action = machine.attemptFailed(.upstreamClosed(endpoint: "pod-1", error: nil), budget: &budget, now: self.start)
+        let action = machine.attemptFailed(
+            .upstreamClosed(endpoint: "pod-1", error: nil),
+            budget: &budget,
+            now: self.start
+        )
         #expect(action == .retry)
         #expect(machine.retries == 1)
         #expect(machine.deadline == nil, "waiting for a connection again")
         _ = machine.requestEndReceived(isConnected: false)
-        #expect(machine.connectionLeased(now: self.start) == .init(bodyParts: [self.bytes("part1"), self.bytes("part2")], end: true))
+        #expect(
+            machine.connectionLeased(now: self.start)
+                == .init(bodyParts: [self.bytes("part1"), self.bytes("part2")], end: true)
+        )
     }
 
     @Test func connectFailuresAreAlwaysSafeAndAnsweredByKindOnceRetriesRunOut() {
         var budget = self.generous
         var timedOut = self.machine(idempotent: false, maxRetries: 0, endReceived: true)
-        let timeout = timedOut.attemptFailed(.connectTimedOut(endpoint: "p:1", timeout: .seconds(1)), budget: &budget, now: self.start)
+        let timeout = timedOut.attemptFailed(
+            .connectTimedOut(endpoint: "p:1", timeout: .seconds(1)),
+            budget: &budget,
+            now: self.start
+        )
         #expect(timeout == .answer(.connectTimeout(endpoint: "p:1", timeout: "1s"), retryRefused: .retriesExhausted))
         guard case .answer(let error, _) = timeout else { return }
         #expect(error.status.code == 504)
 
         var refused = self.machine(idempotent: false, maxRetries: 1, endReceived: true)
-        #expect(refused.attemptFailed(.connectFailed(endpoint: "p:1", error: Self.refused, noneHealthy: nil), budget: &budget, now: self.start) == .retry)
-        let second = refused.attemptFailed(.connectFailed(endpoint: "p:2", error: Self.refused, noneHealthy: nil), budget: &budget, now: self.start)
+        #expect(
+            refused.attemptFailed(
+                .connectFailed(endpoint: "p:1", error: Self.refused, noneHealthy: nil),
+                budget: &budget,
+                now: self.start
+            ) == .retry
+        )
+        let second = refused.attemptFailed(
+            .connectFailed(endpoint: "p:2", error: Self.refused, noneHealthy: nil),
+            budget: &budget,
+            now: self.start
+        )
         guard case .answer(let badGateway, .retriesExhausted) = second else {
             Issue.record("\(second)")
             return
@@ -129,12 +155,20 @@ struct ProxyExchangeStateMachineTests {
         var budget = self.generous
         var machine = self.machine(idempotent: false, endReceived: true)
         _ = machine.connectionLeased(now: self.start)
-        let action = machine.attemptFailed(.upstreamClosed(endpoint: "p:1", error: nil), budget: &budget, now: self.start)
+        let action = machine.attemptFailed(
+            .upstreamClosed(endpoint: "p:1", error: nil),
+            budget: &budget,
+            now: self.start
+        )
         #expect(action == .answer(.upstreamClosed(endpoint: "p:1", error: nil), retryRefused: .notSafe))
 
         var invalid = self.machine(idempotent: false, endReceived: true)
         _ = invalid.connectionLeased(now: self.start)
-        let answer = invalid.attemptFailed(.invalidResponse(endpoint: "p:1", reason: "bad status"), budget: &budget, now: self.start)
+        let answer = invalid.attemptFailed(
+            .invalidResponse(endpoint: "p:1", reason: "bad status"),
+            budget: &budget,
+            now: self.start
+        )
         guard case .answer(let error, .notSafe) = answer else {
             Issue.record("\(answer)")
             return
@@ -146,7 +180,10 @@ struct ProxyExchangeStateMachineTests {
         var budget = self.generous
         var machine = self.machine(idempotent: true, endReceived: true)
         _ = machine.connectionLeased(now: self.start)
-        #expect(machine.attemptFailed(.upstreamClosed(endpoint: "p:1", error: nil), budget: &budget, now: self.start) == .retry)
+        #expect(
+            machine.attemptFailed(.upstreamClosed(endpoint: "p:1", error: nil), budget: &budget, now: self.start)
+                == .retry
+        )
         #expect(machine.connectionLeased(now: self.start) == .init(bodyParts: [], end: true), "the end goes out again")
     }
 
@@ -156,14 +193,22 @@ struct ProxyExchangeStateMachineTests {
         _ = machine.connectionLeased(now: self.start)
         _ = machine.requestBodyReceived(self.bytes("abc"), isConnected: true)
         _ = machine.requestBodyReceived(self.bytes("def"), isConnected: true)
-        let action = machine.attemptFailed(.upstreamClosed(endpoint: "p:1", error: nil), budget: &budget, now: self.start)
+        let action = machine.attemptFailed(
+            .upstreamClosed(endpoint: "p:1", error: nil),
+            budget: &budget,
+            now: self.start
+        )
         #expect(action == .answer(.upstreamClosed(endpoint: "p:1", error: nil), retryRefused: .notSafe))
     }
 
     @Test func anEmptyBudgetRefusesTheRetry() {
         var machine = self.machine(endReceived: true)
         var budget = self.empty
-        let action = machine.attemptFailed(.connectFailed(endpoint: "p:1", error: Self.refused, noneHealthy: nil), budget: &budget, now: self.start)
+        let action = machine.attemptFailed(
+            .connectFailed(endpoint: "p:1", error: Self.refused, noneHealthy: nil),
+            budget: &budget,
+            now: self.start
+        )
         guard case .answer(_, .budgetExhausted) = action else {
             Issue.record("\(action)")
             return
@@ -174,16 +219,25 @@ struct ProxyExchangeStateMachineTests {
         var budget = self.generous
         var machine = self.machine()
         let limit = ProxyError.pendingLimit(upstream: "web", limit: 8)
-        #expect(machine.attemptFailed(.refused(limit), budget: &budget, now: self.start) == .answer(limit, retryRefused: nil))
+        #expect(
+            machine.attemptFailed(.refused(limit), budget: &budget, now: self.start)
+                == .answer(limit, retryRefused: nil)
+        )
     }
 
     @Test func aRetryOnStatusIsRetriedOnlyWhenTheRequestWentWholeAndFits() {
         var budget = self.generous
         var machine = self.machine(retryStatuses: [503], endReceived: true)
         _ = machine.connectionLeased(now: self.start)
-        #expect(machine.responseHeadReceived(status: 503, upstreamKeepsAlive: true, budget: &budget, now: self.start) == .retry(reason: "answered 503 (retry_on)"))
+        #expect(
+            machine.responseHeadReceived(status: 503, upstreamKeepsAlive: true, budget: &budget, now: self.start)
+                == .retry(reason: "answered 503 (retry_on)")
+        )
         _ = machine.connectionLeased(now: self.start)
-        #expect(machine.responseHeadReceived(status: 200, upstreamKeepsAlive: true, budget: &budget, now: self.start) == .relay(closeClient: false, budgetRefusedRetry: false))
+        #expect(
+            machine.responseHeadReceived(status: 200, upstreamKeepsAlive: true, budget: &budget, now: self.start)
+                == .relay(closeClient: false, budgetRefusedRetry: false)
+        )
 
         var unsent = self.machine(retryStatuses: [503])
         _ = unsent.connectionLeased(now: self.start)
@@ -196,7 +250,10 @@ struct ProxyExchangeStateMachineTests {
         var broke = self.machine(retryStatuses: [503], endReceived: true)
         var empty = self.empty
         _ = broke.connectionLeased(now: self.start)
-        #expect(broke.responseHeadReceived(status: 503, upstreamKeepsAlive: true, budget: &empty, now: self.start) == .relay(closeClient: false, budgetRefusedRetry: true))
+        #expect(
+            broke.responseHeadReceived(status: 503, upstreamKeepsAlive: true, budget: &empty, now: self.start)
+                == .relay(closeClient: false, budgetRefusedRetry: true)
+        )
     }
 
     @Test func retriesStopAtMaxRetries() {
@@ -205,7 +262,9 @@ struct ProxyExchangeStateMachineTests {
         var answers: [Machine.ResponseHeadAction] = []
         for _ in 0..<3 {
             _ = machine.connectionLeased(now: self.start)
-            answers.append(machine.responseHeadReceived(status: 502, upstreamKeepsAlive: true, budget: &budget, now: self.start))
+            answers.append(
+                machine.responseHeadReceived(status: 502, upstreamKeepsAlive: true, budget: &budget, now: self.start)
+            )
         }
         #expect(answers.prefix(2).allSatisfy { if case .retry = $0 { true } else { false } })
         #expect(answers.last == .relay(closeClient: false, budgetRefusedRetry: false))
@@ -217,14 +276,20 @@ struct ProxyExchangeStateMachineTests {
         var machine = self.machine(endReceived: true)
         _ = machine.connectionLeased(now: self.start)
         _ = machine.responseHeadReceived(status: 200, upstreamKeepsAlive: true, budget: &budget, now: self.start)
-        #expect(machine.attemptFailed(.upstreamClosed(endpoint: "p:1", error: nil), budget: &budget, now: self.start) == .abortClient)
+        #expect(
+            machine.attemptFailed(.upstreamClosed(endpoint: "p:1", error: nil), budget: &budget, now: self.start)
+                == .abortClient
+        )
     }
 
     @Test func timeouts() {
         var budget = self.generous
         var waiting = self.machine(endReceived: true)
         _ = waiting.connectionLeased(now: self.start)
-        #expect(waiting.deadlinePassed(now: self.start + .seconds(10), endpoint: "p:1") == .extend(to: self.start + .seconds(15)))
+        #expect(
+            waiting.deadlinePassed(now: self.start + .seconds(10), endpoint: "p:1")
+                == .extend(to: self.start + .seconds(15))
+        )
         let answer = waiting.deadlinePassed(now: self.start + .seconds(15), endpoint: "p:1")
         #expect(answer == .answer(.upstreamTimeout(endpoint: "p:1", timeout: "15s")))
         guard case .answer(let error) = answer else { return }
@@ -234,7 +299,10 @@ struct ProxyExchangeStateMachineTests {
         _ = streaming.connectionLeased(now: self.start)
         _ = streaming.responseHeadReceived(status: 200, upstreamKeepsAlive: true, budget: &budget, now: self.start)
         streaming.responseBodyReceived(now: self.start + .seconds(50))
-        #expect(streaming.deadlinePassed(now: self.start + .seconds(60), endpoint: "p:1") == .extend(to: self.start + .seconds(110)))
+        #expect(
+            streaming.deadlinePassed(now: self.start + .seconds(60), endpoint: "p:1")
+                == .extend(to: self.start + .seconds(110))
+        )
         #expect(streaming.deadlinePassed(now: self.start + .seconds(111), endpoint: "p:1") == .abortClient)
 
         var connecting = self.machine()
@@ -245,13 +313,19 @@ struct ProxyExchangeStateMachineTests {
         var budget = self.generous
         var upgrade = self.machine(upgrade: true, endReceived: true)
         _ = upgrade.connectionLeased(now: self.start)
-        #expect(upgrade.responseHeadReceived(status: 101, upstreamKeepsAlive: true, budget: &budget, now: self.start) == .openTunnel)
+        #expect(
+            upgrade.responseHeadReceived(status: 101, upstreamKeepsAlive: true, budget: &budget, now: self.start)
+                == .openTunnel
+        )
         #expect(upgrade.isTunnel)
         #expect(upgrade.deadline == nil, "a tunnel may stay quiet for hours")
         #expect(upgrade.responseEnded().connectionIsReusable == false)
 
         var declined = self.machine(upgrade: true, endReceived: true)
         _ = declined.connectionLeased(now: self.start)
-        #expect(declined.responseHeadReceived(status: 200, upstreamKeepsAlive: true, budget: &budget, now: self.start) == .relay(closeClient: true, budgetRefusedRetry: false))
+        #expect(
+            declined.responseHeadReceived(status: 200, upstreamKeepsAlive: true, budget: &budget, now: self.start)
+                == .relay(closeClient: true, budgetRefusedRetry: false)
+        )
     }
 }

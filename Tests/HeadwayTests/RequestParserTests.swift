@@ -33,7 +33,9 @@ struct RequestParserTests {
     private func upstream(_ wire: String, clientIP: String? = nil) throws -> String {
         var buffer = ByteBuffer(string: wire)
         var parser = RequestParser()
-        guard case .head(let head) = try parser.next(from: &buffer) else { throw RequestParseError.badRequest("no head") }
+        guard case .head(let head) = try parser.next(from: &buffer) else {
+            throw RequestParseError.badRequest("no head")
+        }
         var out = ByteBuffer()
         head.writeUpstreamHead(into: &out, clientIP: clientIP)
         return String(buffer: out)
@@ -76,9 +78,21 @@ struct RequestParserTests {
     }
 
     @Test func absoluteFormMustMatchHostAndReachesThePodInOriginForm() throws {
-        #expect(try self.upstream("GET http://web.test/a?b=1 HTTP/1.1\r\nHost: web.test\r\n\r\n").hasPrefix("GET /a?b=1 HTTP/1.1\r\n"))
-        #expect(try self.upstream("GET http://WEB.test:8080 HTTP/1.1\r\nHost: web.test:8080\r\n\r\n").hasPrefix("GET / HTTP/1.1\r\n"))
-        #expect(try self.upstream("GET http://web.test?q HTTP/1.1\r\nHost: web.test\r\n\r\n").hasPrefix("GET /?q HTTP/1.1\r\n"))
+        #expect(
+            try self.upstream("GET http://web.test/a?b=1 HTTP/1.1\r\nHost: web.test\r\n\r\n").hasPrefix(
+                "GET /a?b=1 HTTP/1.1\r\n"
+            )
+        )
+        #expect(
+            try self.upstream("GET http://WEB.test:8080 HTTP/1.1\r\nHost: web.test:8080\r\n\r\n").hasPrefix(
+                "GET / HTTP/1.1\r\n"
+            )
+        )
+        #expect(
+            try self.upstream("GET http://web.test?q HTTP/1.1\r\nHost: web.test\r\n\r\n").hasPrefix(
+                "GET /?q HTTP/1.1\r\n"
+            )
+        )
         #expect(self.status("GET http://evil.test/a HTTP/1.1\r\nHost: web.test\r\n\r\n") == 400)
         #expect(self.status("GET http:///a HTTP/1.1\r\nHost: web.test\r\n\r\n") == 400)
         #expect(self.status("GET https://web.test/a HTTP/1.1\r\nHost: web.test\r\n\r\n") == 400)
@@ -86,7 +100,8 @@ struct RequestParserTests {
 
     @Test(arguments: [1, 5, 1000])
     func pipelinedRequestsInAnyPieces(step: Int) throws {
-        let wire = "GET /a HTTP/1.1\r\nHost: x\r\n\r\nPOST /b HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello"
+        let wire =
+            "GET /a HTTP/1.1\r\nHost: x\r\n\r\nPOST /b HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello"
             + "\r\nPUT /c HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n3;x=y\r\nabc\r\n0\r\nT: 1\r\n\r\n"
         #expect(
             try self.parse(wire, step: step) == [
@@ -99,7 +114,10 @@ struct RequestParserTests {
     @Test(arguments: ["chunked", "Chunked", "CHUNKED", "chunked "])
     func plainChunkedInAnySpellingBecomesExactlyChunked(value: String) throws {
         let text = try self.upstream("GET /x HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: \(value)\r\n\r\n")
-        #expect(text == "GET /x HTTP/1.1\r\nHost: a\r\nX-Forwarded-Proto: http\r\nX-Forwarded-Host: a\r\nVia: 1.1 headway\r\nTransfer-Encoding: chunked\r\n\r\n")
+        #expect(
+            text
+                == "GET /x HTTP/1.1\r\nHost: a\r\nX-Forwarded-Proto: http\r\nX-Forwarded-Host: a\r\nVia: 1.1 headway\r\nTransfer-Encoding: chunked\r\n\r\n"
+        )
     }
 
     @Test func contentLengthIsReEmittedFromTheParsedValue() throws {
@@ -121,7 +139,8 @@ struct RequestParserTests {
             clientIP: "10.1.2.3"
         )
         #expect(
-            text == "GET /x HTTP/1.1\r\nHost: a\r\nX-Kept: yes\r\nX-Forwarded-For: 10.1.2.3\r\nX-Forwarded-Proto: http\r\n"
+            text
+                == "GET /x HTTP/1.1\r\nHost: a\r\nX-Kept: yes\r\nX-Forwarded-For: 10.1.2.3\r\nX-Forwarded-Proto: http\r\n"
                 + "X-Forwarded-Host: a\r\nVia: 1.1 headway\r\n\r\n",
             "Connection must not be able to remove Host"
         )
@@ -134,7 +153,8 @@ struct RequestParserTests {
             clientIP: "127.0.0.9"
         )
         #expect(
-            text == "GET /x HTTP/1.1\r\nHost: shop\r\nX-Raw: caf\u{e9}\r\nX-Forwarded-For: 1.1.1.1, 2.2.2.2, 127.0.0.9\r\n"
+            text
+                == "GET /x HTTP/1.1\r\nHost: shop\r\nX-Raw: caf\u{e9}\r\nX-Forwarded-For: 1.1.1.1, 2.2.2.2, 127.0.0.9\r\n"
                 + "X-Forwarded-Proto: http\r\nX-Forwarded-Host: shop\r\nVia: 1.1 edge, 1.0 headway\r\n\r\n",
             "HTTP/1.1 upstream whatever the client spoke; obs-text bytes pass unchanged"
         )
@@ -159,7 +179,10 @@ struct RequestParserTests {
         #expect(try !keepAlive("GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n"))
         #expect(try !keepAlive("GET / HTTP/1.0\r\n\r\n"))
         #expect(try keepAlive("GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n"))
-        #expect(try !keepAlive("POST / HTTP/1.0\r\nConnection: keep-alive\r\nTransfer-Encoding: chunked\r\n\r\n"), "RFC 9112 §6.1")
+        #expect(
+            try !keepAlive("POST / HTTP/1.0\r\nConnection: keep-alive\r\nTransfer-Encoding: chunked\r\n\r\n"),
+            "RFC 9112 §6.1"
+        )
     }
 
     @Test(arguments: [
@@ -208,7 +231,10 @@ struct RequestParserTests {
         #expect(self.status("GET / HTTP/1.1\r\nHost: a\r\n" + manyFields + "\r\n") == 431)
         let hugeField = "X-Big: " + String(repeating: "v", count: 70_000) + "\r\n"
         #expect(self.status("GET / HTTP/1.1\r\nHost: a\r\n" + hugeField) == 431)
-        #expect(self.status("GET / HTTP/1.1\r\nHost: a\r\n" + hugeField + "\r\n") == 431, "a whole head in one read too")
+        #expect(
+            self.status("GET / HTTP/1.1\r\nHost: a\r\n" + hugeField + "\r\n") == 431,
+            "a whole head in one read too"
+        )
     }
 
     @Test func asteriskIsForOptions() throws {

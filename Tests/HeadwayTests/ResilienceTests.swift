@@ -16,7 +16,10 @@ struct HealthCheckCounterTests {
         #expect(counter.record(passed: false, healthyThreshold: 2, unhealthyThreshold: 3) == nil)
         #expect(counter.record(passed: false, healthyThreshold: 2, unhealthyThreshold: 3) == nil)
         #expect(counter.record(passed: false, healthyThreshold: 2, unhealthyThreshold: 3) == .unhealthy)
-        #expect(counter.record(passed: false, healthyThreshold: 2, unhealthyThreshold: 3) == nil, "a transition is reported once")
+        #expect(
+            counter.record(passed: false, healthyThreshold: 2, unhealthyThreshold: 3) == nil,
+            "a transition is reported once"
+        )
         #expect(counter.record(passed: true, healthyThreshold: 2, unhealthyThreshold: 3) == nil)
         #expect(counter.record(passed: true, healthyThreshold: 2, unhealthyThreshold: 3) == .healthy)
     }
@@ -98,7 +101,11 @@ struct OutlierDetectionTests {
         _ = endpoint.recordGatewayFailure(gatewayThreshold: 2, fiveXXThreshold: 0, what: "reset")
         _ = endpoint.recordResponseStatus(200, consecutive5xxThreshold: 2)
         #expect(endpoint.recordGatewayFailure(gatewayThreshold: 2, fiveXXThreshold: 0, what: "reset") == nil)
-        #expect(endpoint.recordGatewayFailure(gatewayThreshold: 2, fiveXXThreshold: 0, what: "reset")?.contains("2 consecutive gateway failures") == true)
+        #expect(
+            endpoint.recordGatewayFailure(gatewayThreshold: 2, fiveXXThreshold: 0, what: "reset")?.contains(
+                "2 consecutive gateway failures"
+            ) == true
+        )
     }
 
     @Test func aThresholdOfZeroNeverEjects() throws {

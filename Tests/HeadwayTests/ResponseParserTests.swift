@@ -5,7 +5,12 @@ import Testing
 
 struct ResponseParserTests {
     /// Everything the parser reports for `wire`, fed in pieces of `step` bytes.
-    private func parse(_ wire: String, step: Int = .max, isHeadRequest: Bool = false, closeAtEnd: Bool = false) throws -> [String] {
+    private func parse(
+        _ wire: String,
+        step: Int = .max,
+        isHeadRequest: Bool = false,
+        closeAtEnd: Bool = false
+    ) throws -> [String] {
         var parser = ResponseParser()
         var events: [String] = []
         var bytes = Array(wire.utf8)[...]
@@ -43,7 +48,8 @@ struct ResponseParserTests {
 
     @Test(arguments: [1, 4, 1000])
     func chunkedBodyIsDecoded(step: Int) throws {
-        let wire = "HTTP/1.1 200 OK\r\nTransfer-Encoding: Chunked\r\n\r\n5;ext=1\r\nhello\r\n6\r\n world\r\n0\r\nX-Trailer: t\r\n\r\n"
+        let wire =
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: Chunked\r\n\r\n5;ext=1\r\nhello\r\n6\r\n world\r\n0\r\nX-Trailer: t\r\n\r\n"
         #expect(try self.parse(wire, step: step) == ["head 200 chunked keepAlive=true", "body hello world", "end"])
     }
 
@@ -54,20 +60,38 @@ struct ResponseParserTests {
 
     @Test func bodylessResponses() throws {
         #expect(try self.parse("HTTP/1.1 204 No Content\r\n\r\n") == ["head 204 none keepAlive=true", "end"])
-        #expect(try self.parse("HTTP/1.1 304 Not Modified\r\nContent-Length: 10\r\n\r\n") == ["head 304 none keepAlive=true", "end"])
-        #expect(try self.parse("HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n", isHeadRequest: true) == ["head 200 none keepAlive=true", "end"])
-        #expect(try self.parse("HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n") == ["head 200 none keepAlive=true", "end"])
+        #expect(
+            try self.parse("HTTP/1.1 304 Not Modified\r\nContent-Length: 10\r\n\r\n") == [
+                "head 304 none keepAlive=true", "end",
+            ]
+        )
+        #expect(
+            try self.parse("HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n", isHeadRequest: true) == [
+                "head 200 none keepAlive=true", "end",
+            ]
+        )
+        #expect(
+            try self.parse("HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n") == ["head 200 none keepAlive=true", "end"]
+        )
     }
 
     @Test func informationalResponsesPrecedeTheFinalOne() throws {
-        let events = try self.parse("HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+        let events = try self.parse(
+            "HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+        )
         #expect(events == ["info 100", "info 103", "head 200 contentLength(2) keepAlive=true", "body ok", "end"])
     }
 
     @Test func keepAliveFollowsVersionAndConnection() throws {
-        #expect(try self.parse("HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 0\r\n\r\n").first == "head 200 none keepAlive=false")
+        #expect(
+            try self.parse("HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 0\r\n\r\n").first
+                == "head 200 none keepAlive=false"
+        )
         #expect(try self.parse("HTTP/1.0 200 OK\r\nContent-Length: 0\r\n\r\n").first == "head 200 none keepAlive=false")
-        #expect(try self.parse("HTTP/1.0 200 OK\r\nConnection: Keep-Alive\r\nContent-Length: 0\r\n\r\n").first == "head 200 none keepAlive=true")
+        #expect(
+            try self.parse("HTTP/1.0 200 OK\r\nConnection: Keep-Alive\r\nContent-Length: 0\r\n\r\n").first
+                == "head 200 none keepAlive=true"
+        )
     }
 
     @Test(arguments: [
@@ -98,19 +122,28 @@ struct ResponseParserTests {
     }
 
     @Test func truncatedResponsesAreErrorsAtClose() {
-        #expect(throws: ResponseParserError.self) { try self.parse("HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nshort", closeAtEnd: true) }
-        #expect(throws: ResponseParserError.self) { try self.parse("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhel", closeAtEnd: true) }
+        #expect(throws: ResponseParserError.self) {
+            try self.parse("HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nshort", closeAtEnd: true)
+        }
+        #expect(throws: ResponseParserError.self) {
+            try self.parse("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhel", closeAtEnd: true)
+        }
         #expect(throws: ResponseParserError.self) { try self.parse("HTTP/1.1 200 OK\r\nContent-", closeAtEnd: true) }
     }
 
     @Test func oversizedHeadIsRefused() {
-        let wire = "HTTP/1.1 200 OK\r\n" + String(repeating: "X-Filler: 0123456789012345678901234567890123456789\r\n", count: 2000)
+        let wire =
+            "HTTP/1.1 200 OK\r\n"
+            + String(repeating: "X-Filler: 0123456789012345678901234567890123456789\r\n", count: 2000)
         #expect(throws: ResponseParserError.self) { try self.parse(wire, step: 4096) }
-        #expect(throws: ResponseParserError.self, "a whole head in one read too") { try self.parse(wire + "Content-Length: 0\r\n\r\n") }
+        #expect(throws: ResponseParserError.self, "a whole head in one read too") {
+            try self.parse(wire + "Content-Length: 0\r\n\r\n")
+        }
     }
 
     @Test func clientHeadKeepsEndToEndFieldsAndSetsFraming() throws {
-        let wire = "HTTP/1.1 200 Fine\r\nServer: pod\r\nConnection: keep-alive, X-Internal\r\nX-Internal: 1\r\nKeep-Alive: timeout=5\r\n"
+        let wire =
+            "HTTP/1.1 200 Fine\r\nServer: pod\r\nConnection: keep-alive, X-Internal\r\nX-Internal: 1\r\nKeep-Alive: timeout=5\r\n"
             + "Transfer-Encoding: chunked\r\nSet-Cookie: a=b\r\n\r\n"
         var buffer = ByteBuffer(string: wire)
         var parser = ResponseParser()
@@ -120,10 +153,15 @@ struct ResponseParserTests {
         }
         var out = ByteBuffer()
         head.writeClientHead(into: &out, clientVersionMinor: 1, chunked: true, closeConnection: false)
-        #expect(String(buffer: out) == "HTTP/1.1 200 Fine\r\nServer: pod\r\nSet-Cookie: a=b\r\nTransfer-Encoding: chunked\r\n\r\n")
+        #expect(
+            String(buffer: out)
+                == "HTTP/1.1 200 Fine\r\nServer: pod\r\nSet-Cookie: a=b\r\nTransfer-Encoding: chunked\r\n\r\n"
+        )
         out.clear()
         head.writeClientHead(into: &out, clientVersionMinor: 0, chunked: false, closeConnection: true)
-        #expect(String(buffer: out) == "HTTP/1.1 200 Fine\r\nServer: pod\r\nSet-Cookie: a=b\r\nConnection: close\r\n\r\n")
+        #expect(
+            String(buffer: out) == "HTTP/1.1 200 Fine\r\nServer: pod\r\nSet-Cookie: a=b\r\nConnection: close\r\n\r\n"
+        )
     }
 
     @Test func headResponsesKeepTheirLength() throws {

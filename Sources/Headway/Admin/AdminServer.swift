@@ -50,7 +50,10 @@ public final class AdminServer: Service, Sendable {
             .bind(to: self.address)
             .get()
         let bound = channel.localAddress ?? self.address
-        self.logger.info("admin endpoint listening", metadata: ["admin.address": "\(UpstreamCluster.label(for: bound))"])
+        self.logger.info(
+            "admin endpoint listening",
+            metadata: ["admin.address": "\(UpstreamCluster.label(for: bound))"]
+        )
         self.onBound(bound)
         // The channel closes on graceful shutdown and on cancellation: waiting on its close future is not
         // cancellable by itself, and a service that does not return would hold the whole group.
@@ -161,7 +164,8 @@ final class AdminState: Sendable {
         let format = Date.ISO8601FormatStyle(includingFractionalSeconds: true)
         return .init(
             type: "dns",
-            service: discovery.settings.isSRV ? "srv \(discovery.settings.name)" : "\(discovery.settings.name):\(discovery.settings.port)",
+            service: discovery.settings.isSRV
+                ? "srv \(discovery.settings.name)" : "\(discovery.settings.name):\(discovery.settings.port)",
             addresses: status.addresses,
             ttl: status.ttl,
             resolved_at: status.resolvedAt.map { $0.formatted(format) },
@@ -237,9 +241,15 @@ private final class AdminHandler: ChannelInboundHandler {
             headers.add(name: "Content-Type", value: contentType)
             headers.add(name: "Content-Length", value: String(body.count))
             if !head.isKeepAlive { headers.add(name: "Connection", value: "close") }
-            context.write(self.wrapOutboundOut(.head(.init(version: head.version, status: status, headers: headers))), promise: nil)
+            context.write(
+                self.wrapOutboundOut(.head(.init(version: head.version, status: status, headers: headers))),
+                promise: nil
+            )
             if head.method != .HEAD {
-                context.write(self.wrapOutboundOut(.body(.byteBuffer(context.channel.allocator.buffer(bytes: body)))), promise: nil)
+                context.write(
+                    self.wrapOutboundOut(.body(.byteBuffer(context.channel.allocator.buffer(bytes: body)))),
+                    promise: nil
+                )
             }
             let keepAlive = head.isKeepAlive
             context.writeAndFlush(self.wrapOutboundOut(.end(nil))).assumeIsolated().whenComplete { _ in
@@ -265,7 +275,9 @@ private final class AdminHandler: ChannelInboundHandler {
         case "/metrics":
             return (.ok, "text/plain; version=0.0.4; charset=utf-8", self.state.registry.emitToBuffer())
         default:
-            return (.notFound, "text/plain; charset=utf-8", Array("not found; try /endpoints, /ready or /metrics\n".utf8))
+            return (
+                .notFound, "text/plain; charset=utf-8", Array("not found; try /endpoints, /ready or /metrics\n".utf8)
+            )
         }
     }
 }

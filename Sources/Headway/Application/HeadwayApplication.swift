@@ -47,7 +47,13 @@ public final class HeadwayApplication: Sendable {
         for cluster in self.clusters {
             if let dns = cluster.configuration.dns {
                 discoveries.append(
-                    DNSDiscovery(settings: dns, cluster: cluster, threadPool: resolverThreads, metrics: metrics, logger: logger)
+                    DNSDiscovery(
+                        settings: dns,
+                        cluster: cluster,
+                        threadPool: resolverThreads,
+                        metrics: metrics,
+                        logger: logger
+                    )
                 )
             } else {
                 // Static discovery: the set is known now; DNS discovery publishes through the same call.
@@ -55,7 +61,10 @@ public final class HeadwayApplication: Sendable {
                 for (address, weight) in cluster.configuration.endpointWeights {
                     weights[try address.socketAddress()] = weight
                 }
-                cluster.setEndpoints(try cluster.configuration.endpoints.map { try $0.socketAddress() }, weights: weights)
+                cluster.setEndpoints(
+                    try cluster.configuration.endpoints.map { try $0.socketAddress() },
+                    weights: weights
+                )
             }
         }
         self.discoveries = discoveries

@@ -77,8 +77,12 @@ struct DeadlineHeap {
                 let left = 2 * parent + 1
                 let right = left + 1
                 var smallest = parent
-                if left < self.entries.count, Self.precedes(self.entries[left], self.entries[smallest]) { smallest = left }
-                if right < self.entries.count, Self.precedes(self.entries[right], self.entries[smallest]) { smallest = right }
+                if left < self.entries.count, Self.precedes(self.entries[left], self.entries[smallest]) {
+                    smallest = left
+                }
+                if right < self.entries.count, Self.precedes(self.entries[right], self.entries[smallest]) {
+                    smallest = right
+                }
                 guard smallest != parent else { break }
                 self.entries.swapAt(parent, smallest)
                 parent = smallest

@@ -81,7 +81,10 @@ extension HeadwayConfiguration {
             reader.read(yaml: yaml, into: &configuration)
         }
         reader.apply(overrides, to: &configuration)
-        reader.checkConsistency(of: configuration, flagsGaveEndpoints: overrides.endpoints != nil || overrides.service != nil)
+        reader.checkConsistency(
+            of: configuration,
+            flagsGaveEndpoints: overrides.endpoints != nil || overrides.service != nil
+        )
         guard reader.problems.isEmpty else {
             throw ConfigurationError(problems: reader.problems)
         }
@@ -119,7 +122,9 @@ private struct Reader {
             case "admin":
                 if let address = self.address(value, at: "admin", bindable: true) { configuration.admin = address }
             case "ready_requires_endpoints":
-                if let flag = self.bool(value, at: "ready_requires_endpoints") { configuration.readyRequiresEndpoints = flag }
+                if let flag = self.bool(value, at: "ready_requires_endpoints") {
+                    configuration.readyRequiresEndpoints = flag
+                }
             case "threads":
                 if let threads = self.positiveInt(value, at: "threads") { configuration.threads = threads }
             case "drain_timeout":
@@ -135,12 +140,16 @@ private struct Reader {
                 sawUpstreams = true
                 configuration.upstreams = self.upstreams(value)
             default:
-                self.problem(key, "unknown key (known: admin, ready_requires_endpoints, threads, drain_timeout, log_level, client, listeners, upstreams)")
+                self.problem(
+                    key,
+                    "unknown key (known: admin, ready_requires_endpoints, threads, drain_timeout, log_level, client, listeners, upstreams)"
+                )
             }
         }
         if sawUpstreams && !sawListeners {
             // A file with upstreams but no listeners: listen on the default address for its only upstream.
-            configuration.listeners = configuration.upstreams.count == 1
+            configuration.listeners =
+                configuration.upstreams.count == 1
                 ? [.init(listen: HeadwayConfiguration.defaultListen, upstream: configuration.upstreams[0].name)]
                 : []
         }
@@ -216,11 +225,16 @@ private struct Reader {
                         self.problem(keyPath, "must be NAME:PORT, e.g. nginx-headless-service:80")
                     }
                 case "srv":
-                    if let text = value.scalar?.string, var settings = self.service(text: text, at: keyPath), !text.contains(":") {
+                    if let text = value.scalar?.string, var settings = self.service(text: text, at: keyPath),
+                        !text.contains(":")
+                    {
                         settings.isSRV = true
                         upstream.dns = settings
                     } else {
-                        self.problem(keyPath, "must be an SRV name such as _http._tcp.web (ports come from the records)")
+                        self.problem(
+                            keyPath,
+                            "must be an SRV name such as _http._tcp.web (ports come from the records)"
+                        )
                     }
                 case "dns":
                     dnsBlock = value
@@ -247,7 +261,9 @@ private struct Reader {
                 case "max_pending_requests":
                     if let count = self.positiveInt(value, at: keyPath) { upstream.maxPendingRequests = count }
                 case "min_idle_connections_per_endpoint":
-                    if let count = self.nonNegativeInt(value, at: keyPath) { upstream.minIdleConnectionsPerEndpoint = count }
+                    if let count = self.nonNegativeInt(value, at: keyPath) {
+                        upstream.minIdleConnectionsPerEndpoint = count
+                    }
                 case "health_check":
                     upstream.healthCheck = self.healthCheck(value, at: keyPath)
                 case "gate_new_endpoints":
@@ -305,7 +321,10 @@ private struct Reader {
                 if let text = value.scalar?.string, let kind = HealthCheckSettings.Kind(rawValue: text) {
                     settings.kind = kind
                 } else {
-                    self.problem(keyPath, "must be one of \(HealthCheckSettings.Kind.allCases.map(\.rawValue).joined(separator: ", "))")
+                    self.problem(
+                        keyPath,
+                        "must be one of \(HealthCheckSettings.Kind.allCases.map(\.rawValue).joined(separator: ", "))"
+                    )
                 }
             case "path":
                 if let path = self.healthPath(value.scalar?.string ?? "", at: keyPath) { settings.path = path }
@@ -379,7 +398,8 @@ private struct Reader {
         self.readBlock(
             node,
             at: path,
-            known: "consecutive_5xx, consecutive_gateway_failures, base_ejection_time, max_ejection_time, max_ejection_percent"
+            known:
+                "consecutive_5xx, consecutive_gateway_failures, base_ejection_time, max_ejection_time, max_ejection_percent"
         ) { reader, key, value, keyPath in
             switch key {
             case "consecutive_5xx":
@@ -473,7 +493,10 @@ private struct Reader {
                 if let text = value.scalar?.string, let family = AddressFamily(rawValue: text) {
                     settings.family = family
                 } else {
-                    reader.problem(keyPath, "must be one of \(AddressFamily.allCases.map(\.rawValue).joined(separator: ", "))")
+                    reader.problem(
+                        keyPath,
+                        "must be one of \(AddressFamily.allCases.map(\.rawValue).joined(separator: ", "))"
+                    )
                 }
             default:
                 return false
@@ -498,9 +521,12 @@ private struct Reader {
             port = parsed
         }
         let labels = name.hasSuffix(".") ? name.dropLast() : name
-        let isValidName = !labels.isEmpty && labels.count <= 253 && labels.split(separator: ".", omittingEmptySubsequences: false).allSatisfy { label in
-            (1...63).contains(label.count) && label.allSatisfy { $0.isASCII && ($0.isLetter || $0.isNumber || $0 == "-" || $0 == "_") }
-        }
+        let isValidName =
+            !labels.isEmpty && labels.count <= 253
+            && labels.split(separator: ".", omittingEmptySubsequences: false).allSatisfy { label in
+                (1...63).contains(label.count)
+                    && label.allSatisfy { $0.isASCII && ($0.isLetter || $0.isNumber || $0 == "-" || $0 == "_") }
+            }
         guard isValidName else {
             self.problem(keyPath, "bad service '\(text)': not a DNS name")
             return nil
@@ -568,15 +594,23 @@ private struct Reader {
                 upstream.dns = settings
             }
         }
-        let dnsFlags = [overrides.dnsServers != nil, overrides.resolvConf != nil, overrides.refresh != nil, overrides.respectTTL != nil]
+        let dnsFlags = [
+            overrides.dnsServers != nil, overrides.resolvConf != nil, overrides.refresh != nil,
+            overrides.respectTTL != nil,
+        ]
         if dnsFlags.contains(true) {
             if upstream.dns == nil {
-                self.problem("--service", "--dns-server, --resolv-conf, --refresh and --respect-ttl need a service to resolve")
+                self.problem(
+                    "--service",
+                    "--dns-server, --resolv-conf, --refresh and --respect-ttl need a service to resolve"
+                )
             } else {
                 if let servers = overrides.dnsServers {
                     upstream.dns!.servers = servers.compactMap { self.dnsServer(text: $0, at: "--dns-server") }
                 }
-                if let path = overrides.resolvConf { self.resolvConf(path: path, at: "--resolv-conf", into: &upstream.dns!) }
+                if let path = overrides.resolvConf {
+                    self.resolvConf(path: path, at: "--resolv-conf", into: &upstream.dns!)
+                }
                 if let text = overrides.refresh, let amount = self.duration(text: text, at: "--refresh") {
                     upstream.dns!.refresh = amount
                 }
@@ -606,7 +640,11 @@ private struct Reader {
         }
         self.applyHealthFlags(overrides, to: &upstream)
         if let count = overrides.maxRetries {
-            if count >= 0 { upstream.retries.maxRetries = count } else { self.problem("--max-retries", "must be 0 or more") }
+            if count >= 0 {
+                upstream.retries.maxRetries = count
+            } else {
+                self.problem("--max-retries", "must be 0 or more")
+            }
         }
         if let count = overrides.maxConnectionsPerEndpoint {
             if count >= 1 {
@@ -619,9 +657,13 @@ private struct Reader {
     }
 
     /// `--health-path` turns HTTP checks on; the other health flags adjust checks that are on.
-    mutating func applyHealthFlags(_ overrides: ConfigurationOverrides, to upstream: inout HeadwayConfiguration.Upstream) {
+    mutating func applyHealthFlags(
+        _ overrides: ConfigurationOverrides,
+        to upstream: inout HeadwayConfiguration.Upstream
+    ) {
         let adjustments = [
-            ("--health-interval", overrides.healthInterval != nil), ("--health-timeout", overrides.healthTimeout != nil),
+            ("--health-interval", overrides.healthInterval != nil),
+            ("--health-timeout", overrides.healthTimeout != nil),
             ("--healthy-threshold", overrides.healthyThreshold != nil),
             ("--unhealthy-threshold", overrides.unhealthyThreshold != nil),
         ]
@@ -644,10 +686,18 @@ private struct Reader {
             settings.timeout = amount
         }
         if let count = overrides.healthyThreshold {
-            if count >= 1 { settings.healthyThreshold = count } else { self.problem("--healthy-threshold", "must be at least 1") }
+            if count >= 1 {
+                settings.healthyThreshold = count
+            } else {
+                self.problem("--healthy-threshold", "must be at least 1")
+            }
         }
         if let count = overrides.unhealthyThreshold {
-            if count >= 1 { settings.unhealthyThreshold = count } else { self.problem("--unhealthy-threshold", "must be at least 1") }
+            if count >= 1 {
+                settings.unhealthyThreshold = count
+            } else {
+                self.problem("--unhealthy-threshold", "must be at least 1")
+            }
         }
         if adjustments.contains(where: \.1) { self.checkHealthTimeout(settings, at: "--health-timeout") }
         upstream.healthCheck = settings
@@ -660,7 +710,10 @@ private struct Reader {
         var seenListen = Set<HostAndPort>()
         for (index, listener) in configuration.listeners.enumerated() {
             if configuration.upstream(named: listener.upstream) == nil {
-                self.problem("listeners[\(index)].upstream", "names upstream '\(listener.upstream)', which is not defined")
+                self.problem(
+                    "listeners[\(index)].upstream",
+                    "names upstream '\(listener.upstream)', which is not defined"
+                )
             }
             if listener.listen.port != 0, !seenListen.insert(listener.listen).inserted {
                 self.problem("listeners[\(index)].listen", "\(listener.listen) is used by another listener")
@@ -671,7 +724,10 @@ private struct Reader {
         }
         for upstream in configuration.upstreams {
             if upstream.policy == .hash && upstream.hashKey == nil {
-                self.problem("upstreams.\(upstream.name).hash_key", "missing: the hash policy needs header:NAME, cookie:NAME or client-ip")
+                self.problem(
+                    "upstreams.\(upstream.name).hash_key",
+                    "missing: the hash policy needs header:NAME, cookie:NAME or client-ip"
+                )
             } else if upstream.policy != .hash && upstream.hashKey != nil {
                 self.problem("upstreams.\(upstream.name).hash_key", "applies only to policy: hash")
             }
@@ -682,7 +738,10 @@ private struct Reader {
                 continue  // Already reported: its endpoints were malformed or missing.
             }
             if upstream.name == "default" && !flagsGaveEndpoints {
-                self.problem("--endpoints", "no endpoints: give --endpoints HOST:PORT,..., --service NAME:PORT or --config FILE")
+                self.problem(
+                    "--endpoints",
+                    "no endpoints: give --endpoints HOST:PORT,..., --service NAME:PORT or --config FILE"
+                )
             } else {
                 self.problem(keyPath, "is empty: list at least one HOST:PORT")
             }
@@ -720,7 +779,10 @@ private struct Reader {
 
     mutating func duration(text: String, at keyPath: String) -> TimeAmount? {
         guard let amount = DurationText.parse(text), amount.nanoseconds > 0 else {
-            self.problem(keyPath, "bad duration '\(text)': write a positive number with a unit, such as 250ms, 2s or 1m")
+            self.problem(
+                keyPath,
+                "bad duration '\(text)': write a positive number with a unit, such as 250ms, 2s or 1m"
+            )
             return nil
         }
         return amount
@@ -728,7 +790,10 @@ private struct Reader {
 
     mutating func positiveInt(_ node: Node, at keyPath: String) -> Int? {
         guard let text = node.scalar?.string, let value = Int(text), value >= 1 else {
-            self.problem(keyPath, "must be a whole number of at least 1, got '\(node.scalar?.string ?? "a non-scalar")'")
+            self.problem(
+                keyPath,
+                "must be a whole number of at least 1, got '\(node.scalar?.string ?? "a non-scalar")'"
+            )
             return nil
         }
         return value

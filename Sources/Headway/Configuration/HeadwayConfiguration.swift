@@ -149,11 +149,12 @@ public struct HeadwayConfiguration: Sendable, Equatable {
     public var summary: String {
         let listeners = self.listeners.map { "\($0.listen)->\($0.upstream)" }.joined(separator: ",")
         let upstreams = self.upstreams.map { upstream in
-            let discovery = upstream.dns.map { dns in
-                "service=\(dns.name):\(dns.port) dns_servers=[\(dns.servers.map(\.description).joined(separator: ","))]"
-                    + " resolv_conf=\(dns.resolvConfPath ?? "system") refresh=\(DurationText.format(dns.refresh))"
-                    + " respect_ttl=\(dns.respectTTL) family=\(dns.family.rawValue)"
-            } ?? "endpoints=[\(upstream.endpoints.map(\.description).joined(separator: ","))]"
+            let discovery =
+                upstream.dns.map { dns in
+                    "service=\(dns.name):\(dns.port) dns_servers=[\(dns.servers.map(\.description).joined(separator: ","))]"
+                        + " resolv_conf=\(dns.resolvConfPath ?? "system") refresh=\(DurationText.format(dns.refresh))"
+                        + " respect_ttl=\(dns.respectTTL) family=\(dns.family.rawValue)"
+                } ?? "endpoints=[\(upstream.endpoints.map(\.description).joined(separator: ","))]"
             return "\(upstream.name){\(discovery)"
                 + " policy=\(upstream.policy.rawValue)"
                 + (upstream.hashKey.map { " hash_key=\($0)" } ?? "")
@@ -177,7 +178,8 @@ public struct HeadwayConfiguration: Sendable, Equatable {
                 + " max_retries=\(upstream.retries.maxRetries) retry_on=\(upstream.retries.statuses.sorted())"
                 + " retry_budget=\(upstream.retries.budgetPercent)%+\(upstream.retries.budgetMinPerSecond)/s}"
         }.joined(separator: " ")
-        return "listeners=[\(listeners)] admin=\(self.admin) ready_requires_endpoints=\(self.readyRequiresEndpoints) threads=\(self.threads) client={\(self.client.summary)}"
+        return
+            "listeners=[\(listeners)] admin=\(self.admin) ready_requires_endpoints=\(self.readyRequiresEndpoints) threads=\(self.threads) client={\(self.client.summary)}"
             + " drain_timeout=\(DurationText.format(self.drainTimeout)) log_level=\(self.logLevel) upstreams: \(upstreams)"
     }
 }

@@ -19,7 +19,11 @@ public final class DemoDNSResponder: Sendable {
     }
 
     /// Starts answering for `name` on a free UDP port of 127.0.0.1.
-    public static func start(name: String, addresses: [String], group: any EventLoopGroup) async throws -> DemoDNSResponder {
+    public static func start(
+        name: String,
+        addresses: [String],
+        group: any EventLoopGroup
+    ) async throws -> DemoDNSResponder {
         let records = NIOLockedValueBox(Self.packed(addresses))
         let wireName = Self.wireName(name)
         let channel = try await DatagramBootstrap(group: group)
@@ -90,7 +94,9 @@ private final class Responder: ChannelInboundHandler {
             let length = Int(bytes[index])
             guard length < 64, index + 1 + length <= bytes.count else { return nil }
             questionName.append(bytes[index])
-            questionName.append(contentsOf: bytes[(index + 1)...(index + length)].map { $0 | ($0 >= 65 && $0 <= 90 ? 0x20 : 0) })
+            questionName.append(
+                contentsOf: bytes[(index + 1)...(index + length)].map { $0 | ($0 >= 65 && $0 <= 90 ? 0x20 : 0) }
+            )
             index += 1 + length
         }
         questionName.append(0)

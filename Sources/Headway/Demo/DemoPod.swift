@@ -79,7 +79,10 @@ private final class DemoPodHandler: ChannelInboundHandler {
                 self.isEchoing = true
                 var headers = HTTPHeaders()
                 headers.add(name: "X-Pod", value: self.name)
-                context.write(self.wrapOutboundOut(.head(.init(version: head.version, status: .ok, headers: headers))), promise: nil)
+                context.write(
+                    self.wrapOutboundOut(.head(.init(version: head.version, status: .ok, headers: headers))),
+                    promise: nil
+                )
             }
         case .body(let buffer):
             if self.isEchoing {
@@ -117,9 +120,13 @@ private final class DemoPodHandler: ChannelInboundHandler {
             var headers = HTTPHeaders()
             headers.add(name: "X-Pod", value: self.name)
             headers.add(name: "Content-Length", value: "100")
-            context.write(self.wrapOutboundOut(.head(.init(version: head.version, status: .ok, headers: headers))), promise: nil)
+            context.write(
+                self.wrapOutboundOut(.head(.init(version: head.version, status: .ok, headers: headers))),
+                promise: nil
+            )
             let partial = context.channel.allocator.buffer(string: "0123456789")
-            context.writeAndFlush(self.wrapOutboundOut(.body(.byteBuffer(partial)))).assumeIsolated().whenComplete { _ in
+            context.writeAndFlush(self.wrapOutboundOut(.body(.byteBuffer(partial)))).assumeIsolated().whenComplete {
+                _ in
                 context.close(promise: nil)
             }
             return
@@ -141,9 +148,15 @@ private final class DemoPodHandler: ChannelInboundHandler {
         headers.add(name: "Content-Type", value: "text/plain; charset=utf-8")
         headers.add(name: "Content-Length", value: String(body.utf8.count))
         if !head.isKeepAlive { headers.add(name: "Connection", value: "close") }
-        context.write(self.wrapOutboundOut(.head(.init(version: head.version, status: status, headers: headers))), promise: nil)
+        context.write(
+            self.wrapOutboundOut(.head(.init(version: head.version, status: status, headers: headers))),
+            promise: nil
+        )
         if head.method != .HEAD {
-            context.write(self.wrapOutboundOut(.body(.byteBuffer(context.channel.allocator.buffer(string: body)))), promise: nil)
+            context.write(
+                self.wrapOutboundOut(.body(.byteBuffer(context.channel.allocator.buffer(string: body)))),
+                promise: nil
+            )
         }
         let keepAlive = head.isKeepAlive
         context.writeAndFlush(self.wrapOutboundOut(.end(nil))).assumeIsolated().whenComplete { _ in

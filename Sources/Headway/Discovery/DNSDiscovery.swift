@@ -34,8 +34,11 @@ public struct DNSDiscoverySettings: Sendable, Equatable {
 
     var resolver: DNSResolver {
         // Servers given explicitly win over the resolv_conf's, which win over the system's.
-        DNSResolver(servers: self.servers.isEmpty ? (self.resolvConf?.nameservers ?? []) : self.servers,
-                    resolvConf: self.resolvConf, family: self.family)
+        DNSResolver(
+            servers: self.servers.isEmpty ? (self.resolvConf?.nameservers ?? []) : self.servers,
+            resolvConf: self.resolvConf,
+            family: self.family
+        )
     }
 }
 
@@ -68,7 +71,13 @@ final class DNSDiscovery: Service, Sendable {
         var nextDelay: TimeAmount?
     }
 
-    init(settings: DNSDiscoverySettings, cluster: UpstreamCluster, threadPool: NIOThreadPool, metrics: ProxyMetrics, logger: Logger) {
+    init(
+        settings: DNSDiscoverySettings,
+        cluster: UpstreamCluster,
+        threadPool: NIOThreadPool,
+        metrics: ProxyMetrics,
+        logger: Logger
+    ) {
         self.settings = settings
         self.cluster = cluster
         self.threadPool = threadPool
@@ -140,7 +149,12 @@ final class DNSDiscovery: Service, Sendable {
             self.cluster.setEndpoints(addresses, weights: answer.weights)
             if self.settings.respectTTL {
                 let ttl = TimeAmount.seconds(Int64(answer.ttl))
-                delay = .nanoseconds(min(max(ttl.nanoseconds, self.settings.minRefresh.nanoseconds), self.settings.maxRefresh.nanoseconds))
+                delay = .nanoseconds(
+                    min(
+                        max(ttl.nanoseconds, self.settings.minRefresh.nanoseconds),
+                        self.settings.maxRefresh.nanoseconds
+                    )
+                )
             }
 
         case .success, .failure(.nameNotFound), .failure(.noRecords):
@@ -160,11 +174,17 @@ final class DNSDiscovery: Service, Sendable {
             }
             if confirmed {
                 if hadPods {
-                    self.logger.warning("DNS confirms the service has no pods; requests now get 503", metadata: ["error": "\(error)"])
+                    self.logger.warning(
+                        "DNS confirms the service has no pods; requests now get 503",
+                        metadata: ["error": "\(error)"]
+                    )
                 }
                 self.cluster.setEndpoints([], emptyReason: "DNS name \(self.settings.name) has no pods (\(error))")
             } else {
-                self.logger.info("DNS answered with no pods; confirming before emptying the set", metadata: ["error": "\(error)"])
+                self.logger.info(
+                    "DNS answered with no pods; confirming before emptying the set",
+                    metadata: ["error": "\(error)"]
+                )
                 delay = min(.seconds(1), self.settings.refresh)
             }
 

@@ -133,8 +133,7 @@ public struct DNSResolver: Sendable {
         let serverStrings = self.servers.prefix(Int(HEADWAY_DNS_MAX_SERVERS)).map { strdup($0.host) }
         let searchStrings = (self.resolvConf?.search ?? []).prefix(Int(HEADWAY_DNS_MAX_SEARCH)).map { strdup($0) }
         defer {
-            serverStrings.forEach { free($0) }
-            searchStrings.forEach { free($0) }
+            for string in serverStrings + searchStrings { free(string) }
         }
         withUnsafeMutableBytes(of: &config.servers) { raw in
             let slots = raw.bindMemory(to: UnsafePointer<CChar>?.self)

@@ -232,7 +232,10 @@ extension ProxyExchange {
             case .connecting, .awaitingResponse, .finished: preconditionFailure("Invalid state: \(self.state)")
             }
             self.state = .finished
-            return Completion(connectionIsReusable: keepsAlive && self.requestEndSent, requestWasCutShort: !self.requestEndSent)
+            return Completion(
+                connectionIsReusable: keepsAlive && self.requestEndSent,
+                requestWasCutShort: !self.requestEndSent
+            )
         }
 
         // MARK: Failures
@@ -344,7 +347,9 @@ extension ProxyExchange {
             switch self.state {
             case .awaitingResponse:
                 self.state = .finished
-                return .answer(.upstreamTimeout(endpoint: endpoint, timeout: DurationText.format(self.policy.requestTimeout)))
+                return .answer(
+                    .upstreamTimeout(endpoint: endpoint, timeout: DurationText.format(self.policy.requestTimeout))
+                )
             case .responding:
                 self.state = .finished
                 return .abortClient

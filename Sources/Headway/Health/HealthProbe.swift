@@ -101,7 +101,11 @@ final class HealthProbe: @unchecked Sendable {
                         channel.close(promise: nil)
                         self.finish(number, passed: true, detail: "connected")
                     case .http:
-                        guard let connection = try? channel.pipeline.syncOperations.handler(type: HealthCheckConnection.self) else {
+                        guard
+                            let connection = try? channel.pipeline.syncOperations.handler(
+                                type: HealthCheckConnection.self
+                            )
+                        else {
                             channel.close(promise: nil)
                             self.finish(number, passed: false, detail: "connection closed at once")
                             return
@@ -113,7 +117,10 @@ final class HealthProbe: @unchecked Sendable {
             }
     }
 
-    private func httpCheckEnded(_ number: Int, _ result: Result<HealthCheckConnection.Answer, HealthCheckConnection.Failure>) {
+    private func httpCheckEnded(
+        _ number: Int,
+        _ result: Result<HealthCheckConnection.Answer, HealthCheckConnection.Failure>
+    ) {
         switch result {
         case .success(let answer):
             if !answer.keepAlive {
@@ -215,7 +222,9 @@ final class HealthCheckConnection: ChannelInboundHandler {
 
     func channelInactive(context: ChannelHandlerContext) {
         self.isOpen = false
-        if let end = try? self.parser.inputClosed(), case .end = end, let answer = self.answer, let completion = self.pending {
+        if let end = try? self.parser.inputClosed(), case .end = end, let answer = self.answer,
+            let completion = self.pending
+        {
             self.pending = nil
             completion(.success(Answer(status: answer.status, keepAlive: false)))
         } else {

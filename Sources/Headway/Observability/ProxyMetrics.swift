@@ -68,17 +68,41 @@ struct EndpointMetrics: Sendable {
                 factory: factory
             )
         }
-        self.connectFailures = CoreMetrics.Counter(label: "headway_upstream_connect_failures_total", dimensions: dimensions, factory: factory)
-        self.upstreamErrors = CoreMetrics.Counter(label: "headway_upstream_errors_total", dimensions: dimensions, factory: factory)
-        self.connectionsOpened = CoreMetrics.Counter(label: "headway_upstream_connections_opened_total", dimensions: dimensions, factory: factory)
-        self.requestDuration = CoreMetrics.Timer(label: "headway_upstream_request_duration_seconds", dimensions: dimensions, factory: factory)
+        self.connectFailures = CoreMetrics.Counter(
+            label: "headway_upstream_connect_failures_total",
+            dimensions: dimensions,
+            factory: factory
+        )
+        self.upstreamErrors = CoreMetrics.Counter(
+            label: "headway_upstream_errors_total",
+            dimensions: dimensions,
+            factory: factory
+        )
+        self.connectionsOpened = CoreMetrics.Counter(
+            label: "headway_upstream_connections_opened_total",
+            dimensions: dimensions,
+            factory: factory
+        )
+        self.requestDuration = CoreMetrics.Timer(
+            label: "headway_upstream_request_duration_seconds",
+            dimensions: dimensions,
+            factory: factory
+        )
         self.checksPassed = CoreMetrics.Counter(
-            label: "headway_health_checks_total", dimensions: dimensions + [("result", "pass")], factory: factory
+            label: "headway_health_checks_total",
+            dimensions: dimensions + [("result", "pass")],
+            factory: factory
         )
         self.checksFailed = CoreMetrics.Counter(
-            label: "headway_health_checks_total", dimensions: dimensions + [("result", "fail")], factory: factory
+            label: "headway_health_checks_total",
+            dimensions: dimensions + [("result", "fail")],
+            factory: factory
         )
-        self.ejections = CoreMetrics.Counter(label: "headway_outlier_ejections_total", dimensions: dimensions, factory: factory)
+        self.ejections = CoreMetrics.Counter(
+            label: "headway_outlier_ejections_total",
+            dimensions: dimensions,
+            factory: factory
+        )
         self.routable = Meter(label: "headway_endpoint_routable", dimensions: dimensions, factory: factory)
     }
 
@@ -122,16 +146,42 @@ struct UpstreamMetrics: Sendable {
 
     init(upstream: String, factory: PrometheusMetricsFactory) {
         let dimensions = [("upstream", upstream)]
-        self.localResponses = CoreMetrics.Counter(label: "headway_local_responses_total", dimensions: dimensions, factory: factory)
-        self.openConnections = Meter(label: "headway_upstream_connections_open", dimensions: dimensions, factory: factory)
-        self.idleConnections = Meter(label: "headway_upstream_connections_idle", dimensions: dimensions, factory: factory)
-        self.activeEndpoints = Meter(label: "headway_upstream_endpoints", dimensions: dimensions + [("state", "active")], factory: factory)
-        self.drainingEndpoints = Meter(label: "headway_upstream_endpoints", dimensions: dimensions + [("state", "draining")], factory: factory)
-        self.healthyEndpoints = Meter(label: "headway_upstream_healthy_endpoints", dimensions: dimensions, factory: factory)
+        self.localResponses = CoreMetrics.Counter(
+            label: "headway_local_responses_total",
+            dimensions: dimensions,
+            factory: factory
+        )
+        self.openConnections = Meter(
+            label: "headway_upstream_connections_open",
+            dimensions: dimensions,
+            factory: factory
+        )
+        self.idleConnections = Meter(
+            label: "headway_upstream_connections_idle",
+            dimensions: dimensions,
+            factory: factory
+        )
+        self.activeEndpoints = Meter(
+            label: "headway_upstream_endpoints",
+            dimensions: dimensions + [("state", "active")],
+            factory: factory
+        )
+        self.drainingEndpoints = Meter(
+            label: "headway_upstream_endpoints",
+            dimensions: dimensions + [("state", "draining")],
+            factory: factory
+        )
+        self.healthyEndpoints = Meter(
+            label: "headway_upstream_healthy_endpoints",
+            dimensions: dimensions,
+            factory: factory
+        )
         self.panicMode = Meter(label: "headway_upstream_panic_mode", dimensions: dimensions, factory: factory)
         self.retries = CoreMetrics.Counter(label: "headway_retries_total", dimensions: dimensions, factory: factory)
         self.retriesRefusedByBudget = CoreMetrics.Counter(
-            label: "headway_retry_budget_exhausted_total", dimensions: dimensions, factory: factory
+            label: "headway_retry_budget_exhausted_total",
+            dimensions: dimensions,
+            factory: factory
         )
     }
 

@@ -38,7 +38,10 @@ struct ClientTimeouts: Sendable {
 
     func check(_ connection: Observation, now: NIODeadline) -> Verdict {
         if let since = connection.notWritableSince, now - since > self.settings.writeTimeout {
-            return .disconnect(reason: "client took no response byte for write_timeout (\(DurationText.format(self.settings.writeTimeout)))")
+            return .disconnect(
+                reason:
+                    "client took no response byte for write_timeout (\(DurationText.format(self.settings.writeTimeout)))"
+            )
         }
         if connection.isReadHeld {
             return .activityContinues

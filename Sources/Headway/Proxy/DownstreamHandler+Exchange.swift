@@ -75,7 +75,10 @@ extension DownstreamHandler: UpstreamLessee, ResponseDeadlineWaiter {
         guard let exchange = self.exchange else { return }
         let configuration = self.cluster.configuration
         guard let pool = self.cluster.pickPool(excluding: exchange.failedPool, hashKey: exchange.hashKey) else {
-            self.attemptFailed(.refused(.noEndpoint(upstream: configuration.name, reason: self.cluster.emptyReason)), on: nil)
+            self.attemptFailed(
+                .refused(.noEndpoint(upstream: configuration.name, reason: self.cluster.emptyReason)),
+                on: nil
+            )
             return
         }
         self.attemptCounter &+= 1
@@ -90,7 +93,10 @@ extension DownstreamHandler: UpstreamLessee, ResponseDeadlineWaiter {
         case .limitReached:
             pool.endpoint.requestEnded()
             self.exchange!.pool = nil
-            let error = ProxyError.connectionLimit(endpoint: pool.endpoint.label, limit: configuration.maxConnectionsPerEndpoint)
+            let error = ProxyError.connectionLimit(
+                endpoint: pool.endpoint.label,
+                limit: configuration.maxConnectionsPerEndpoint
+            )
             self.attemptFailed(.refused(error), on: pool)
         case .pendingLimitReached:
             pool.endpoint.requestEnded()
@@ -141,8 +147,14 @@ extension DownstreamHandler: UpstreamLessee, ResponseDeadlineWaiter {
 
     /// Carries out what the machine decides after the current attempt failed on `pool`.
     func attemptFailed(_ failure: ProxyExchange.StateMachine.Failure, on pool: UpstreamPool?) {
-        let action = self.exchange!.machine.attemptFailed(failure, budget: &self.cluster.retryBudget, now: self.cluster.coarseNow)
-        let metadata: Logger.Metadata = ["endpoint.address": "\(pool?.endpoint.label ?? "-")", "reason": "\(failure.summary)"]
+        let action = self.exchange!.machine.attemptFailed(
+            failure,
+            budget: &self.cluster.retryBudget,
+            now: self.cluster.coarseNow
+        )
+        let metadata: Logger.Metadata = [
+            "endpoint.address": "\(pool?.endpoint.label ?? "-")", "reason": "\(failure.summary)",
+        ]
         switch action {
         case .retry:
             self.cluster.metrics.retried()
@@ -182,7 +194,10 @@ extension DownstreamHandler: UpstreamLessee, ResponseDeadlineWaiter {
         let isTimeout = (error as? ChannelError) == .connectTimeout(configuration.connectTimeout)
         let label = pool.endpoint.label
         if isTimeout {
-            self.cluster.gatewayFailed(pool.endpoint, what: "connect timed out after \(DurationText.format(configuration.connectTimeout))")
+            self.cluster.gatewayFailed(
+                pool.endpoint,
+                what: "connect timed out after \(DurationText.format(configuration.connectTimeout))"
+            )
         } else {
             self.cluster.gatewayFailed(pool.endpoint, what: "connect failed: \(ProxyError.describe(error))")
         }
@@ -249,7 +264,8 @@ extension DownstreamHandler: UpstreamLessee, ResponseDeadlineWaiter {
             self.restartClock()
             return
         case .answer:
-            what = "no response within request_timeout (\(DurationText.format(self.cluster.configuration.requestTimeout)))"
+            what =
+                "no response within request_timeout (\(DurationText.format(self.cluster.configuration.requestTimeout)))"
         case .abortClient:
             what = "response stalled for idle_timeout (\(DurationText.format(self.cluster.configuration.idleTimeout)))"
         }
@@ -267,7 +283,10 @@ extension DownstreamHandler: UpstreamLessee, ResponseDeadlineWaiter {
         case .answer(let error):
             self.failExchange(error)
         case .abortClient:
-            self.logger.warning("\(what) mid-response; aborting the client connection", metadata: ["endpoint.address": "\(pool.endpoint.label)"])
+            self.logger.warning(
+                "\(what) mid-response; aborting the client connection",
+                metadata: ["endpoint.address": "\(pool.endpoint.label)"]
+            )
             self.exchange = nil
             self.context?.close(promise: nil)
         case .none, .extend:

@@ -19,7 +19,12 @@ extension DownstreamHandler {
             // 1xx (100 Continue, 103 Early Hints) go on to HTTP/1.1 clients; HTTP/1.0 ones must not see them.
             if clientVersionMinor >= 1 {
                 var bytes = context.channel.allocator.buffer(capacity: head.bytes.readableBytes + 32)
-                head.writeClientHead(into: &bytes, clientVersionMinor: clientVersionMinor, chunked: false, closeConnection: false)
+                head.writeClientHead(
+                    into: &bytes,
+                    clientVersionMinor: clientVersionMinor,
+                    chunked: false,
+                    closeConnection: false
+                )
                 self.writeToClient(bytes, context: context)
             }
         case .head(let head):
@@ -39,7 +44,11 @@ extension DownstreamHandler {
         }
     }
 
-    private func responseHeadReceived(_ head: ResponseHead, on connection: UpstreamConnection, context: ChannelHandlerContext) {
+    private func responseHeadReceived(
+        _ head: ResponseHead,
+        on connection: UpstreamConnection,
+        context: ChannelHandlerContext
+    ) {
         let pool = self.exchange!.pool!
         let sentAt = self.exchange!.machine.requestSentAt
         let action = self.exchange!.machine.responseHeadReceived(
@@ -52,7 +61,10 @@ extension DownstreamHandler {
         case .retry(let reason):
             // This answer never reaches the client: its connection goes, another endpoint gets the request.
             self.cluster.metrics.retried()
-            self.logger.info("retrying on another endpoint", metadata: ["endpoint.address": "\(pool.endpoint.label)", "reason": "\(reason)"])
+            self.logger.info(
+                "retrying on another endpoint",
+                metadata: ["endpoint.address": "\(pool.endpoint.label)", "reason": "\(reason)"]
+            )
             connection.lessee = nil
             connection.close()
             self.stopClock()
@@ -71,7 +83,9 @@ extension DownstreamHandler {
                 self.cluster.metrics.retryRefusedByBudget()
                 self.logger.warning(
                     "retry budget exhausted; not retrying",
-                    metadata: ["endpoint.address": "\(pool.endpoint.label)", "reason": "answered \(head.status) (retry_on)"]
+                    metadata: [
+                        "endpoint.address": "\(pool.endpoint.label)", "reason": "answered \(head.status) (retry_on)",
+                    ]
                 )
             }
             if closeClient { self.closeAfterResponse = true }
@@ -111,7 +125,10 @@ extension DownstreamHandler {
         head.writeClientHead(into: &bytes, clientVersionMinor: 1, chunked: false, closeConnection: false)
         self.writeToClient(bytes, context: context)
         self.closeAfterResponse = true
-        self.logger.debug("tunnel open", metadata: ["endpoint.address": "\(self.exchange!.pool?.endpoint.label ?? "?")"])
+        self.logger.debug(
+            "tunnel open",
+            metadata: ["endpoint.address": "\(self.exchange!.pool?.endpoint.label ?? "?")"]
+        )
     }
 
     /// Response pieces up to this size are copied into one buffer rather than written one by one.
@@ -154,7 +171,10 @@ extension DownstreamHandler {
         // The request ends before the release, which may close the last connection of a drained endpoint.
         pool.endpoint.requestEnded()
         pool.release(connection, reusable: completion.connectionIsReusable)
-        pool.endpoint.metrics.recordResponse(status: exchange.responseStatus, duration: NIODeadline.now() - exchange.start)
+        pool.endpoint.metrics.recordResponse(
+            status: exchange.responseStatus,
+            duration: NIODeadline.now() - exchange.start
+        )
         self.cluster.responseFinished(pool.endpoint, status: exchange.responseStatus)
         self.logger.trace(
             "request done",

@@ -7,10 +7,13 @@ enum HTTPSyntax {
     /// tchar (RFC 9110 §5.6.2).
     static func isTokenCharacter(_ byte: UInt8) -> Bool {
         switch byte {
-        case UInt8(ascii: "a")...UInt8(ascii: "z"), UInt8(ascii: "A")...UInt8(ascii: "Z"), UInt8(ascii: "0")...UInt8(ascii: "9"):
+        case UInt8(ascii: "a")...UInt8(ascii: "z"), UInt8(ascii: "A")...UInt8(ascii: "Z"),
+            UInt8(ascii: "0")...UInt8(ascii: "9"):
             return true
-        case UInt8(ascii: "!"), UInt8(ascii: "#"), UInt8(ascii: "$"), UInt8(ascii: "%"), UInt8(ascii: "&"), UInt8(ascii: "'"),
-            UInt8(ascii: "*"), UInt8(ascii: "+"), UInt8(ascii: "-"), UInt8(ascii: "."), UInt8(ascii: "^"), UInt8(ascii: "_"),
+        case UInt8(ascii: "!"), UInt8(ascii: "#"), UInt8(ascii: "$"), UInt8(ascii: "%"), UInt8(ascii: "&"),
+            UInt8(ascii: "'"),
+            UInt8(ascii: "*"), UInt8(ascii: "+"), UInt8(ascii: "-"), UInt8(ascii: "."), UInt8(ascii: "^"),
+            UInt8(ascii: "_"),
             UInt8(ascii: "`"), UInt8(ascii: "|"), UInt8(ascii: "~"):
             return true
         default:
@@ -96,7 +99,8 @@ enum HTTPSyntax {
         case 2: return Self.equalsIgnoringCase(name, "te")
         case 7: return Self.equalsIgnoringCase(name, "trailer") || Self.equalsIgnoringCase(name, "upgrade")
         case 10: return Self.equalsIgnoringCase(name, "connection") || Self.equalsIgnoringCase(name, "keep-alive")
-        case 14: return Self.equalsIgnoringCase(name, "content-length") || Self.equalsIgnoringCase(name, "http2-settings")
+        case 14:
+            return Self.equalsIgnoringCase(name, "content-length") || Self.equalsIgnoringCase(name, "http2-settings")
         case 16: return Self.equalsIgnoringCase(name, "proxy-connection")
         case 17: return Self.equalsIgnoringCase(name, "transfer-encoding")
         default: return false
@@ -157,7 +161,9 @@ enum HTTPSyntax {
         while true {
             guard index + 1 < count else { return "head ends without an empty line" }
             if raw[index] == UInt8(ascii: "\r") {
-                guard raw[index + 1] == UInt8(ascii: "\n"), index + 2 == count else { return "malformed end of the head" }
+                guard raw[index + 1] == UInt8(ascii: "\n"), index + 2 == count else {
+                    return "malformed end of the head"
+                }
                 return nil
             }
             let lineStart = index
@@ -171,18 +177,25 @@ enum HTTPSyntax {
             let valueStart = index
             while index < count, raw[index] != UInt8(ascii: "\r") {
                 guard Self.isFieldValueByte(raw[index]) else {
-                    let name = String(decoding: UnsafeRawBufferPointer(rebasing: raw[lineStart..<nameEnd]), as: UTF8.self)
+                    let name = String(
+                        decoding: UnsafeRawBufferPointer(rebasing: raw[lineStart..<nameEnd]),
+                        as: UTF8.self
+                    )
                     return "control character in header field '\(name)'"
                 }
                 index += 1
             }
             guard index + 1 < count, raw[index + 1] == UInt8(ascii: "\n") else { return "bare CR in a header field" }
             var valueEnd = index
-            while valueEnd > valueStart, raw[valueEnd - 1] == UInt8(ascii: " ") || raw[valueEnd - 1] == UInt8(ascii: "\t") {
+            while valueEnd > valueStart,
+                raw[valueEnd - 1] == UInt8(ascii: " ") || raw[valueEnd - 1] == UInt8(ascii: "\t")
+            {
                 valueEnd -= 1
             }
             index += 2
-            if let problem = visit(FieldLine(name: lineStart..<nameEnd, value: valueStart..<valueEnd, line: lineStart..<index)) {
+            if let problem = visit(
+                FieldLine(name: lineStart..<nameEnd, value: valueStart..<valueEnd, line: lineStart..<index)
+            ) {
                 return problem
             }
         }
@@ -248,7 +261,8 @@ struct ChunkedDecoder {
             case .data(let remaining):
                 let count = Int(min(remaining, UInt64(buffer.readableBytes)))
                 let slice = buffer.readSlice(length: count)!
-                self.state = remaining == UInt64(count) ? .dataEnd(sawCR: false) : .data(remaining: remaining - UInt64(count))
+                self.state =
+                    remaining == UInt64(count) ? .dataEnd(sawCR: false) : .data(remaining: remaining - UInt64(count))
                 return slice
 
             case .dataEnd(let sawCR):
@@ -267,15 +281,24 @@ struct ChunkedDecoder {
                 guard lineLength <= Self.maximumLineLength else { throw .init("chunk-size line too long") }
                 if sawCR {
                     guard byte == UInt8(ascii: "\n"), digits > 0 else { throw .init("malformed chunk-size line") }
-                    self.state = value == 0 ? .trailers(lineLength: 0, sectionLength: 0, sawCR: false) : .data(remaining: value)
+                    self.state =
+                        value == 0 ? .trailers(lineLength: 0, sectionLength: 0, sawCR: false) : .data(remaining: value)
                     continue
                 }
                 if byte == UInt8(ascii: "\r") {
-                    self.state = .size(value: value, digits: digits, lineLength: lineLength, inExtension: inExtension, sawCR: true)
+                    self.state = .size(
+                        value: value,
+                        digits: digits,
+                        lineLength: lineLength,
+                        inExtension: inExtension,
+                        sawCR: true
+                    )
                     continue
                 }
                 if inExtension {
-                    guard HTTPSyntax.isFieldValueByte(byte) else { throw .init("control character in a chunk extension") }
+                    guard HTTPSyntax.isFieldValueByte(byte) else {
+                        throw .init("control character in a chunk extension")
+                    }
                 } else if let digit = Self.hexValue(byte) {
                     guard digits < 15 else { throw .init("chunk size too large") }
                     value = value << 4 | UInt64(digit)
@@ -285,7 +308,13 @@ struct ChunkedDecoder {
                 } else {
                     throw .init("invalid chunk size")
                 }
-                self.state = .size(value: value, digits: digits, lineLength: lineLength, inExtension: inExtension, sawCR: false)
+                self.state = .size(
+                    value: value,
+                    digits: digits,
+                    lineLength: lineLength,
+                    inExtension: inExtension,
+                    sawCR: false
+                )
 
             case .trailers(var lineLength, var sectionLength, let sawCR):
                 // Trailer fields are read and dropped (RFC 9112 §7.1.2 lets a recipient discard them).

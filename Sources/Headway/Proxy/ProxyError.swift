@@ -48,7 +48,10 @@ struct ProxyError: Error, Hashable, CustomStringConvertible {
         .init(.connectionLimit, "endpoint \(endpoint) has reached max_connections_per_endpoint (\(limit))")
     }
     static func pendingLimit(upstream: String, limit: Int) -> Self {
-        .init(.pendingLimit, "upstream '\(upstream)' has \(limit) requests waiting for a connection (max_pending_requests)")
+        .init(
+            .pendingLimit,
+            "upstream '\(upstream)' has \(limit) requests waiting for a connection (max_pending_requests)"
+        )
     }
     static func connectFailed(endpoint: String, error: any Error) -> Self {
         .init(.connectFailed, "could not connect to endpoint \(endpoint): \(Self.describe(error))")
@@ -58,7 +61,11 @@ struct ProxyError: Error, Hashable, CustomStringConvertible {
     }
     static let upstreamClosedEarly = Self(.upstreamClosedEarly, "the upstream closed the connection before responding")
     static func upstreamClosed(endpoint: String, error: (any Error)?) -> Self {
-        .init(.upstreamClosedEarly, "endpoint \(endpoint) closed the connection before responding" + (error.map { ": \(Self.describe($0))" } ?? ""))
+        .init(
+            .upstreamClosedEarly,
+            "endpoint \(endpoint) closed the connection before responding"
+                + (error.map { ": \(Self.describe($0))" } ?? "")
+        )
     }
     static func upstreamTimeout(endpoint: String, timeout: String) -> Self {
         .init(.upstreamTimeout, "endpoint \(endpoint) did not respond within request_timeout (\(timeout))")

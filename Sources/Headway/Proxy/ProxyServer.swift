@@ -1,6 +1,6 @@
+import CoreMetrics
 import Logging
 import NIOCore
-import CoreMetrics
 import NIOExtras
 import NIOHTTP1
 import NIOPosix
@@ -101,7 +101,10 @@ public final class ProxyServer: Service, Sendable {
             .get()
         let boundAddress = channel.localAddress ?? self.address
         let bound = UpstreamCluster.label(for: boundAddress)
-        self.logger.info("listening", metadata: ["listen.address": "\(bound)", "upstream": "\(self.cluster.configuration.name)"])
+        self.logger.info(
+            "listening",
+            metadata: ["listen.address": "\(bound)", "upstream": "\(self.cluster.configuration.name)"]
+        )
         self.onBound(boundAddress)
 
         let drained = channel.eventLoop.makePromise(of: Void.self)
@@ -148,7 +151,11 @@ final class RefuseConnectionHandler: ChannelInboundHandler {
     }
 
     func channelActive(context: ChannelHandlerContext) {
-        let bytes = self.error.response(clientVersionMinor: 1, closeConnection: true, allocator: context.channel.allocator)
+        let bytes = self.error.response(
+            clientVersionMinor: 1,
+            closeConnection: true,
+            allocator: context.channel.allocator
+        )
         context.writeAndFlush(self.wrapOutboundOut(bytes)).assumeIsolated().whenComplete { _ in
             context.close(promise: nil)
         }

@@ -29,7 +29,9 @@ struct RequestHead {
     let wantsUpgrade: Bool
     /// The request can become a tunnel if the pod answers 101: it asks for an upgrade to something other than
     /// `h2c` (Headway speaks HTTP/1.1 upstream) and has no body.
-    var canTunnel: Bool { self.wantsUpgrade && self.upgradeRange != nil && self.framing == .none && !self.upgradeIsH2COnly }
+    var canTunnel: Bool {
+        self.wantsUpgrade && self.upgradeRange != nil && self.framing == .none && !self.upgradeIsH2COnly
+    }
     /// The only protocol asked for is `h2c`, which Headway strips (it speaks HTTP/1.1 upstream).
     var upgradeIsH2C: Bool { self.upgradeIsH2COnly }
     /// The `Upgrade` value, when there is one.
@@ -88,7 +90,9 @@ struct RequestHead {
             // request-line = method SP request-target SP HTTP-version CRLF
             var index = 0
             while index < count, HTTPSyntax.isTokenCharacter(raw[index]) { index += 1 }
-            guard index > 0, index < count, raw[index] == UInt8(ascii: " ") else { return .badRequest("malformed request line") }
+            guard index > 0, index < count, raw[index] == UInt8(ascii: " ") else {
+                return .badRequest("malformed request line")
+            }
             methodRange = 0..<index
             method = Self.method(UnsafeRawBufferPointer(rebasing: raw[methodRange]))
             index += 1
@@ -105,20 +109,28 @@ struct RequestHead {
             case UInt8(ascii: "/"):
                 break
             case UInt8(ascii: "*"):
-                guard target.count == 1, method == .options else { return .badRequest("'*' is a target for OPTIONS only") }
+                guard target.count == 1, method == .options else {
+                    return .badRequest("'*' is a target for OPTIONS only")
+                }
             default:
                 // Absolute form (a client that thinks it talks to a forward proxy): its authority must match
                 // Host, and the pod gets the origin form (the path), as RFC 9112 §3.2.2 has a proxy do.
-                guard target.count > 7, HTTPSyntax.equalsIgnoringCase(UnsafeRawBufferPointer(rebasing: target[0..<7]), "http://") else {
+                guard target.count > 7,
+                    HTTPSyntax.equalsIgnoringCase(UnsafeRawBufferPointer(rebasing: target[0..<7]), "http://")
+                else {
                     if method == .connect { break }
                     return .badRequest("malformed request target")
                 }
                 let authorityStart = targetRange.lowerBound + 7
                 var authorityEnd = authorityStart
-                while authorityEnd < targetRange.upperBound, raw[authorityEnd] != UInt8(ascii: "/"), raw[authorityEnd] != UInt8(ascii: "?") {
+                while authorityEnd < targetRange.upperBound, raw[authorityEnd] != UInt8(ascii: "/"),
+                    raw[authorityEnd] != UInt8(ascii: "?")
+                {
                     authorityEnd += 1
                 }
-                guard authorityEnd > authorityStart else { return .badRequest("absolute-form target without an authority") }
+                guard authorityEnd > authorityStart else {
+                    return .badRequest("absolute-form target without an authority")
+                }
                 authorityRange = authorityStart..<authorityEnd
                 pathStart = authorityEnd < targetRange.upperBound ? authorityEnd : nil
             }
@@ -206,7 +218,8 @@ struct RequestHead {
             }
             guard matches else { throw .badRequest("the absolute-form target's authority does not match Host") }
         }
-        self.upstreamTargetRange = authorityRange == nil ? targetRange : (pathStart ?? targetRange.upperBound)..<targetRange.upperBound
+        self.upstreamTargetRange =
+            authorityRange == nil ? targetRange : (pathStart ?? targetRange.upperBound)..<targetRange.upperBound
         self.method = method
         self.methodRange = methodRange
         self.targetRange = targetRange
@@ -227,7 +240,8 @@ struct RequestHead {
             self.framing = .none
         }
         // An HTTP/1.0 message with Transfer-Encoding has faulty framing: answer it, then close (RFC 9112 §6.1).
-        let keepAlive = versionMinor == 1 ? !connection.close : (connection.keepAlive && !connection.close && !isChunked)
+        let keepAlive =
+            versionMinor == 1 ? !connection.close : (connection.keepAlive && !connection.close && !isChunked)
         self.isKeepAlive = keepAlive
     }
 
@@ -252,7 +266,9 @@ struct RequestHead {
         return self.bytes.withUnsafeReadableBytes { raw -> UInt64? in
             var found: UInt64?
             _ = HTTPSyntax.scanFields(raw, from: self.fieldsStart) { field in
-                guard found == nil, HTTPSyntax.equalsIgnoringCase(UnsafeRawBufferPointer(rebasing: raw[field.name]), wanted) else {
+                guard found == nil,
+                    HTTPSyntax.equalsIgnoringCase(UnsafeRawBufferPointer(rebasing: raw[field.name]), wanted)
+                else {
                     return nil
                 }
                 let value = UnsafeRawBufferPointer(rebasing: raw[field.value])
@@ -295,7 +311,9 @@ struct RequestHead {
             // Validated at parse time, so the scan finds no problem here.
             _ = HTTPSyntax.scanFields(raw, from: self.fieldsStart) { field in
                 let name = UnsafeRawBufferPointer(rebasing: raw[field.name])
-                if !HTTPSyntax.isHopByHopOrFraming(name) && !Self.isSetByHeadway(name) && !self.connection.nominates(name) {
+                if !HTTPSyntax.isHopByHopOrFraming(name) && !Self.isSetByHeadway(name)
+                    && !self.connection.nominates(name)
+                {
                     buffer.writeBytes(UnsafeRawBufferPointer(rebasing: raw[field.line]))
                 }
                 return nil
@@ -369,11 +387,15 @@ struct RequestHead {
     /// no list separator, no whitespace.
     private static func isHostByte(_ byte: UInt8) -> Bool {
         switch byte {
-        case UInt8(ascii: "a")...UInt8(ascii: "z"), UInt8(ascii: "A")...UInt8(ascii: "Z"), UInt8(ascii: "0")...UInt8(ascii: "9"):
+        case UInt8(ascii: "a")...UInt8(ascii: "z"), UInt8(ascii: "A")...UInt8(ascii: "Z"),
+            UInt8(ascii: "0")...UInt8(ascii: "9"):
             return true
-        case UInt8(ascii: "-"), UInt8(ascii: "."), UInt8(ascii: "_"), UInt8(ascii: "~"), UInt8(ascii: ":"), UInt8(ascii: "["),
-            UInt8(ascii: "]"), UInt8(ascii: "%"), UInt8(ascii: "!"), UInt8(ascii: "$"), UInt8(ascii: "&"), UInt8(ascii: "'"),
-            UInt8(ascii: "("), UInt8(ascii: ")"), UInt8(ascii: "*"), UInt8(ascii: "+"), UInt8(ascii: ";"), UInt8(ascii: "="):
+        case UInt8(ascii: "-"), UInt8(ascii: "."), UInt8(ascii: "_"), UInt8(ascii: "~"), UInt8(ascii: ":"),
+            UInt8(ascii: "["),
+            UInt8(ascii: "]"), UInt8(ascii: "%"), UInt8(ascii: "!"), UInt8(ascii: "$"), UInt8(ascii: "&"),
+            UInt8(ascii: "'"),
+            UInt8(ascii: "("), UInt8(ascii: ")"), UInt8(ascii: "*"), UInt8(ascii: "+"), UInt8(ascii: ";"),
+            UInt8(ascii: "="):
             return true
         default:
             return false

@@ -122,7 +122,9 @@ struct RequestParser {
         }
         let length = self.head.pending.readableBytes
         if length > self.limits.requestLineBytes,
-            self.head.pending.readableBytesView.prefix(self.limits.requestLineBytes + 2).firstIndex(of: UInt8(ascii: "\n")) == nil
+            self.head.pending.readableBytesView.prefix(self.limits.requestLineBytes + 2).firstIndex(
+                of: UInt8(ascii: "\n")
+            ) == nil
         {
             throw .uriTooLong
         }
@@ -140,8 +142,13 @@ struct RequestParseError: Error, Hashable, CustomStringConvertible {
     static func badRequest(_ reason: String) -> Self { .init(status: .badRequest, reason: reason) }
     static let uriTooLong = Self(status: .uriTooLong, reason: "request line too long")
     static let fieldsTooLarge = Self(status: .requestHeaderFieldsTooLarge, reason: "request header fields too large")
-    static let versionNotSupported = Self(status: .httpVersionNotSupported, reason: "only HTTP/1.0 and HTTP/1.1 are supported")
-    static func notImplemented(_ what: String) -> Self { .init(status: .notImplemented, reason: "\(what) is not implemented") }
+    static let versionNotSupported = Self(
+        status: .httpVersionNotSupported,
+        reason: "only HTTP/1.0 and HTTP/1.1 are supported"
+    )
+    static func notImplemented(_ what: String) -> Self {
+        .init(status: .notImplemented, reason: "\(what) is not implemented")
+    }
 
     var description: String { self.reason }
 

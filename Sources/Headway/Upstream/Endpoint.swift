@@ -127,7 +127,9 @@ public final class Endpoint: Sendable {
     func latencyEstimate(at now: NIODeadline, decay: TimeAmount) -> Double {
         let estimate = Double(bitPattern: self.latencyBits.load(ordering: .relaxed))
         guard estimate > 0 else { return 0 }
-        let elapsed = Double(now.uptimeNanoseconds &- min(self.latencyStamp.load(ordering: .relaxed), now.uptimeNanoseconds))
+        let elapsed = Double(
+            now.uptimeNanoseconds &- min(self.latencyStamp.load(ordering: .relaxed), now.uptimeNanoseconds)
+        )
         return estimate * exp(-elapsed / Double(max(decay.nanoseconds, 1)))
     }
 
@@ -141,7 +143,9 @@ public final class Endpoint: Sendable {
         if rtt >= previous {
             estimate = rtt
         } else {
-            let elapsed = Double(now.uptimeNanoseconds &- min(self.latencyStamp.load(ordering: .relaxed), now.uptimeNanoseconds))
+            let elapsed = Double(
+                now.uptimeNanoseconds &- min(self.latencyStamp.load(ordering: .relaxed), now.uptimeNanoseconds)
+            )
             let keep = exp(-elapsed / Double(max(decay.nanoseconds, 1)))
             estimate = previous * keep + rtt * (1 - keep)
         }
@@ -264,7 +268,9 @@ public final class Endpoint: Sendable {
             consecutive5xx: self.consecutive5xx.load(ordering: .relaxed),
             consecutiveGatewayFailures: self.consecutiveGatewayFailures.load(ordering: .relaxed),
             ejections: ejection?.ejections ?? 0,
-            ejectedUntil: ejection?.ejectedUntil.map { Date(timeIntervalSinceNow: Double(($0 - now).nanoseconds) / 1e9) },
+            ejectedUntil: ejection?.ejectedUntil.map {
+                Date(timeIntervalSinceNow: Double(($0 - now).nanoseconds) / 1e9)
+            },
             lastEjectionReason: ejection?.lastEjectionReason,
             weight: self.weight,
             inFlight: self.inFlight.load(ordering: .relaxed),

@@ -44,7 +44,13 @@ final class LoopCluster: @unchecked Sendable {
     private var clientSweep: RepeatedTask?
     private var isShutDown = false
 
-    init(eventLoop: any EventLoop, configuration: HeadwayConfiguration.Upstream, loopCount: Int, metrics: UpstreamMetrics, logger: Logger) {
+    init(
+        eventLoop: any EventLoop,
+        configuration: HeadwayConfiguration.Upstream,
+        loopCount: Int,
+        metrics: UpstreamMetrics,
+        logger: Logger
+    ) {
         self.eventLoop = eventLoop
         self.configuration = configuration
         self.metrics = metrics
@@ -112,7 +118,9 @@ final class LoopCluster: @unchecked Sendable {
         let weights = self.routable.map { pool -> Int in
             // Weights in hundredths, so that slow start can ramp in small steps.
             let weight = pool.endpoint.weight * 100
-            guard let window = self.configuration.slowStart, let since = pool.endpoint.routableSince else { return weight }
+            guard let window = self.configuration.slowStart, let since = pool.endpoint.routableSince else {
+                return weight
+            }
             let elapsed = now - since
             guard elapsed < window else { return weight }
             slowStarting = true
@@ -134,7 +142,9 @@ final class LoopCluster: @unchecked Sendable {
     /// - Parameter hashKey: the request's key for the `hash` policy.
     func pickPool(excluding excluded: UpstreamPool?, hashKey: UInt64? = nil) -> UpstreamPool? {
         let excludedIndex = excluded.flatMap { excluded in self.routable.firstIndex { $0 === excluded } }
-        guard let index = self.balancer.pick(PickRequest(excluding: excludedIndex, hashKey: hashKey, now: self.coarseNow)) else {
+        guard
+            let index = self.balancer.pick(PickRequest(excluding: excludedIndex, hashKey: hashKey, now: self.coarseNow))
+        else {
             return nil
         }
         return self.routable[index]
@@ -157,7 +167,10 @@ final class LoopCluster: @unchecked Sendable {
 
     /// A response from `endpoint` finished with `status` (passive check).
     func responseFinished(_ endpoint: Endpoint, status: UInt) {
-        if let reason = endpoint.recordResponseStatus(status, consecutive5xxThreshold: self.configuration.outlierDetection.consecutive5xx) {
+        if let reason = endpoint.recordResponseStatus(
+            status,
+            consecutive5xxThreshold: self.configuration.outlierDetection.consecutive5xx
+        ) {
             self.upstream?.reportOutlier(endpoint, reason: reason)
         }
     }
@@ -216,7 +229,10 @@ final class LoopCluster: @unchecked Sendable {
     /// Registers a client connection for the timeout sweep; returns its slot.
     func clientConnected(_ handler: any ClientTimeoutWaiter) -> Int {
         if self.clientSweep == nil {
-            self.clientSweep = self.eventLoop.scheduleRepeatedTask(initialDelay: Self.clientSweepPeriod, delay: Self.clientSweepPeriod) {
+            self.clientSweep = self.eventLoop.scheduleRepeatedTask(
+                initialDelay: Self.clientSweepPeriod,
+                delay: Self.clientSweepPeriod
+            ) {
                 [weak self] (_: RepeatedTask) in
                 guard let self else { return }
                 self.coarseNow = .now()
@@ -264,8 +280,13 @@ final class LoopCluster: @unchecked Sendable {
         // Closing idle connections a little late is harmless; a sweep per loop avoids a timer per connection.
         // The same sweep replaces warm connections whose connect failed.
         // Slow start ramps in steps of this period too: at least 20 steps over its window.
-        let longest = min(self.configuration.keepaliveTimeout.nanoseconds / 4, (self.configuration.slowStart?.nanoseconds ?? .max) / 20)
-        let period = TimeAmount.nanoseconds(min(max(longest, TimeAmount.milliseconds(50).nanoseconds), TimeAmount.seconds(1).nanoseconds))
+        let longest = min(
+            self.configuration.keepaliveTimeout.nanoseconds / 4,
+            (self.configuration.slowStart?.nanoseconds ?? .max) / 20
+        )
+        let period = TimeAmount.nanoseconds(
+            min(max(longest, TimeAmount.milliseconds(50).nanoseconds), TimeAmount.seconds(1).nanoseconds)
+        )
         self.idleSweep = self.eventLoop.scheduleRepeatedTask(initialDelay: period, delay: period) {
             [weak self] (_: RepeatedTask) in
             guard let self else { return }

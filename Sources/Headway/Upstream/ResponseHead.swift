@@ -47,7 +47,9 @@ struct ResponseHead {
             versionMinor = raw[7] - UInt8(ascii: "0")
             for index in 9..<12 {
                 let digit = raw[index]
-                guard digit >= UInt8(ascii: "0") && digit <= UInt8(ascii: "9") else { return .init("malformed status code") }
+                guard digit >= UInt8(ascii: "0") && digit <= UInt8(ascii: "9") else {
+                    return .init("malformed status code")
+                }
                 status = status * 10 + UInt(digit - UInt8(ascii: "0"))
             }
             guard (100...599).contains(status) else { return .init("status code \(status) is out of range") }
@@ -131,10 +133,14 @@ struct ResponseHead {
     /// - Parameters:
     ///   - chunked: the body goes to the client chunked (Headway frames it).
     ///   - closeConnection: the client connection closes after this response.
-    func writeClientHead(into buffer: inout ByteBuffer, clientVersionMinor: UInt8, chunked: Bool, closeConnection: Bool) {
+    func writeClientHead(into buffer: inout ByteBuffer, clientVersionMinor: UInt8, chunked: Bool, closeConnection: Bool)
+    {
         let switchesProtocols = self.status == 101
         buffer.writeStaticString("HTTP/1.1 ")
-        var statusText = self.bytes.getSlice(at: self.bytes.readerIndex + self.statusTextRange.lowerBound, length: self.statusTextRange.count)!
+        var statusText = self.bytes.getSlice(
+            at: self.bytes.readerIndex + self.statusTextRange.lowerBound,
+            length: self.statusTextRange.count
+        )!
         buffer.writeBuffer(&statusText)
         buffer.writeStaticString("\r\n")
         self.bytes.withUnsafeReadableBytes { raw in

@@ -57,7 +57,11 @@ struct ResponseParser {
     /// - Parameter isHeadRequest: the response answers a HEAD request (no body, whatever it says).
     /// - Parameter upgradeRequested: the request asked to switch protocols: a 101 is its answer, and every
     ///   byte after it is body, until the close.
-    mutating func next(from buffer: inout ByteBuffer, isHeadRequest: Bool, upgradeRequested: Bool = false) throws(ResponseParserError) -> Event? {
+    mutating func next(
+        from buffer: inout ByteBuffer,
+        isHeadRequest: Bool,
+        upgradeRequested: Bool = false
+    ) throws(ResponseParserError) -> Event? {
         switch self.state {
         case .head:
             return try self.parseHead(from: &buffer, isHeadRequest: isHeadRequest, upgradeRequested: upgradeRequested)
@@ -106,7 +110,11 @@ struct ResponseParser {
 
     // MARK: Head
 
-    private mutating func parseHead(from buffer: inout ByteBuffer, isHeadRequest: Bool, upgradeRequested: Bool) throws(ResponseParserError) -> Event? {
+    private mutating func parseHead(
+        from buffer: inout ByteBuffer,
+        isHeadRequest: Bool,
+        upgradeRequested: Bool
+    ) throws(ResponseParserError) -> Event? {
         guard let headBytes = self.head.nextHead(from: &buffer) else {
             if self.head.pending.readableBytes > Self.maximumHeadLength {
                 throw .init("response head larger than \(Self.maximumHeadLength) bytes")
@@ -117,7 +125,11 @@ struct ResponseParser {
         guard headBytes.readableBytes <= Self.maximumHeadLength else {
             throw .init("response head larger than \(Self.maximumHeadLength) bytes")
         }
-        let head = try ResponseHead(parsing: headBytes, isHeadRequest: isHeadRequest, upgradeRequested: upgradeRequested)
+        let head = try ResponseHead(
+            parsing: headBytes,
+            isHeadRequest: isHeadRequest,
+            upgradeRequested: upgradeRequested
+        )
         if head.isInformational {
             self.state = .head
             return .informational(head)

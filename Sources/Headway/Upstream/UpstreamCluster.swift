@@ -65,7 +65,13 @@ public final class UpstreamCluster: Sendable {
             HealthChecker(settings: settings, eventLoops: eventLoops, logger: logger)
         }
         self.loops = eventLoops.map {
-            LoopCluster(eventLoop: $0, configuration: configuration, loopCount: eventLoops.count, metrics: upstreamMetrics, logger: logger)
+            LoopCluster(
+                eventLoop: $0,
+                configuration: configuration,
+                loopCount: eventLoops.count,
+                metrics: upstreamMetrics,
+                logger: logger
+            )
         }
         for loop in self.loops {
             loop.upstream = self
@@ -85,9 +91,14 @@ public final class UpstreamCluster: Sendable {
     /// - Parameters:
     ///   - weights: relative weights by address (from SRV records), kept for weighted policies.
     ///   - emptyReason: why the set is empty, for the 503 that requests then get (e.g. what DNS said).
-    public func setEndpoints(_ addresses: [SocketAddress], weights: [SocketAddress: Int] = [:], emptyReason: String? = nil) {
+    public func setEndpoints(
+        _ addresses: [SocketAddress],
+        weights: [SocketAddress: Int] = [:],
+        emptyReason: String? = nil
+    ) {
         let initialHealth: Endpoint.Health = self.configuration.healthCheck == nil ? .healthy : .unknown
-        let (snapshot, added, removed, draining) = self.state.withLock { state -> (EndpointSnapshot, [Endpoint], [Endpoint], Int) in
+        let (snapshot, added, removed, draining) = self.state.withLock {
+            state -> (EndpointSnapshot, [Endpoint], [Endpoint], Int) in
             var byAddress: [SocketAddress: Endpoint] = [:]
             for endpoint in state.active { byAddress[endpoint.address] = endpoint }
             var next: [Endpoint] = []
@@ -109,7 +120,10 @@ public final class UpstreamCluster: Sendable {
                             address: address,
                             label: label,
                             health: initialHealth,
-                            metrics: self.proxyMetrics.endpointMetrics(upstream: self.configuration.name, endpoint: label)
+                            metrics: self.proxyMetrics.endpointMetrics(
+                                upstream: self.configuration.name,
+                                endpoint: label
+                            )
                         )
                         next.append(endpoint)
                         added.append(endpoint)
@@ -122,7 +136,11 @@ public final class UpstreamCluster: Sendable {
             state.draining.append(contentsOf: removed)
             state.active = next
             state.version += 1
-            let snapshot = EndpointSnapshot(version: state.version, endpoints: next, emptyReason: next.isEmpty ? emptyReason : nil)
+            let snapshot = EndpointSnapshot(
+                version: state.version,
+                endpoints: next,
+                emptyReason: next.isEmpty ? emptyReason : nil
+            )
             return (snapshot, added, removed, state.draining.count)
         }
         for endpoint in added {
@@ -151,7 +169,11 @@ public final class UpstreamCluster: Sendable {
             // Endpoints waiting for their first check are not failing: while they are many (at start-up),
             // requests go to all endpoints as in panic mode, but that is not worth a warning.
             let unjudged = state.active.filter { $0.health == .unknown && !$0.isEjected }.count
-            let panic = Self.isPanic(healthy: healthy + unjudged, total: state.active.count, thresholdPercent: threshold)
+            let panic = Self.isPanic(
+                healthy: healthy + unjudged,
+                total: state.active.count,
+                thresholdPercent: threshold
+            )
             defer {
                 state.isInPanic = panic
                 state.healthy = healthy
@@ -162,7 +184,8 @@ public final class UpstreamCluster: Sendable {
         for endpoint in active {
             let isRoutable = endpoint.isRoutable(gateUnknown: gate)
             endpoint.metrics.routableChanged(isRoutable)
-            let startsSlow = self.configuration.slowStart != nil && (self.isStarted || self.configuration.slowStartAtStartup)
+            let startsSlow =
+                self.configuration.slowStart != nil && (self.isStarted || self.configuration.slowStartAtStartup)
             if endpoint.noteRoutable(isRoutable, now: now, startsSlow: startsSlow), startsSlow {
                 self.logger.info(
                     "endpoint in slow start for \(DurationText.format(self.configuration.slowStart!))",
@@ -229,7 +252,12 @@ public final class UpstreamCluster: Sendable {
     func activeCheckFinished(_ endpoint: Endpoint, passed: Bool, healthChanged: Bool) {
         let threshold = self.configuration.healthCheck?.healthyThreshold ?? 1
         let decision = self.state.withLock { state in
-            state.outliers.activeCheckFinished(endpoint.address, passed: passed, healthyThreshold: threshold, now: .now())
+            state.outliers.activeCheckFinished(
+                endpoint.address,
+                passed: passed,
+                healthyThreshold: threshold,
+                now: .now()
+            )
         }
         if decision != .none {
             self.perform(decision, for: endpoint, reason: "\(threshold) passing active checks in a row")
@@ -284,7 +312,9 @@ public final class UpstreamCluster: Sendable {
     public var endpointStatuses: [Endpoint.Status] {
         let now = NIODeadline.now()
         return self.state.withLock { state in
-            (state.active + state.draining).map { $0.status(ejection: state.outliers.record(for: $0.address), now: now) }
+            (state.active + state.draining).map {
+                $0.status(ejection: state.outliers.record(for: $0.address), now: now)
+            }
         }
     }
 

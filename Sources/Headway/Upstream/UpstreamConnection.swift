@@ -104,7 +104,11 @@ final class UpstreamConnection: ChannelDuplexHandler {
             return
         }
         do {
-            while let event = try self.parser.next(from: &buffer, isHeadRequest: self.isHeadRequest, upgradeRequested: self.upgradeRequested) {
+            while let event = try self.parser.next(
+                from: &buffer,
+                isHeadRequest: self.isHeadRequest,
+                upgradeRequested: self.upgradeRequested
+            ) {
                 if case .end = event {
                     // Bytes after a complete response (HTTP-EDGE-CASES U10): relay the response but never
                     // reuse the connection, so the extra bytes can never answer a later request.

@@ -79,7 +79,9 @@ final class UpstreamPool {
         let wanted = self.cluster.configuration.minIdleConnectionsPerEndpoint - self.idle.count - self.warming
         guard wanted > 0 else { return }
         for _ in 0..<wanted {
-            guard self.endpoint.reserveConnection(limit: self.cluster.configuration.maxConnectionsPerEndpoint) else { return }
+            guard self.endpoint.reserveConnection(limit: self.cluster.configuration.maxConnectionsPerEndpoint) else {
+                return
+            }
             self.ownedConnections += 1
             self.warming += 1
             self.connect(for: nil)
@@ -146,7 +148,9 @@ final class UpstreamPool {
                 channel.eventLoop.makeCompletedFuture {
                     // No HTTP codec: requests go out as bytes Headway framed, responses are parsed by
                     // the connection's own ResponseParser.
-                    try channel.pipeline.syncOperations.addHandler(UpstreamConnection(endpoint: endpoint, logger: logger))
+                    try channel.pipeline.syncOperations.addHandler(
+                        UpstreamConnection(endpoint: endpoint, logger: logger)
+                    )
                 }
             }
             .connect(to: endpoint.address)
