@@ -2,9 +2,9 @@ import Foundation
 
 /// A real DNS server for the tests: dnsmasq on a loopback port, answering only from a hosts file that the
 /// test rewrites (then SIGHUP makes dnsmasq read it again). It logs every query, so tests can count them.
-public final class DNSMasq: @unchecked Sendable {
-    public let port: Int
-    public let ttl: Int
+package final class DNSMasq: @unchecked Sendable {
+    package let port: Int
+    package let ttl: Int
     /// SRV records as dnsmasq's `--srv-host` values (`_service._proto.name,target,port,priority,weight`);
     /// unlike the hosts file they are fixed for the server's life.
     private let srvHosts: [String]
@@ -22,8 +22,8 @@ public final class DNSMasq: @unchecked Sendable {
     }
 
     /// Starts dnsmasq on 127.0.0.1:`port` answering `records` (name, IPv4) with `ttl` seconds.
-    public static func start(
-        port: Int = 5353,
+    package static func start(
+        port: Int,
         ttl: Int = 0,
         records: [(name: String, ip: String)],
         srvHosts: [String] = []
@@ -72,7 +72,7 @@ public final class DNSMasq: @unchecked Sendable {
     }
 
     /// Replaces the answers; dnsmasq reads them again at once (SIGHUP).
-    public func setRecords(_ records: [(name: String, ip: String)]) throws {
+    package func setRecords(_ records: [(name: String, ip: String)]) throws {
         try self.writeRecords(records)
         if let pid = self.pid {
             kill(pid, SIGHUP)
@@ -80,7 +80,7 @@ public final class DNSMasq: @unchecked Sendable {
     }
 
     /// Stops answering (the port closes): resolvers see no server.
-    public func stop() {
+    package func stop() {
         guard let pid = self.pid else { return }
         self.pid = nil
         kill(pid, SIGTERM)
@@ -129,13 +129,13 @@ public final class DNSMasq: @unchecked Sendable {
     }
 
     /// Starts again with the current records.
-    public func restart() async throws {
+    package func restart() async throws {
         self.stop()
         try await self.launch()
     }
 
     /// How many queries for `name` dnsmasq has logged.
-    public func queryCount(for name: String) -> Int {
+    package func queryCount(for name: String) -> Int {
         let log = (try? String(contentsOf: self.logFile, encoding: .utf8)) ?? ""
         return log.split(separator: "\n").filter { $0.contains("query[") && $0.contains(" \(name) from ") }.count
     }

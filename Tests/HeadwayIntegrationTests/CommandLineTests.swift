@@ -8,32 +8,36 @@ extension IntegrationTests {
 
         @Test func sigtermLetsInFlightRequestsFinish() async throws {
             let pods = try await EchoPods.start()
+            let listen = FreePort.onAll(["127.0.0.1"])
+            let admin = FreePort.onAll(["127.0.0.1"], except: [listen])
             let logFile = temporaryFile("headway.log")
             _ = FileManager.default.createFile(atPath: logFile.path, contents: nil)
             defer { try? FileManager.default.removeItem(at: logFile) }
             let process = Process()
             process.executableURL = URL(fileURLWithPath: IntegrationEnvironment.headwayBinary)
             process.arguments = [
-                "--endpoints", pods.endpoints.joined(separator: ","), "--listen", "127.0.0.1:25001",
-                "--admin", "127.0.0.1:25901", "--threads", "1", "--drain-timeout", "10s",
+                "--endpoints", pods.endpoints.joined(separator: ","), "--listen", "127.0.0.1:\(listen)",
+                "--admin", "127.0.0.1:\(admin)", "--threads", "1", "--drain-timeout", "10s",
             ]
             process.standardError = try FileHandle(forWritingTo: logFile)
             process.standardOutput = FileHandle.nullDevice
             try process.run()
             defer { if process.isRunning { process.terminate() } }
-            for _ in 0..<100 where !RawHTTP.canConnect(host: "127.0.0.1", port: 25001) {
+            for _ in 0..<100 where !RawHTTP.canConnect(host: "127.0.0.1", port: listen) {
                 try await Task.sleep(for: .milliseconds(50))
             }
             let results = try await withThrowingTaskGroup(of: CommandResult.self) { group in
                 for index in 0..<8 {
                     group.addTask {
-                        try await curl(["--write-out", "\n%{http_code}", "http://127.0.0.1:25001/delay/1000?\(index)"])
+                        try await curl([
+                            "--write-out", "\n%{http_code}", "http://127.0.0.1:\(listen)/delay/1000?\(index)",
+                        ])
                     }
                 }
                 try await Task.sleep(for: .milliseconds(400))
                 kill(process.processIdentifier, SIGTERM)
                 try await Task.sleep(for: .milliseconds(200))
-                #expect(!RawHTTP.canConnect(host: "127.0.0.1", port: 25001), "the listener must close on SIGTERM")
+                #expect(!RawHTTP.canConnect(host: "127.0.0.1", port: listen), "the listener must close on SIGTERM")
                 var results: [CommandResult] = []
                 for try await result in group { results.append(result) }
                 return results
@@ -62,15 +66,18 @@ extension IntegrationTests {
             let handle = try FileHandle(forWritingTo: big)
             try handle.truncate(atOffset: 1 << 30)
             try handle.close()
+            let files = FreePort.onAll(["127.0.0.1"])
+            let echoPort = FreePort.onAll(["127.0.0.1"], except: [files])
+            let admin = FreePort.onAll(["127.0.0.1"], except: [files, echoPort])
             let config = temporaryFile("stream.yaml")
             defer { try? FileManager.default.removeItem(at: config) }
             try """
-            admin: 127.0.0.1:25911
+            admin: 127.0.0.1:\(admin)
             threads: 1
             log_level: warning
             listeners:
-              - {listen: 127.0.0.1:25011, upstream: files}
-              - {listen: 127.0.0.1:25012, upstream: echo}
+              - {listen: 127.0.0.1:\(files), upstream: files}
+              - {listen: 127.0.0.1:\(echoPort), upstream: echo}
             upstreams:
               files: {endpoints: [\(pods.endpoints[0])]}
               echo: {endpoints: [\(echo.endpoints[0])]}
@@ -82,17 +89,17 @@ extension IntegrationTests {
             process.standardError = FileHandle.nullDevice
             try process.run()
             defer { if process.isRunning { process.terminate() } }
-            for _ in 0..<100 where !RawHTTP.canConnect(host: "127.0.0.1", port: 25012) {
+            for _ in 0..<100 where !RawHTTP.canConnect(host: "127.0.0.1", port: echoPort) {
                 try await Task.sleep(for: .milliseconds(50))
             }
             let download = try await curl(
-                ["--output", "/dev/null", "--write-out", "%{size_download}", "http://127.0.0.1:25011/files/big"],
+                ["--output", "/dev/null", "--write-out", "%{size_download}", "http://127.0.0.1:\(files)/files/big"],
                 timeout: 120
             )
             let upload = try await curl(
                 [
                     "--upload-file", big.path, "--output", "/dev/null", "--write-out",
-                    "%{size_upload} %{size_download}", "http://127.0.0.1:25012/echo",
+                    "%{size_upload} %{size_download}", "http://127.0.0.1:\(echoPort)/echo",
                 ],
                 timeout: 120
             )
@@ -102,7 +109,7 @@ extension IntegrationTests {
                 [
                     "--limit-rate", "64M", "--range", "0-268435455", "--output", "/dev/null", "--write-out",
                     "%{size_download}",
-                    "http://127.0.0.1:25011/files/big",
+                    "http://127.0.0.1:\(files)/files/big",
                 ],
                 timeout: 60
             )
@@ -170,7 +177,8 @@ extension IntegrationTests {
         @Test func demoRunsOnABuiltInDefault() async throws {
             let result = try await Command.run(
                 [
-                    IntegrationEnvironment.headwayBinary, "demo", "--exit", "--pod-port", "28080", "--listen",
+                    IntegrationEnvironment.headwayBinary, "demo", "--exit", "--pod-port", "\(FreePort.onAll(podHosts))",
+                    "--listen",
                     "127.0.0.1:0", "--admin", "127.0.0.1:0",
                 ],
                 timeout: 30

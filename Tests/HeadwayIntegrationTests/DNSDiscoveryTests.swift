@@ -4,9 +4,12 @@ import HeadwayTestSupport
 import Testing
 
 extension IntegrationTests {
-    /// Headway pointed at a name served by a real DNS server (dnsmasq on 127.0.0.1:5353), with the nginx
+    /// Headway pointed at a name served by a real DNS server (dnsmasq on 127.0.0.1, on a port the kernel found free), with the nginx
     /// pods behind it coming and going while load runs.
     @Suite struct DNSDiscovery {
+        /// dnsmasq's UDP and TCP port on 127.0.0.1.
+        static let dnsPort = FreePort.onAll(["127.0.0.1"])
+
         static let name = "web.test"
 
         private func records(_ pods: [NginxPod], name: String = Self.name) -> [(name: String, ip: String)] {
@@ -20,7 +23,7 @@ extension IntegrationTests {
         ) async throws -> InProcessHeadway {
             try await InProcessHeadway.start {
                 $0.service = service
-                $0.dnsServers = ["127.0.0.1:5353"]
+                $0.dnsServers = ["127.0.0.1:\(Self.dnsPort)"]
                 $0.refresh = refresh
                 configure(&$0)
             }
@@ -29,7 +32,7 @@ extension IntegrationTests {
         @Test func podsJoinAndLeaveWithTheAnswerWhileLoadRuns() async throws {
             let pods = try await NginxPods.start(count: 4)
             defer { pods.stop() }
-            let dns = try await DNSMasq.start(records: self.records(Array(pods.pods.prefix(3))))
+            let dns = try await DNSMasq.start(port: Self.dnsPort, records: self.records(Array(pods.pods.prefix(3))))
             let headway = try await self.startHeadway()
             let load = Task {
                 try await Command.run(["wrk", "-t1", "-c4", "-d7s", "\(headway.listenURL)/"], timeout: 30)
@@ -70,7 +73,7 @@ extension IntegrationTests {
         @Test func dnsOutageKeepsTheLastKnownPodsThenAChangeIsPickedUp() async throws {
             let pods = try await NginxPods.start()
             defer { pods.stop() }
-            let dns = try await DNSMasq.start(records: self.records(pods.pods))
+            let dns = try await DNSMasq.start(port: Self.dnsPort, records: self.records(pods.pods))
             let headway = try await self.startHeadway()
             dns.stop()
             try await Task.sleep(for: .milliseconds(1500))
@@ -99,7 +102,7 @@ extension IntegrationTests {
             )
             defer { nginx.stop() }
             // An answer of 150 records is over 2 KB: it needs EDNS0 or TCP.
-            let dns = try await DNSMasq.start(records: hosts.map { (Self.name, $0) })
+            let dns = try await DNSMasq.start(port: Self.dnsPort, records: hosts.map { (Self.name, $0) })
             let headway = try await self.startHeadway()
             let urls = (1...300).flatMap { ["--output", "/dev/null", "\(headway.listenURL)/m\($0)"] }
             let result = try await curl(["--dump-header", "-"] + urls)
@@ -116,7 +119,10 @@ extension IntegrationTests {
         @Test func shortNameResolvesThroughTheSearchList() async throws {
             let pods = try await NginxPods.start()
             defer { pods.stop() }
-            let dns = try await DNSMasq.start(records: self.records(pods.pods, name: "web.default.svc.cluster.local"))
+            let dns = try await DNSMasq.start(
+                port: Self.dnsPort,
+                records: self.records(pods.pods, name: "web.default.svc.cluster.local")
+            )
             let resolvConf = temporaryFile("resolv.conf")
             defer { try? FileManager.default.removeItem(at: resolvConf) }
             try "search default.svc.cluster.local svc.cluster.local cluster.local\noptions ndots:5\n"
@@ -137,7 +143,7 @@ extension IntegrationTests {
         @Test func respectingTheTTLDrivesTheRefresh() async throws {
             let pods = try await NginxPods.start(count: 1)
             defer { pods.stop() }
-            let dns = try await DNSMasq.start(ttl: 1, records: self.records(pods.pods))
+            let dns = try await DNSMasq.start(port: Self.dnsPort, ttl: 1, records: self.records(pods.pods))
             let headway = try await self.startHeadway(refresh: "30s") { $0.respectTTL = true }
             try await Task.sleep(for: .milliseconds(4500))
             try await headway.stop()
@@ -149,7 +155,7 @@ extension IntegrationTests {
         @Test func aNameWithoutPodsEmptiesTheSetOnlyWhenConfirmed() async throws {
             let pods = try await NginxPods.start()
             defer { pods.stop() }
-            let dns = try await DNSMasq.start(records: self.records(pods.pods))
+            let dns = try await DNSMasq.start(port: Self.dnsPort, records: self.records(pods.pods))
             let headway = try await self.startHeadway(refresh: "300ms")
             try dns.setRecords([])
             let emptied = try await waitFor(timeout: .seconds(5)) {
@@ -175,6 +181,7 @@ extension IntegrationTests {
             defer { pods.stop() }
             // Two pods at priority 0 with weights 10 and 20; the third at priority 1 is a backup and unused.
             let dns = try await DNSMasq.start(
+                port: Self.dnsPort,
                 records: pods.pods.map { ("\($0.name).test", $0.host) },
                 srvHosts: [
                     "_http._tcp.web.test,pod-1.test,\(NginxPods.port),0,10",
@@ -189,7 +196,7 @@ extension IntegrationTests {
                     upstreams:
                       web:
                         srv: _http._tcp.web.test
-                        dns: {servers: [127.0.0.1:5353], refresh: 500ms}
+                        dns: {servers: [127.0.0.1:\(Self.dnsPort)], refresh: 500ms}
                     """
             )
             let document = try await EndpointsDocument.fetch(from: headway)

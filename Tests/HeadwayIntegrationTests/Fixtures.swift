@@ -5,9 +5,13 @@ import NIOCore
 import NIOPosix
 import Testing
 
-/// The three "pods" of the test bed: nginx on 127.0.0.2–4:8080, as in the examples.
+/// The loopback addresses that play pods, and those that tests add beside them (blackholes, scripted pods).
+let podHosts = (2...9).map { "127.0.0.\($0)" }
+
+/// The three "pods" of the test bed: nginx on 127.0.0.2–4, on one port the kernel found free on every pod
+/// address.
 struct NginxPods {
-    static let port = 8080
+    static let port = FreePort.onAll(podHosts)
     let pods: [NginxPod]
 
     static func start(count: Int = 3) async throws -> NginxPods {
@@ -27,9 +31,9 @@ struct NginxPods {
     }
 }
 
-/// Demo pods (Headway's own responder) on 127.0.0.2–4 at a test port: for echo, delays and faults.
+/// Demo pods (Headway's own responder) on 127.0.0.2–4 at a port of their own: for echo, delays and faults.
 struct EchoPods {
-    static let port = 18080
+    static let port = FreePort.onAll(podHosts, except: [NginxPods.port])
     let group: MultiThreadedEventLoopGroup
     let pods: [DemoPod]
 
