@@ -16,8 +16,7 @@ let package = Package(
     name: "headway",
     platforms: [.macOS(.v15)],
     products: [
-        .executable(name: "headway", targets: ["headway"]),
-        .library(name: "Headway", targets: ["Headway"]),
+        .executable(name: "headway", targets: ["headway"])
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.3"),

@@ -1,19 +1,19 @@
 import Foundation
 
 /// Runs an external program to completion, with a deadline, and captures what it printed.
-public struct CommandResult: Sendable {
-    public var status: Int32
-    public var stdout: String
-    public var stderr: String
-    public var timedOut: Bool
+package struct CommandResult: Sendable {
+    package var status: Int32
+    package var stdout: String
+    package var stderr: String
+    package var timedOut: Bool
 }
 
-public enum Command {
+package enum Command {
     /// Runs `arguments[0]` (looked up on PATH) and waits at most `timeout` seconds; then it is killed.
     ///
     /// The wait happens on a thread of its own, so that concurrent tests' tasks keep running.
     @discardableResult
-    public static func run(
+    package static func run(
         _ arguments: [String],
         timeout: Double = 60,
         environment: [String: String]? = nil
@@ -82,7 +82,7 @@ public enum Command {
     }
 }
 
-public struct CommandError: Error, CustomStringConvertible {
-    public var description: String
-    public init(description: String) { self.description = description }
+package struct CommandError: Error, CustomStringConvertible {
+    package var description: String
+    package init(description: String) { self.description = description }
 }

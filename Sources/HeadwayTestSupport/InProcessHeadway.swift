@@ -3,17 +3,17 @@ import Logging
 import NIOCore
 
 /// A Headway application running inside the test process, on port 0, stopped by the test.
-public struct InProcessHeadway: Sendable {
-    public let application: HeadwayApplication
-    public let listen: SocketAddress
-    public let admin: SocketAddress
-    public let task: Task<Void, any Error>
+package struct InProcessHeadway: Sendable {
+    package let application: HeadwayApplication
+    package let listen: SocketAddress
+    package let admin: SocketAddress
+    package let task: Task<Void, any Error>
 
-    public var listenURL: String { "http://127.0.0.1:\(self.listen.port!)" }
-    public var adminURL: String { "http://127.0.0.1:\(self.admin.port!)" }
+    package var listenURL: String { "http://127.0.0.1:\(self.listen.port!)" }
+    package var adminURL: String { "http://127.0.0.1:\(self.admin.port!)" }
 
     /// Starts Headway with `yaml` or the given flags (listen and admin default to free ports on 127.0.0.1).
-    public static func start(
+    package static func start(
         yaml: String? = nil,
         configure: (inout ConfigurationOverrides) -> Void = { _ in }
     ) async throws -> InProcessHeadway {
@@ -34,7 +34,7 @@ public struct InProcessHeadway: Sendable {
         return InProcessHeadway(application: application, listen: bound.listeners[0], admin: bound.admin, task: task)
     }
 
-    public func stop() async throws {
+    package func stop() async throws {
         await self.application.triggerGracefulShutdown()
         try await self.task.value
     }

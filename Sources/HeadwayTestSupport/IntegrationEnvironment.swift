@@ -4,19 +4,19 @@ import Foundation
 ///
 /// On a developer's machine a missing program skips the tests that need it, with a message saying which.
 /// With `HEADWAY_REQUIRE_INTEGRATION=1` (set by `.ci/run`) nothing is skipped: a missing program fails.
-public enum IntegrationEnvironment {
-    public static let requiredPrograms = ["nginx", "curl", "wrk", "dnsmasq"]
+package enum IntegrationEnvironment {
+    package static let requiredPrograms = ["nginx", "curl", "wrk", "dnsmasq"]
 
-    public static var missingPrograms: [String] {
+    package static var missingPrograms: [String] {
         Self.requiredPrograms.filter { Self.path(of: $0) == nil }
     }
 
-    public static var isRequired: Bool {
+    package static var isRequired: Bool {
         ProcessInfo.processInfo.environment["HEADWAY_REQUIRE_INTEGRATION"] == "1"
     }
 
     /// Whether integration tests run: every program is there, or they are required (and then fail loudly).
-    public static var shouldRun: Bool {
+    package static var shouldRun: Bool {
         let missing = Self.missingPrograms
         if missing.isEmpty || Self.isRequired { return true }
         FileHandle.standardError.write(
@@ -29,7 +29,7 @@ public enum IntegrationEnvironment {
     }
 
     /// The absolute path of `program` on `PATH` (plus /usr/sbin, where Debian puts nginx).
-    public static func path(of program: String) -> String? {
+    package static func path(of program: String) -> String? {
         let path = (ProcessInfo.processInfo.environment["PATH"] ?? "/usr/bin:/bin") + ":/usr/sbin:/usr/local/sbin"
         for directory in path.split(separator: ":") {
             let candidate = "\(directory)/\(program)"
@@ -39,11 +39,11 @@ public enum IntegrationEnvironment {
     }
 
     /// The directory holding the built products (`headway` among them), found from the test binary's path.
-    public static var productsDirectory: URL {
+    package static var productsDirectory: URL {
         URL(fileURLWithPath: CommandLine.arguments[0]).resolvingSymlinksInPath().deletingLastPathComponent()
     }
 
-    public static var headwayBinary: String {
+    package static var headwayBinary: String {
         let direct = Self.productsDirectory.appendingPathComponent("headway").path
         if FileManager.default.isExecutableFile(atPath: direct) { return direct }
         // swift-testing may run from inside the .xctest bundle directory.

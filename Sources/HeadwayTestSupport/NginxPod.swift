@@ -12,17 +12,17 @@ import Glibc
 ///
 /// Locations: `/files/NAME` serves files written with ``writeFile(named:size:)``; `/healthz` answers 200, or
 /// 503 after ``setHealthCheckFailing(_:)``; anything else answers `NAME` (any method, any body size).
-public final class NginxPod: @unchecked Sendable {
-    public let name: String
-    public let host: String
-    public let port: Int
-    public let prefix: URL
+package final class NginxPod: @unchecked Sendable {
+    package let name: String
+    package let host: String
+    package let port: Int
+    package let prefix: URL
     private let process: Process
     /// Set by ``kill()``: the process is gone, whatever Foundation believes.
     private var isKilled = false
 
-    public var address: String { "\(self.host):\(self.port)" }
-    public var filesDirectory: URL { self.prefix.appendingPathComponent("files") }
+    package var address: String { "\(self.host):\(self.port)" }
+    package var filesDirectory: URL { self.prefix.appendingPathComponent("files") }
 
     private init(name: String, host: String, port: Int, prefix: URL, process: Process) {
         self.name = name
@@ -36,7 +36,8 @@ public final class NginxPod: @unchecked Sendable {
     ///
     /// - Parameter moreHosts: further addresses the same nginx listens on (pods by the hundred); then
     ///   `X-Pod` and the body name the address that answered instead of `name`.
-    public static func start(name: String, host: String, port: Int, moreHosts: [String] = []) async throws -> NginxPod {
+    package static func start(name: String, host: String, port: Int, moreHosts: [String] = []) async throws -> NginxPod
+    {
         // Another server on the address would answer in this pod's place and make every assertion lie.
         guard !RawHTTP.canConnect(host: host, port: port) else {
             throw CommandError(description: "\(host):\(port) is already in use by another process; stop it first")
@@ -115,19 +116,19 @@ public final class NginxPod: @unchecked Sendable {
 
     /// Writes a file of `size` pseudo-random bytes that the pod serves at `/files/NAME`.
     @discardableResult
-    public func writeFile(named fileName: String, size: Int) throws -> URL {
+    package func writeFile(named fileName: String, size: Int) throws -> URL {
         let url = self.filesDirectory.appendingPathComponent(fileName)
         try TestData.writeRandomFile(to: url, size: size)
         return url
     }
 
     /// Serves a copy of `source` at `/files/NAME`, so that several pods can serve identical bytes.
-    public func copyFile(_ source: URL, named fileName: String) throws {
+    package func copyFile(_ source: URL, named fileName: String) throws {
         try FileManager.default.copyItem(at: source, to: self.filesDirectory.appendingPathComponent(fileName))
     }
 
     /// Requests this pod logged, as `(connection serial, method, uri)`.
-    public func accessLog() throws -> [(connection: Int, method: String, uri: String)] {
+    package func accessLog() throws -> [(connection: Int, method: String, uri: String)] {
         let text =
             (try? String(contentsOf: self.prefix.appendingPathComponent("logs/access.log"), encoding: .utf8)) ?? ""
         return text.split(separator: "\n").compactMap { line in
@@ -138,7 +139,7 @@ public final class NginxPod: @unchecked Sendable {
     }
 
     /// Makes `/healthz` answer 503 (while every other path still works), or 200 again.
-    public func setHealthCheckFailing(_ failing: Bool) throws {
+    package func setHealthCheckFailing(_ failing: Bool) throws {
         let marker = self.prefix.appendingPathComponent("healthz-failing")
         if failing {
             try Data().write(to: marker)
@@ -149,7 +150,7 @@ public final class NginxPod: @unchecked Sendable {
 
     /// Kills the pod as the kernel's OOM killer would: SIGKILL to nginx's master and its workers, no goodbye
     /// to any connection (the kernel resets them). ``stop()`` then only cleans up.
-    public func kill() {
+    package func kill() {
         guard !self.isKilled, self.process.isRunning else { return }
         self.isKilled = true
         let master = self.process.processIdentifier
@@ -187,7 +188,7 @@ public final class NginxPod: @unchecked Sendable {
     }
 
     /// Stops nginx at once (SIGKILL would leave the worker behind; SIGTERM is nginx's fast shutdown).
-    public func stop() {
+    package func stop() {
         if !self.isKilled, self.process.isRunning {
             self.process.terminate()
             self.process.waitUntilExit()
@@ -200,9 +201,9 @@ public final class NginxPod: @unchecked Sendable {
     }
 }
 
-public enum TestData {
+package enum TestData {
     /// Writes `size` bytes from a fast PRNG (so 100 MiB takes well under a second).
-    public static func writeRandomFile(to url: URL, size: Int) throws {
+    package static func writeRandomFile(to url: URL, size: Int) throws {
         _ = FileManager.default.createFile(atPath: url.path, contents: nil)
         let handle = try FileHandle(forWritingTo: url)
         defer { try? handle.close() }

@@ -6,9 +6,9 @@ import Glibc
 
 /// Byte-level HTTP over a plain blocking socket, for tests that must control every byte on the wire
 /// (pipelining, odd framing) where curl would normalise the request.
-public enum RawHTTP {
+package enum RawHTTP {
     /// Whether a TCP connection to `host:port` succeeds now.
-    public static func canConnect(host: String, port: Int) -> Bool {
+    package static func canConnect(host: String, port: Int) -> Bool {
         guard let fd = try? Self.connectSocket(host: host, port: port, timeout: 1) else { return false }
         close(fd)
         return true
@@ -17,7 +17,7 @@ public enum RawHTTP {
     /// Sends `request` and returns everything received until the server closes or `timeout` passes.
     ///
     /// - Parameter halfClose: shut down the sending side after the request, as netcat does.
-    public static func exchange(
+    package static func exchange(
         host: String,
         port: Int,
         request: String,
@@ -98,11 +98,11 @@ public enum RawHTTP {
 
 /// One client connection driven byte by byte: for slow and stubborn clients (slowloris, slow POST, idle
 /// keep-alive, connection floods) whose timing a test controls.
-public final class RawConnection: @unchecked Sendable {
+package final class RawConnection: @unchecked Sendable {
     private let fd: Int32
 
     /// Connects; the receive timeout is short so that reads poll.
-    public init(host: String, port: Int) throws {
+    package init(host: String, port: Int) throws {
         self.fd = try RawHTTP.connectSocket(host: host, port: port, timeout: 0.05)
     }
 
@@ -112,13 +112,13 @@ public final class RawConnection: @unchecked Sendable {
         self.close()
     }
 
-    public func close() {
+    package func close() {
         guard !self.isClosed else { return }
         self.isClosed = true
         Glibc.close(self.fd)
     }
 
-    public func send(_ text: String) throws {
+    package func send(_ text: String) throws {
         let bytes = Array(text.utf8)
         var sent = 0
         while sent < bytes.count {
@@ -132,7 +132,7 @@ public final class RawConnection: @unchecked Sendable {
 
     /// Reads until the peer closes the connection or `timeout` passes; returns what arrived and, if the
     /// peer closed (FIN or RST), how many seconds that took.
-    public func readUntilClosed(timeout: Double) async -> (text: String, closedAfter: Double?) {
+    package func readUntilClosed(timeout: Double) async -> (text: String, closedAfter: Double?) {
         await withCheckedContinuation { continuation in
             Thread.detachNewThread {
                 let start = Date()

@@ -6,8 +6,8 @@ import NIOPosix
 /// A pod that behaves in one precise way, for fault and protocol tests: it accepts connections like any
 /// server, then follows its script. It counts the connections on which a request arrived, so a test can tell
 /// whether a request was sent to it once or retried.
-public final class ScriptedPod: Sendable {
-    public enum Behaviour: Sendable {
+package final class ScriptedPod: Sendable {
+    package enum Behaviour: Sendable {
         /// Reads everything, never answers: a hung process or a dropped response.
         case blackhole
         /// Reads until this many request bytes arrived on a connection, then resets it (RST, not FIN).
@@ -23,22 +23,22 @@ public final class ScriptedPod: Sendable {
         case respond(String, thenClose: Bool)
     }
 
-    public let host: String
-    public let port: Int
+    package let host: String
+    package let port: Int
     private let channel: any Channel
     private let requests: NIOLockedValueBox<Int>
     private let recorded: NIOLockedValueBox<[UInt8]>
 
-    public var address: String { "\(self.host):\(self.port)" }
+    package var address: String { "\(self.host):\(self.port)" }
 
     /// Connections on which at least one request byte arrived.
-    public var connectionsWithRequests: Int { self.requests.withLockedValue { $0 } }
+    package var connectionsWithRequests: Int { self.requests.withLockedValue { $0 } }
 
     /// Every byte received so far, over all connections, in arrival order (`recordAndAnswer`).
-    public var receivedBytes: String { self.recorded.withLockedValue { String(decoding: $0, as: UTF8.self) } }
+    package var receivedBytes: String { self.recorded.withLockedValue { String(decoding: $0, as: UTF8.self) } }
 
     /// Forgets what was recorded, between the cases of a table.
-    public func clearRecording() {
+    package func clearRecording() {
         self.recorded.withLockedValue { $0.removeAll() }
     }
 
@@ -56,7 +56,7 @@ public final class ScriptedPod: Sendable {
         self.recorded = recorded
     }
 
-    public static func start(
+    package static func start(
         host: String,
         port: Int,
         behaviour: Behaviour,
@@ -87,7 +87,7 @@ public final class ScriptedPod: Sendable {
         return ScriptedPod(host: host, port: port, channel: channel, requests: requests, recorded: recorded)
     }
 
-    public func stop() async throws {
+    package func stop() async throws {
         try await self.channel.close()
     }
 }

@@ -16,7 +16,7 @@ import Foundation
 ///
 /// It runs as the first service, so it stops last: while the listeners drain it still answers, and `/ready`
 /// says 503 so that Kubernetes stops sending new traffic.
-public final class AdminServer: Service, Sendable {
+package final class AdminServer: Service, Sendable {
     let address: SocketAddress
     let state: AdminState
     let group: any EventLoopGroup
@@ -37,7 +37,7 @@ public final class AdminServer: Service, Sendable {
         self.onBound = onBound
     }
 
-    public func run() async throws {
+    package func run() async throws {
         let state = self.state
         let channel = try await ServerBootstrap(group: self.group)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)

@@ -10,10 +10,10 @@ import UnixSignals
 ///
 /// `headway run` and the in-process tests build it the same way; ``run()`` serves until SIGTERM/SIGINT (or
 /// until ``triggerGracefulShutdown()``), drains, and returns.
-public final class HeadwayApplication: Sendable {
-    public let configuration: HeadwayConfiguration
-    public let clusters: [UpstreamCluster]
-    public let metrics: ProxyMetrics
+package final class HeadwayApplication: Sendable {
+    package let configuration: HeadwayConfiguration
+    package let clusters: [UpstreamCluster]
+    package let metrics: ProxyMetrics
     let group: MultiThreadedEventLoopGroup
     let admin: AdminServer
     let proxies: [ProxyServer]
@@ -31,7 +31,7 @@ public final class HeadwayApplication: Sendable {
         var listeners: [Int: SocketAddress] = [:]
     }
 
-    public init(configuration: HeadwayConfiguration, logger: Logger, handleSignals: Bool = true) throws {
+    package init(configuration: HeadwayConfiguration, logger: Logger, handleSignals: Bool = true) throws {
         self.configuration = configuration
         self.logger = logger
         self.group = MultiThreadedEventLoopGroup(numberOfThreads: configuration.threads)
@@ -125,7 +125,7 @@ public final class HeadwayApplication: Sendable {
     }
 
     /// Serves until shutdown, then closes every connection and stops the event loops.
-    public func run() async throws {
+    package func run() async throws {
         self.logger.info("starting headway", metadata: ["config": "\(self.configuration.summary)"])
         self.resolverThreads.start()
         // Resolve every DNS upstream once before accepting requests, so the first ones find pods.
@@ -159,13 +159,13 @@ public final class HeadwayApplication: Sendable {
     }
 
     /// Starts the same drain as SIGTERM.
-    public func triggerGracefulShutdown() async {
+    package func triggerGracefulShutdown() async {
         await self.serviceGroup.triggerGracefulShutdown()
     }
 
     /// Waits until the admin endpoint and every listener are bound, and returns their addresses (useful
     /// with port 0). Returns `nil` if the application stopped first.
-    public func waitUntilBound() async -> (admin: SocketAddress, listeners: [SocketAddress])? {
+    package func waitUntilBound() async -> (admin: SocketAddress, listeners: [SocketAddress])? {
         let expected = self.proxies.count
         func current() -> (admin: SocketAddress, listeners: [SocketAddress])? {
             self.bound.withLockedValue { bound in

@@ -2,7 +2,7 @@ import NIOCore
 
 /// The name of a balancing policy, as written in `policy:` or `--policy`, and the registry that makes its
 /// balancer: adding a policy is one new ``LoadBalancer`` type plus one case here.
-public enum LoadBalancingPolicy: String, Sendable, Hashable, CaseIterable {
+package enum LoadBalancingPolicy: String, Sendable, Hashable, CaseIterable {
     case roundRobin = "round-robin"
     case random
     case leastConnections = "least-connections"
@@ -10,7 +10,7 @@ public enum LoadBalancingPolicy: String, Sendable, Hashable, CaseIterable {
     case peakEWMA = "ewma"
     case hash
 
-    public static var knownNames: String { Self.allCases.map(\.rawValue).joined(separator: ", ") }
+    package static var knownNames: String { Self.allCases.map(\.rawValue).joined(separator: ", ") }
 
     /// A fresh balancer for one event loop.
     func makeBalancer(ewmaDecay: TimeAmount = .seconds(10)) -> any LoadBalancer {
@@ -26,7 +26,7 @@ public enum LoadBalancingPolicy: String, Sendable, Hashable, CaseIterable {
 }
 
 /// What the `hash` policy hashes (`hash_key:`, `--hash-key`).
-public enum HashKey: Sendable, Hashable, CustomStringConvertible {
+package enum HashKey: Sendable, Hashable, CustomStringConvertible {
     /// The first value of a request header, e.g. `header:X-User`.
     case header(String)
     /// A cookie's value, e.g. `cookie:session`.
@@ -35,7 +35,7 @@ public enum HashKey: Sendable, Hashable, CustomStringConvertible {
     case clientIP
 
     /// Parses `header:NAME`, `cookie:NAME` or `client-ip`.
-    public init?(_ text: String) {
+    package init?(_ text: String) {
         if text == "client-ip" {
             self = .clientIP
         } else if text.hasPrefix("header:"), let name = Self.token(text.dropFirst("header:".count)) {
@@ -52,7 +52,7 @@ public enum HashKey: Sendable, Hashable, CustomStringConvertible {
         return String(text)
     }
 
-    public var description: String {
+    package var description: String {
         switch self {
         case .header(let name): "header:\(name)"
         case .cookie(let name): "cookie:\(name)"

@@ -2,28 +2,28 @@
 ///
 /// `validate` and `run` report the same problems through the same code path
 /// (``HeadwayConfiguration/load(yaml:overrides:)``), one line per problem.
-public struct ConfigurationProblem: Sendable, Hashable, CustomStringConvertible {
+package struct ConfigurationProblem: Sendable, Hashable, CustomStringConvertible {
     /// Dotted path of the offending key, e.g. `upstreams.web.connect_timeout`.
-    public var keyPath: String
-    public var message: String
+    package var keyPath: String
+    package var message: String
 
-    public init(keyPath: String, message: String) {
+    package init(keyPath: String, message: String) {
         self.keyPath = keyPath
         self.message = message
     }
 
-    public var description: String { "\(self.keyPath): \(self.message)" }
+    package var description: String { "\(self.keyPath): \(self.message)" }
 }
 
 /// Thrown when a configuration has one or more problems; every problem found is listed, not only the first.
-public struct ConfigurationError: Error, Sendable, CustomStringConvertible {
-    public var problems: [ConfigurationProblem]
+package struct ConfigurationError: Error, Sendable, CustomStringConvertible {
+    package var problems: [ConfigurationProblem]
 
-    public init(problems: [ConfigurationProblem]) {
+    package init(problems: [ConfigurationProblem]) {
         self.problems = problems
     }
 
-    public var description: String {
+    package var description: String {
         self.problems.map(\.description).joined(separator: "\n")
     }
 }

@@ -1,11 +1,11 @@
 import NIOCore
 
 /// A `HOST:PORT` pair as written in the configuration: an IPv4 address, a bracketed IPv6 address or `localhost`.
-public struct HostAndPort: Sendable, Hashable, CustomStringConvertible {
-    public var host: String
-    public var port: Int
+package struct HostAndPort: Sendable, Hashable, CustomStringConvertible {
+    package var host: String
+    package var port: Int
 
-    public init(host: String, port: Int) {
+    package init(host: String, port: Int) {
         self.host = host
         self.port = port
     }
@@ -14,7 +14,7 @@ public struct HostAndPort: Sendable, Hashable, CustomStringConvertible {
     ///
     /// - Parameter allowsAnyPort: accept port 0 (the kernel picks one), which makes sense only for addresses
     ///   Headway binds, never for a pod.
-    public static func parse(_ text: String, allowsAnyPort: Bool = false) -> Result<HostAndPort, ParseFailure> {
+    package static func parse(_ text: String, allowsAnyPort: Bool = false) -> Result<HostAndPort, ParseFailure> {
         let host: Substring
         let portText: Substring
         if text.hasPrefix("[") {
@@ -49,24 +49,24 @@ public struct HostAndPort: Sendable, Hashable, CustomStringConvertible {
     }
 
     /// The address to bind or connect to; `localhost` means 127.0.0.1, and no name is ever resolved here.
-    public func socketAddress() throws -> SocketAddress {
+    package func socketAddress() throws -> SocketAddress {
         let ip = self.host == "localhost" ? "127.0.0.1" : self.host
         return try SocketAddress(ipAddress: ip, port: self.port)
     }
 
-    public var description: String {
+    package var description: String {
         self.host.contains(":") ? "[\(self.host)]:\(self.port)" : "\(self.host):\(self.port)"
     }
 
-    public struct ParseFailure: Error, Sendable, CustomStringConvertible {
-        public var description: String
+    package struct ParseFailure: Error, Sendable, CustomStringConvertible {
+        package var description: String
         init(_ description: String) { self.description = description }
     }
 }
 
 /// Durations as written in the configuration and on the command line: `250ms`, `2s`, `1.5s`, `1m`, `1h`.
-public enum DurationText {
-    public static func parse(_ text: String) -> TimeAmount? {
+package enum DurationText {
+    package static func parse(_ text: String) -> TimeAmount? {
         let units: [(suffix: String, nanoseconds: Double)] = [
             ("ms", 1e6), ("us", 1e3), ("ns", 1), ("s", 1e9), ("m", 60e9), ("h", 3600e9),
         ]
@@ -81,7 +81,7 @@ public enum DurationText {
     }
 
     /// Formats a duration back in the largest unit that keeps it exact, for logs and the admin page.
-    public static func format(_ amount: TimeAmount) -> String {
+    package static func format(_ amount: TimeAmount) -> String {
         let ns = amount.nanoseconds
         if ns != 0 && ns % 3_600_000_000_000 == 0 { return "\(ns / 3_600_000_000_000)h" }
         if ns != 0 && ns % 60_000_000_000 == 0 { return "\(ns / 60_000_000_000)m" }

@@ -6,34 +6,34 @@ import Yams
 ///
 /// Values stay text until ``HeadwayConfiguration/load(yaml:overrides:)`` checks them, so a bad flag gets the
 /// same kind of message as a bad key in the file, with the flag's name as the key path.
-public struct ConfigurationOverrides: Sendable, Equatable {
-    public var listen: String?
-    public var admin: String?
-    public var threads: Int?
-    public var logLevel: String?
-    public var drainTimeout: String?
-    public var endpoints: [String]?
-    public var service: String?
-    public var dnsServers: [String]?
-    public var resolvConf: String?
-    public var refresh: String?
-    public var respectTTL: Bool?
-    public var policy: String?
-    public var hashKey: String?
-    public var slowStart: String?
-    public var connectTimeout: String?
-    public var requestTimeout: String?
-    public var idleTimeout: String?
-    public var keepaliveTimeout: String?
-    public var maxConnectionsPerEndpoint: Int?
-    public var healthPath: String?
-    public var healthInterval: String?
-    public var healthTimeout: String?
-    public var healthyThreshold: Int?
-    public var unhealthyThreshold: Int?
-    public var maxRetries: Int?
+package struct ConfigurationOverrides: Sendable, Equatable {
+    package var listen: String?
+    package var admin: String?
+    package var threads: Int?
+    package var logLevel: String?
+    package var drainTimeout: String?
+    package var endpoints: [String]?
+    package var service: String?
+    package var dnsServers: [String]?
+    package var resolvConf: String?
+    package var refresh: String?
+    package var respectTTL: Bool?
+    package var policy: String?
+    package var hashKey: String?
+    package var slowStart: String?
+    package var connectTimeout: String?
+    package var requestTimeout: String?
+    package var idleTimeout: String?
+    package var keepaliveTimeout: String?
+    package var maxConnectionsPerEndpoint: Int?
+    package var healthPath: String?
+    package var healthInterval: String?
+    package var healthTimeout: String?
+    package var healthyThreshold: Int?
+    package var unhealthyThreshold: Int?
+    package var maxRetries: Int?
 
-    public init() {}
+    package init() {}
 
     /// Flags that only make sense for a configuration with one listener and one upstream.
     var singleUpstreamFlags: [String] {
@@ -71,7 +71,7 @@ extension HeadwayConfiguration {
     /// This is the only way a configuration is made: `headway validate` and `headway run` both call it, so
     /// they accept and refuse exactly the same input with the same messages.
     /// - Throws: ``ConfigurationError`` listing every problem found, each naming its key path.
-    public static func load(yaml: String?, overrides: ConfigurationOverrides) throws(ConfigurationError) -> Self {
+    package static func load(yaml: String?, overrides: ConfigurationOverrides) throws(ConfigurationError) -> Self {
         var reader = Reader()
         var configuration = HeadwayConfiguration(
             listeners: [.init(listen: Self.defaultListen, upstream: "default")],

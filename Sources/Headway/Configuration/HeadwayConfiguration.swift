@@ -17,69 +17,69 @@ import NIOCore
 ///   `max_connections_per_endpoint` (`1024`), `max_pending_requests` (`1024`), `min_idle_connections_per_endpoint`
 ///   (`1`), `health_check` (off), `gate_new_endpoints` (`true`), `outlier_detection`, `panic_threshold` (`50%`),
 ///   `max_retries` (`2`), `retry_on`, `retry_budget`, `retry_buffer_limit` (`64KiB`). See README for each.
-public struct HeadwayConfiguration: Sendable, Equatable {
-    public var admin: HostAndPort
+package struct HeadwayConfiguration: Sendable, Equatable {
+    package var admin: HostAndPort
     /// `/ready` needs a healthy endpoint in every upstream.
-    public var readyRequiresEndpoints = true
-    public var threads: Int
-    public var drainTimeout: TimeAmount
-    public var logLevel: String
+    package var readyRequiresEndpoints = true
+    package var threads: Int
+    package var drainTimeout: TimeAmount
+    package var logLevel: String
     /// Limits and timeouts for client connections, on every listener.
-    public var client: ClientSettings = .init()
-    public var listeners: [Listener]
+    package var client: ClientSettings = .init()
+    package var listeners: [Listener]
     /// Upstreams in the order the file lists them; names are unique.
-    public var upstreams: [Upstream]
+    package var upstreams: [Upstream]
 
-    public struct Listener: Sendable, Equatable {
-        public var listen: HostAndPort
-        public var upstream: String
+    package struct Listener: Sendable, Equatable {
+        package var listen: HostAndPort
+        package var upstream: String
 
-        public init(listen: HostAndPort, upstream: String) {
+        package init(listen: HostAndPort, upstream: String) {
             self.listen = listen
             self.upstream = upstream
         }
     }
 
-    public struct Upstream: Sendable, Equatable {
-        public var name: String
+    package struct Upstream: Sendable, Equatable {
+        package var name: String
         /// Static discovery: the pods' addresses.
-        public var endpoints: [HostAndPort]
+        package var endpoints: [HostAndPort]
         /// Weights of static endpoints other than 1.
-        public var endpointWeights: [HostAndPort: Int] = [:]
+        package var endpointWeights: [HostAndPort: Int] = [:]
         /// DNS discovery: the headless service's name, resolved continuously; `nil` for static upstreams.
-        public var dns: DNSDiscoverySettings?
-        public var policy: LoadBalancingPolicy
+        package var dns: DNSDiscoverySettings?
+        package var policy: LoadBalancingPolicy
         /// What the `hash` policy hashes; required by it.
-        public var hashKey: HashKey?
+        package var hashKey: HashKey?
         /// How fast the `ewma` policy forgets a slow response.
-        public var ewmaDecay: TimeAmount
+        package var ewmaDecay: TimeAmount
         /// A newly routable endpoint's share ramps up over this window (any policy but `hash`); `nil`: off.
-        public var slowStart: TimeAmount?
+        package var slowStart: TimeAmount?
         /// Slow start applies to the endpoints present at start-up too.
-        public var slowStartAtStartup: Bool
-        public var connectTimeout: TimeAmount
+        package var slowStartAtStartup: Bool
+        package var connectTimeout: TimeAmount
         /// From the end of the request to the first byte of the response.
-        public var requestTimeout: TimeAmount
+        package var requestTimeout: TimeAmount
         /// Longest silence between two pieces of a response once it has started.
-        public var idleTimeout: TimeAmount
+        package var idleTimeout: TimeAmount
         /// Pooled keep-alive connections unused this long are closed.
-        public var keepaliveTimeout: TimeAmount
-        public var maxConnectionsPerEndpoint: Int
+        package var keepaliveTimeout: TimeAmount
+        package var maxConnectionsPerEndpoint: Int
         /// Requests waiting for a connection to open, over all event loops; past it they get 503 at once.
-        public var maxPendingRequests: Int
+        package var maxPendingRequests: Int
         /// Keep-alive connections kept open to every routable endpoint on each event loop, so that no request
         /// pays for a connect after a scale-up.
-        public var minIdleConnectionsPerEndpoint: Int
+        package var minIdleConnectionsPerEndpoint: Int
         /// Active checks; `nil` leaves only the passive ones (``outlierDetection``).
-        public var healthCheck: HealthCheckSettings?
+        package var healthCheck: HealthCheckSettings?
         /// A new endpoint takes requests only after its first passing check (when checks are on).
-        public var gateNewEndpoints: Bool
-        public var outlierDetection: OutlierDetectionSettings
+        package var gateNewEndpoints: Bool
+        package var outlierDetection: OutlierDetectionSettings
         /// Below this share of healthy endpoints, requests are spread over all of them (0 turns this off).
-        public var panicThresholdPercent: Int
-        public var retries: RetrySettings
+        package var panicThresholdPercent: Int
+        package var retries: RetrySettings
 
-        public init(
+        package init(
             name: String,
             endpoints: [HostAndPort] = [],
             policy: LoadBalancingPolicy = .roundRobin,
@@ -122,10 +122,10 @@ public struct HeadwayConfiguration: Sendable, Equatable {
         }
     }
 
-    public static let defaultListen = HostAndPort(host: "127.0.0.1", port: 15001)
-    public static let defaultAdmin = HostAndPort(host: "127.0.0.1", port: 9901)
+    package static let defaultListen = HostAndPort(host: "127.0.0.1", port: 15001)
+    package static let defaultAdmin = HostAndPort(host: "127.0.0.1", port: 9901)
 
-    public init(
+    package init(
         admin: HostAndPort = Self.defaultAdmin,
         threads: Int = System.coreCount,
         drainTimeout: TimeAmount = .seconds(10),
@@ -141,12 +141,12 @@ public struct HeadwayConfiguration: Sendable, Equatable {
         self.upstreams = upstreams
     }
 
-    public func upstream(named name: String) -> Upstream? {
+    package func upstream(named name: String) -> Upstream? {
         self.upstreams.first { $0.name == name }
     }
 
     /// One line for the start-up log: every effective setting, so an operator can see what is running.
-    public var summary: String {
+    package var summary: String {
         let listeners = self.listeners.map { "\($0.listen)->\($0.upstream)" }.joined(separator: ",")
         let upstreams = self.upstreams.map { upstream in
             let discovery =

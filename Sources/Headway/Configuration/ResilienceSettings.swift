@@ -1,29 +1,29 @@
 import NIOCore
 
 /// Active health checking of every endpoint of an upstream (`health_check:`).
-public struct HealthCheckSettings: Sendable, Equatable {
-    public enum Kind: String, Sendable, CaseIterable {
+package struct HealthCheckSettings: Sendable, Equatable {
+    package enum Kind: String, Sendable, CaseIterable {
         /// `GET path`; the check passes when the status is in `expectedStatuses`.
         case http
         /// A completed TCP connect is the check.
         case tcp
     }
 
-    public var kind: Kind = .http
-    public var path: String = "/healthz"
+    package var kind: Kind = .http
+    package var path: String = "/healthz"
     /// `Host` of the check request; the endpoint's `IP:PORT` when `nil`.
-    public var host: String?
-    public var interval: TimeAmount = .seconds(2)
-    public var timeout: TimeAmount = .seconds(1)
+    package var host: String?
+    package var interval: TimeAmount = .seconds(2)
+    package var timeout: TimeAmount = .seconds(1)
     /// Passing checks in a row that bring an unhealthy (or new) endpoint into rotation.
-    public var healthyThreshold = 2
+    package var healthyThreshold = 2
     /// Failing checks in a row that take a healthy endpoint out of rotation.
-    public var unhealthyThreshold = 3
-    public var expectedStatuses: [ClosedRange<Int>] = [200...399]
+    package var unhealthyThreshold = 3
+    package var expectedStatuses: [ClosedRange<Int>] = [200...399]
     /// Each interval is stretched or shrunk by up to this share, so checks of many sidecars spread out.
-    public var jitterPercent = 10
+    package var jitterPercent = 10
 
-    public init() {}
+    package init() {}
 
     func isExpected(status: Int) -> Bool {
         self.expectedStatuses.contains { $0.contains(status) }
@@ -44,56 +44,56 @@ public struct HealthCheckSettings: Sendable, Equatable {
 
 /// Passive health checking (`outlier_detection:`): endpoints that fail real requests in a row are ejected
 /// from rotation for a while. A threshold of 0 turns that detector off.
-public struct OutlierDetectionSettings: Sendable, Equatable {
+package struct OutlierDetectionSettings: Sendable, Equatable {
     /// Responses with a 5xx status in a row (Headway's own 502/504 for the endpoint count too).
-    public var consecutive5xx = 5
+    package var consecutive5xx = 5
     /// Connect failures, resets, early closes, timeouts and malformed responses in a row.
-    public var consecutiveGatewayFailures = 5
+    package var consecutiveGatewayFailures = 5
     /// The first ejection lasts this long; each ejection that follows soon after lasts one more multiple.
-    public var baseEjectionTime: TimeAmount = .seconds(30)
-    public var maxEjectionTime: TimeAmount = .seconds(300)
+    package var baseEjectionTime: TimeAmount = .seconds(30)
+    package var maxEjectionTime: TimeAmount = .seconds(300)
     /// Never more than this share of the endpoints is ejected at once (but one endpoint always may be).
-    public var maxEjectionPercent = 50
+    package var maxEjectionPercent = 50
 
-    public init() {}
+    package init() {}
 }
 
 /// When and how often a failed request is tried again on another endpoint.
-public struct RetrySettings: Sendable, Equatable {
+package struct RetrySettings: Sendable, Equatable {
     /// Response statuses that are retried (`retry_on: [503, gateway-error]`); connect failures and
     /// connections closed before any response byte are always retried when that is safe.
-    public var statuses: Set<Int> = []
-    public var maxRetries = 2
+    package var statuses: Set<Int> = []
+    package var maxRetries = 2
     /// Retries may be at most this share of the requests of the last `budgetWindow`...
-    public var budgetPercent = 20
+    package var budgetPercent = 20
     /// ...plus this many per second, so that a quiet upstream can still retry.
-    public var budgetMinPerSecond = 10
+    package var budgetMinPerSecond = 10
     /// A request body up to this size is kept so that the request can be replayed; a larger one is not.
-    public var bufferLimit = 64 * 1024
+    package var bufferLimit = 64 * 1024
 
-    public static let budgetWindow: TimeAmount = .seconds(10)
+    package static let budgetWindow: TimeAmount = .seconds(10)
 
-    public init() {}
+    package init() {}
 }
 
 /// What Headway tolerates from its clients (`client:`), against slow or hoarding clients (HTTP-EDGE-CASES C1–C7).
-public struct ClientSettings: Sendable, Equatable {
+package struct ClientSettings: Sendable, Equatable {
     /// The whole request head must arrive within this (slowloris); then 408 and close.
-    public var headerTimeout: TimeAmount = .seconds(10)
+    package var headerTimeout: TimeAmount = .seconds(10)
     /// Longest silence within a request body (slow POST); then 408 (or an abort once the answer started).
-    public var bodyTimeout: TimeAmount = .seconds(30)
+    package var bodyTimeout: TimeAmount = .seconds(30)
     /// A keep-alive connection with no request for this long is closed.
-    public var idleTimeout: TimeAmount = .seconds(60)
+    package var idleTimeout: TimeAmount = .seconds(60)
     /// A client that takes no response byte for this long is disconnected (slow read).
-    public var writeTimeout: TimeAmount = .seconds(30)
+    package var writeTimeout: TimeAmount = .seconds(30)
     /// Client connections per listener; past it a new connection gets 503 and is closed.
-    public var maxConnections = 10_000
+    package var maxConnections = 10_000
     /// Largest request body accepted; `nil`: unlimited. Past it: 413.
-    public var maxRequestBody: Int?
+    package var maxRequestBody: Int?
     /// Request head limits: past them 414 (request line) or 431 (the head, or its field count).
-    public var requestLimits = RequestLimits()
+    package var requestLimits = RequestLimits()
 
-    public init() {}
+    package init() {}
 
     var summary: String {
         "header_timeout=\(DurationText.format(self.headerTimeout)) body_timeout=\(DurationText.format(self.bodyTimeout))"
@@ -105,12 +105,12 @@ public struct ClientSettings: Sendable, Equatable {
 }
 
 /// How large a request head may be.
-public struct RequestLimits: Sendable, Equatable {
+package struct RequestLimits: Sendable, Equatable {
     /// The request line; RFC 9112 §3 recommends supporting at least 8000 octets.
-    public var requestLineBytes = 8 * 1024
+    package var requestLineBytes = 8 * 1024
     /// The whole head, request line included.
-    public var headBytes = 64 * 1024
-    public var fieldCount = 100
+    package var headBytes = 64 * 1024
+    package var fieldCount = 100
 
-    public init() {}
+    package init() {}
 }

@@ -4,11 +4,11 @@ import NIOPosix
 
 /// A minimal keep-alive HTTP/1.1 client: sends GET requests one after another on one connection and
 /// returns each response's status, headers and body. Used by `headway demo` to show where requests went.
-public final class DemoClient: Sendable {
-    public struct Response: Sendable {
-        public var status: HTTPResponseStatus
-        public var headers: HTTPHeaders
-        public var body: String
+package final class DemoClient: Sendable {
+    package struct Response: Sendable {
+        package var status: HTTPResponseStatus
+        package var headers: HTTPHeaders
+        package var body: String
     }
 
     private let channel: any Channel
@@ -17,7 +17,7 @@ public final class DemoClient: Sendable {
         self.channel = channel
     }
 
-    public static func connect(to address: SocketAddress, group: any EventLoopGroup) async throws -> DemoClient {
+    package static func connect(to address: SocketAddress, group: any EventLoopGroup) async throws -> DemoClient {
         let channel = try await ClientBootstrap(group: group)
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
@@ -30,7 +30,7 @@ public final class DemoClient: Sendable {
         return DemoClient(channel: channel)
     }
 
-    public func get(_ uri: String, host: String = "demo") async throws -> Response {
+    package func get(_ uri: String, host: String = "demo") async throws -> Response {
         let promise = self.channel.eventLoop.makePromise(of: Response.self)
         var headers = HTTPHeaders()
         headers.add(name: "Host", value: host)
@@ -39,7 +39,7 @@ public final class DemoClient: Sendable {
         return try await promise.futureResult.get()
     }
 
-    public func close() async throws {
+    package func close() async throws {
         try await self.channel.close()
     }
 }

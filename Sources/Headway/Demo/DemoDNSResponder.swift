@@ -5,9 +5,9 @@ import NIOPosix
 /// A minimal DNS responder for `headway demo` only: it answers A queries for one name with the current list
 /// of demo pods (TTL 1 s), NODATA for other types of that name and NXDOMAIN for anything else. It lets the
 /// demo show discovery without installing a DNS server; the tests use a real one (dnsmasq).
-public final class DemoDNSResponder: Sendable {
-    public let name: String
-    public let address: SocketAddress
+package final class DemoDNSResponder: Sendable {
+    package let name: String
+    package let address: SocketAddress
     private let channel: any Channel
     private let records: NIOLockedValueBox<[[UInt8]]>
 
@@ -19,7 +19,7 @@ public final class DemoDNSResponder: Sendable {
     }
 
     /// Starts answering for `name` on a free UDP port of 127.0.0.1.
-    public static func start(
+    package static func start(
         name: String,
         addresses: [String],
         group: any EventLoopGroup
@@ -38,11 +38,11 @@ public final class DemoDNSResponder: Sendable {
     }
 
     /// Replaces the addresses the name resolves to.
-    public func setAddresses(_ addresses: [String]) {
+    package func setAddresses(_ addresses: [String]) {
         self.records.withLockedValue { $0 = Self.packed(addresses) }
     }
 
-    public func stop() async throws {
+    package func stop() async throws {
         try await self.channel.close()
     }
 

@@ -13,11 +13,11 @@ import NIOPosix
 /// - `/healthz`: `ok`;
 /// - `/truncate`: announces 100 bytes, sends 10 and closes (a pod dying mid-response);
 /// - anything else: `NAME answered METHOD URI`.
-public final class DemoPod: Sendable {
-    public let name: String
-    public let address: SocketAddress
+package final class DemoPod: Sendable {
+    package let name: String
+    package let address: SocketAddress
     /// Added to every answer.
-    public let latency: TimeAmount
+    package let latency: TimeAmount
     private let channel: any Channel
 
     private init(name: String, address: SocketAddress, latency: TimeAmount, channel: any Channel) {
@@ -28,7 +28,7 @@ public final class DemoPod: Sendable {
     }
 
     /// Starts a pod listening on `address`; each answer waits `latency` first.
-    public static func start(
+    package static func start(
         name: String,
         address: SocketAddress,
         latency: TimeAmount = .zero,
@@ -48,7 +48,7 @@ public final class DemoPod: Sendable {
         return DemoPod(name: name, address: channel.localAddress ?? address, latency: latency, channel: channel)
     }
 
-    public func stop() async throws {
+    package func stop() async throws {
         try await self.channel.close()
     }
 }

@@ -11,23 +11,23 @@ import Foundation
 #endif
 
 /// How a DNS upstream is resolved: the `service:` name and the upstream's `dns:` block.
-public struct DNSDiscoverySettings: Sendable, Equatable {
-    public var name: String
+package struct DNSDiscoverySettings: Sendable, Equatable {
+    package var name: String
     /// The port of every address; unused in SRV mode, where each record carries its own.
-    public var port: Int
+    package var port: Int
     /// SRV mode: `name` is an SRV name such as `_http._tcp.web`.
-    public var isSRV = false
-    public var servers: [HostAndPort] = []
+    package var isSRV = false
+    package var servers: [HostAndPort] = []
     /// A resolv.conf-style file whose search list, ndots and name servers replace the system's.
-    public var resolvConf: ResolvConf?
-    public var resolvConfPath: String?
-    public var refresh: TimeAmount = .seconds(5)
-    public var respectTTL = false
-    public var minRefresh: TimeAmount = .seconds(1)
-    public var maxRefresh: TimeAmount = .seconds(60)
-    public var family: AddressFamily = .auto
+    package var resolvConf: ResolvConf?
+    package var resolvConfPath: String?
+    package var refresh: TimeAmount = .seconds(5)
+    package var respectTTL = false
+    package var minRefresh: TimeAmount = .seconds(1)
+    package var maxRefresh: TimeAmount = .seconds(60)
+    package var family: AddressFamily = .auto
 
-    public init(name: String, port: Int) {
+    package init(name: String, port: Int) {
         self.name = name
         self.port = port
     }

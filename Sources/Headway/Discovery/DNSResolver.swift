@@ -6,7 +6,7 @@ import Glibc
 #endif
 
 /// Which address records a DNS upstream asks for.
-public enum AddressFamily: String, Sendable, Hashable, CaseIterable {
+package enum AddressFamily: String, Sendable, Hashable, CaseIterable {
     /// A records; AAAA only when the name has no A record (the default).
     case auto
     case ipv4
@@ -16,22 +16,22 @@ public enum AddressFamily: String, Sendable, Hashable, CaseIterable {
 }
 
 /// The answer of one resolution: the pods' addresses (with the service port) and the smallest TTL.
-public struct DNSAnswer: Sendable, Equatable {
-    public var addresses: [SocketAddress]
-    public var ttl: UInt32
+package struct DNSAnswer: Sendable, Equatable {
+    package var addresses: [SocketAddress]
+    package var ttl: UInt32
     /// SRV weights by address, kept for weighted policies; empty for A/AAAA answers.
-    public var weights: [SocketAddress: Int] = [:]
+    package var weights: [SocketAddress: Int] = [:]
 }
 
 /// Why a resolution gave no address. NXDOMAIN and "no data" are answers (the name or its records do not
 /// exist); `unavailable` means nothing is known (timeout, SERVFAIL, no server reachable).
-public enum DNSResolutionError: Error, Sendable, Equatable, CustomStringConvertible {
+package enum DNSResolutionError: Error, Sendable, Equatable, CustomStringConvertible {
     case nameNotFound
     case noRecords
     case unavailable
     case failure(String)
 
-    public var description: String {
+    package var description: String {
         switch self {
         case .nameNotFound: "NXDOMAIN: the name does not exist"
         case .noRecords: "the name has no address record"
@@ -45,21 +45,21 @@ public enum DNSResolutionError: Error, Sendable, Equatable, CustomStringConverti
 /// search list and `ndots` apply, answers too large for UDP come over TCP, EDNS0 is requested.
 ///
 /// Calls block; ``DNSDiscovery`` runs them on a thread pool, never on an event loop.
-public struct DNSResolver: Sendable {
+package struct DNSResolver: Sendable {
     /// Name servers to ask instead of the system's (IPv4 only: libresolv's server list is IPv4).
-    public var servers: [HostAndPort]
+    package var servers: [HostAndPort]
     /// Search list and `ndots` to use instead of the system's, from a resolv.conf-style file.
-    public var resolvConf: ResolvConf?
-    public var family: AddressFamily
+    package var resolvConf: ResolvConf?
+    package var family: AddressFamily
 
-    public init(servers: [HostAndPort] = [], resolvConf: ResolvConf? = nil, family: AddressFamily = .auto) {
+    package init(servers: [HostAndPort] = [], resolvConf: ResolvConf? = nil, family: AddressFamily = .auto) {
         self.servers = servers
         self.resolvConf = resolvConf
         self.family = family
     }
 
     /// Resolves `name` and returns every address with `port`.
-    public func resolve(_ name: String, port: Int) throws(DNSResolutionError) -> DNSAnswer {
+    package func resolve(_ name: String, port: Int) throws(DNSResolutionError) -> DNSAnswer {
         switch self.family {
         case .ipv4:
             return try self.query(name, type: 1, port: port)
@@ -88,7 +88,7 @@ public struct DNSResolver: Sendable {
     /// Resolves the SRV records of `name` (e.g. `_http._tcp.web`), then each target's addresses; every
     /// address gets its record's port and weight. Only the records of the lowest priority are used: the
     /// others are backups (RFC 2782).
-    public func resolveSRV(_ name: String) throws(DNSResolutionError) -> DNSAnswer {
+    package func resolveSRV(_ name: String) throws(DNSResolutionError) -> DNSAnswer {
         var records = [headway_srv_record](repeating: headway_srv_record(), count: 256)
         var total: Int32 = 0
         let result = self.withConfig { config in
@@ -188,17 +188,17 @@ public struct DNSResolver: Sendable {
 }
 
 /// The parts of a resolv.conf file that Headway uses: name servers, the search list and options.
-public struct ResolvConf: Sendable, Equatable {
-    public var nameservers: [HostAndPort] = []
-    public var search: [String] = []
-    public var ndots = 1
-    public var timeoutSeconds: Int?
-    public var attempts: Int?
+package struct ResolvConf: Sendable, Equatable {
+    package var nameservers: [HostAndPort] = []
+    package var search: [String] = []
+    package var ndots = 1
+    package var timeoutSeconds: Int?
+    package var attempts: Int?
 
-    public init() {}
+    package init() {}
 
     /// Parses resolv.conf syntax (`nameserver`, `search`, `domain`, `options ndots:N timeout:N attempts:N`).
-    public init(parsing text: String) {
+    package init(parsing text: String) {
         for line in text.split(whereSeparator: \.isNewline) {
             let fields = line.split(whereSeparator: { $0 == " " || $0 == "\t" })
             guard let keyword = fields.first, !keyword.hasPrefix("#"), !keyword.hasPrefix(";") else { continue }

@@ -12,11 +12,11 @@ import Foundation
 ///
 /// Headway passes its own factory around instead of relying on the global `MetricsSystem`, so that several
 /// proxies can run in one test process and the admin page always shows this process's registry.
-public struct ProxyMetrics: Sendable {
-    public let registry: PrometheusCollectorRegistry
+package struct ProxyMetrics: Sendable {
+    package let registry: PrometheusCollectorRegistry
     let factory: PrometheusMetricsFactory
 
-    public init(registry: PrometheusCollectorRegistry = PrometheusCollectorRegistry()) {
+    package init(registry: PrometheusCollectorRegistry = PrometheusCollectorRegistry()) {
         self.registry = registry
         var factory = PrometheusMetricsFactory(registry: registry)
         factory.defaultDurationHistogramBuckets = [

@@ -11,7 +11,7 @@ import Synchronization
 ///
 /// On graceful shutdown it stops accepting, lets every connection finish its current exchange (responses
 /// then carry `Connection: close`), and returns once all have closed or `drainTimeout` has passed.
-public final class ProxyServer: Service, Sendable {
+package final class ProxyServer: Service, Sendable {
     let address: SocketAddress
     let cluster: UpstreamCluster
     let group: any EventLoopGroup
@@ -60,7 +60,7 @@ public final class ProxyServer: Service, Sendable {
         try pipeline.addHandler(DownstreamHandler(cluster: cluster, client: client, logger: logger))
     }
 
-    public func run() async throws {
+    package func run() async throws {
         let quiesce = ServerQuiescingHelper(group: self.group)
         let cluster = self.cluster
         let logger = self.logger

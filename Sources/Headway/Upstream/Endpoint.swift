@@ -15,9 +15,9 @@ import Glibc
 ///
 /// The same `Endpoint` object lives as long as its address stays in the discovered set, so counters survive
 /// endpoint-set updates. All mutable state is atomic: loops update it without a lock, the admin page reads it.
-public final class Endpoint: Sendable {
+package final class Endpoint: Sendable {
     /// Whether new requests may go to the endpoint.
-    public enum State: UInt8, Sendable {
+    package enum State: UInt8, Sendable {
         /// In the current set: takes new requests.
         case active = 0
         /// Removed from the set: takes no new request, finishes those in flight, then closes its connections.
@@ -25,16 +25,16 @@ public final class Endpoint: Sendable {
     }
 
     /// What active health checks say of the endpoint.
-    public enum Health: UInt8, Sendable {
+    package enum Health: UInt8, Sendable {
         /// No check has finished yet (or checks are off and the endpoint never was judged).
         case unknown = 0
         case healthy = 1
         case unhealthy = 2
     }
 
-    public let address: SocketAddress
+    package let address: SocketAddress
     /// `HOST:PORT`, used in logs, metrics labels and the admin page.
-    public let label: String
+    package let label: String
 
     private let inFlight = Atomic<Int>(0)
     private let requests = Atomic<Int>(0)
@@ -207,13 +207,13 @@ public final class Endpoint: Sendable {
         self.consecutiveGatewayFailures.store(0, ordering: .relaxed)
     }
 
-    public var health: Health {
+    package var health: Health {
         get { Health(rawValue: self.healthValue.load(ordering: .relaxed)) ?? .unknown }
         set { self.healthValue.store(newValue.rawValue, ordering: .relaxed) }
     }
 
     /// Taken out of rotation by outlier detection until its ejection time ends.
-    public var isEjected: Bool {
+    package var isEjected: Bool {
         get { self.ejectedValue.load(ordering: .relaxed) }
         set { self.ejectedValue.store(newValue, ordering: .relaxed) }
     }
@@ -236,12 +236,12 @@ public final class Endpoint: Sendable {
     }
 
     /// Relative weight (from an SRV record; 1 otherwise), kept for weighted policies.
-    public var weight: Int {
+    package var weight: Int {
         get { self.weightValue.load(ordering: .relaxed) }
         set { self.weightValue.store(newValue, ordering: .relaxed) }
     }
 
-    public var state: State {
+    package var state: State {
         get { State(rawValue: self.stateValue.load(ordering: .relaxed)) ?? .active }
         set { self.stateValue.store(newValue.rawValue, ordering: .relaxed) }
     }
@@ -281,26 +281,26 @@ public final class Endpoint: Sendable {
         )
     }
 
-    public struct Status: Sendable, Equatable {
-        public var address: String
-        public var state: String
+    package struct Status: Sendable, Equatable {
+        package var address: String
+        package var state: String
         /// unknown, healthy, unhealthy or ejected.
-        public var health: String
+        package var health: String
         /// pass or fail; `nil` before the first check or when checks are off.
-        public var lastCheck: String?
-        public var lastCheckDetail: String?
-        public var lastCheckAt: Date?
-        public var consecutiveCheckFailures: Int
-        public var consecutive5xx: Int
-        public var consecutiveGatewayFailures: Int
-        public var ejections: Int
-        public var ejectedUntil: Date?
-        public var lastEjectionReason: String?
-        public var weight: Int
-        public var inFlight: Int
-        public var requests: Int
-        public var failures: Int
-        public var connections: Int
-        public var idleConnections: Int
+        package var lastCheck: String?
+        package var lastCheckDetail: String?
+        package var lastCheckAt: Date?
+        package var consecutiveCheckFailures: Int
+        package var consecutive5xx: Int
+        package var consecutiveGatewayFailures: Int
+        package var ejections: Int
+        package var ejectedUntil: Date?
+        package var lastEjectionReason: String?
+        package var weight: Int
+        package var inFlight: Int
+        package var requests: Int
+        package var failures: Int
+        package var connections: Int
+        package var idleConnections: Int
     }
 }

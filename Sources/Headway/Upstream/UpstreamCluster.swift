@@ -17,8 +17,8 @@ import Foundation
 /// It is also where health decisions meet: active checks (``HealthChecker``) and passive ones (outlier
 /// reports from the loops) change an endpoint's health here, and every loop is then told to recompute which
 /// endpoints take requests, with panic mode when too few are healthy.
-public final class UpstreamCluster: Sendable {
-    public let configuration: HeadwayConfiguration.Upstream
+package final class UpstreamCluster: Sendable {
+    package let configuration: HeadwayConfiguration.Upstream
     let loops: [LoopCluster]
     let metrics: UpstreamMetrics
     /// Active checks, when `health_check` is configured.
@@ -91,7 +91,7 @@ public final class UpstreamCluster: Sendable {
     /// - Parameters:
     ///   - weights: relative weights by address (from SRV records), kept for weighted policies.
     ///   - emptyReason: why the set is empty, for the 503 that requests then get (e.g. what DNS said).
-    public func setEndpoints(
+    package func setEndpoints(
         _ addresses: [SocketAddress],
         weights: [SocketAddress: Int] = [:],
         emptyReason: String? = nil
@@ -304,12 +304,12 @@ public final class UpstreamCluster: Sendable {
     }
 
     /// Active endpoints, then draining ones that still have work.
-    public var endpoints: [Endpoint] {
+    package var endpoints: [Endpoint] {
         self.state.withLock { $0.active + $0.draining }
     }
 
     /// What the admin page shows of each endpoint in ``endpoints``.
-    public var endpointStatuses: [Endpoint.Status] {
+    package var endpointStatuses: [Endpoint.Status] {
         let now = NIODeadline.now()
         return self.state.withLock { state in
             (state.active + state.draining).map {
@@ -334,12 +334,12 @@ public final class UpstreamCluster: Sendable {
     }
 
     /// Healthy, non-ejected endpoints, and whether too few of them put the upstream in panic mode.
-    public var healthSummary: (healthy: Int, isInPanic: Bool) {
+    package var healthSummary: (healthy: Int, isInPanic: Bool) {
         self.state.withLock { ($0.healthy, $0.isInPanic) }
     }
 
     /// Why no request can be served now, or `nil` when some endpoint is healthy and not ejected (for `/ready`).
-    public var unavailableReason: String? {
+    package var unavailableReason: String? {
         self.state.withLock { state in
             if state.active.isEmpty { return "has no endpoint" }
             if state.healthy == 0 { return "has no healthy endpoint (0 of \(state.active.count))" }
