@@ -44,32 +44,17 @@ package struct DNSDiscoverySettings: Sendable, Equatable {
 
 /// Keeps an upstream's endpoint set equal to what DNS says its name resolves to, continuously.
 ///
-/// - Each resolution runs on a thread pool (libresolv blocks), every `refresh` (or the answer's TTL,
-///   clamped to `[min_refresh, max_refresh]`, with `respect_ttl`), with ±10% jitter so that a fleet of
-///   sidecars does not query in lockstep.
-/// - A failed query (timeout, SERVFAIL, no server) keeps the last known set and is retried with backoff
-///   (0.5 s doubling, capped at `refresh`); the failure is logged once when it starts and once when it ends.
-/// - NXDOMAIN or an empty answer for a name that had pods empties the set only when a second query, a
-///   second later, confirms it: a single odd answer does not take every pod away.
+/// A thin service: each resolution runs on a thread pool (libresolv blocks); what an answer means (the set,
+/// the next delay, scale-to-zero confirmation, backoff) is decided by ``DNSDiscovery/StateMachine``.
 final class DNSDiscovery: Service, Sendable {
-    let settings: DNSDiscoverySettings
     let cluster: UpstreamCluster
     private let threadPool: NIOThreadPool
     private let logger: Logger
     private let metrics: DiscoveryMetrics
-    private let state = NIOLockedValueBox(State())
+    private let machine: NIOLockedValueBox<StateMachine>
+    private let nextDelay = NIOLockedValueBox<TimeAmount?>(nil)
 
-    struct State {
-        var addresses: [String] = []
-        var ttl: UInt32?
-        var resolvedAt: Date?
-        var nextResolutionAt: Date?
-        var lastError: String?
-        var consecutiveFailures = 0
-        /// An NXDOMAIN or empty answer waits for confirmation by the next query.
-        var scaleToZeroPending = false
-        var nextDelay: TimeAmount?
-    }
+    var settings: DNSDiscoverySettings { self.machine.withLockedValue { $0.settings } }
 
     init(
         settings: DNSDiscoverySettings,
@@ -78,7 +63,7 @@ final class DNSDiscovery: Service, Sendable {
         metrics: ProxyMetrics,
         logger: Logger
     ) {
-        self.settings = settings
+        self.machine = NIOLockedValueBox(StateMachine(settings: settings))
         self.cluster = cluster
         self.threadPool = threadPool
         self.metrics = metrics.discoveryMetrics(upstream: cluster.configuration.name)
@@ -88,12 +73,12 @@ final class DNSDiscovery: Service, Sendable {
         self.logger = logger
     }
 
-    var status: State { self.state.withLockedValue { $0 } }
+    var status: StateMachine.Status { self.machine.withLockedValue { $0.status } }
 
     func run() async throws {
         do {
             try await cancelWhenGracefulShutdown {
-                var delay = self.state.withLockedValue { $0.nextDelay } ?? .zero
+                var delay = self.nextDelay.withLockedValue { $0 } ?? .zero
                 while true {
                     try await Task.sleep(nanoseconds: UInt64(max(delay.nanoseconds, 0)))
                     delay = await self.resolveOnce()
@@ -107,109 +92,63 @@ final class DNSDiscovery: Service, Sendable {
     /// Resolves the name once, applies the outcome to the endpoint set, and returns the delay until the next.
     @discardableResult
     func resolveOnce() async -> TimeAmount {
-        let resolver = self.settings.resolver
-        let name = self.settings.name
-        let port = self.settings.port
-        let isSRV = self.settings.isSRV
+        let settings = self.settings
+        let resolver = settings.resolver
         let result: Result<DNSAnswer, DNSResolutionError>
         do {
             result = try await self.threadPool.runIfActive {
                 Result { () throws(DNSResolutionError) in
-                    isSRV ? try resolver.resolveSRV(name) : try resolver.resolve(name, port: port)
+                    settings.isSRV
+                        ? try resolver.resolveSRV(settings.name)
+                        : try resolver.resolve(settings.name, port: settings.port)
                 }
             }
         } catch {
             result = .failure(.failure("resolver thread pool stopped"))
         }
-        let delay = self.apply(result)
+        let now = Date()
+        let (action, delay) = self.machine.withLockedValue { machine in
+            let action = machine.resolved(result, now: now)
+            return (action, machine.jittered(action.delay, factor: Double.random(in: 0.9...1.1), now: now))
+        }
+        self.nextDelay.withLockedValue { $0 = delay }
+        self.perform(action, at: now)
         return delay
     }
 
-    private func apply(_ result: Result<DNSAnswer, DNSResolutionError>) -> TimeAmount {
-        let now = Date()
-        var delay = self.settings.refresh
-        switch result {
-        case .success(let answer) where !answer.addresses.isEmpty:
-            self.metrics.resolved(.success)
+    private func perform(_ action: StateMachine.Action, at now: Date) {
+        self.metrics.resolved(action.result)
+        if action.result == .success {
             self.metrics.lastSuccess(at: now)
-            let addresses = answer.addresses.sorted { UpstreamCluster.label(for: $0) < UpstreamCluster.label(for: $1) }
-            let wasFailing = self.state.withLockedValue { state -> Bool in
-                let wasFailing = state.consecutiveFailures > 0
-                state.addresses = addresses.map(UpstreamCluster.label(for:))
-                state.ttl = answer.ttl
-                state.resolvedAt = now
-                state.lastError = nil
-                state.consecutiveFailures = 0
-                state.scaleToZeroPending = false
-                return wasFailing
-            }
-            if wasFailing {
-                self.logger.notice("DNS resolution recovered", metadata: ["dns.addresses": "\(addresses.count)"])
-            }
-            self.cluster.setEndpoints(addresses, weights: answer.weights)
-            if self.settings.respectTTL {
-                let ttl = TimeAmount.seconds(Int64(answer.ttl))
-                delay = .nanoseconds(
-                    min(
-                        max(ttl.nanoseconds, self.settings.minRefresh.nanoseconds),
-                        self.settings.maxRefresh.nanoseconds
-                    )
-                )
-            }
-
-        case .success, .failure(.nameNotFound), .failure(.noRecords):
-            let error: DNSResolutionError = if case .failure(let error) = result { error } else { .noRecords }
-            self.metrics.resolved(error == .nameNotFound ? .nameNotFound : .noRecords)
-            let (confirmed, hadPods) = self.state.withLockedValue { state -> (Bool, Bool) in
-                let hadPods = !state.addresses.isEmpty
-                let confirmed = state.scaleToZeroPending || !hadPods
-                state.scaleToZeroPending = !confirmed
-                state.lastError = error.description
-                if confirmed {
-                    state.addresses = []
-                    state.ttl = nil
-                    state.resolvedAt = now
-                }
-                return (confirmed, hadPods)
-            }
-            if confirmed {
-                if hadPods {
-                    self.logger.warning(
-                        "DNS confirms the service has no pods; requests now get 503",
-                        metadata: ["error": "\(error)"]
-                    )
-                }
-                self.cluster.setEndpoints([], emptyReason: "DNS name \(self.settings.name) has no pods (\(error))")
-            } else {
-                self.logger.info(
-                    "DNS answered with no pods; confirming before emptying the set",
-                    metadata: ["error": "\(error)"]
-                )
-                delay = min(.seconds(1), self.settings.refresh)
-            }
-
-        case .failure(let error):
-            self.metrics.resolved(.failure)
-            let failures = self.state.withLockedValue { state -> Int in
-                state.consecutiveFailures += 1
-                state.lastError = error.description
-                return state.consecutiveFailures
-            }
-            if failures == 1 {
-                self.logger.warning(
-                    "DNS resolution failing; keeping the last known endpoints",
-                    metadata: ["error": "\(error)", "dns.addresses": "\(self.status.addresses.count)"]
-                )
-            }
-            let backoff = TimeAmount.milliseconds(500 * Int64(1 << min(failures - 1, 10)))
-            delay = min(backoff, self.settings.refresh)
         }
-        // ±10% jitter so that a fleet of sidecars does not query in lockstep.
-        let jittered = TimeAmount.nanoseconds(Int64(Double(delay.nanoseconds) * Double.random(in: 0.9...1.1)))
-        self.state.withLockedValue {
-            $0.nextDelay = jittered
-            $0.nextResolutionAt = now.addingTimeInterval(Double(jittered.nanoseconds) / 1e9)
+        switch action.notice {
+        case .none:
+            break
+        case .recovered(let addresses):
+            self.logger.notice("DNS resolution recovered", metadata: ["dns.addresses": "\(addresses)"])
+        case .confirmedEmpty(let error):
+            self.logger.warning(
+                "DNS confirms the service has no pods; requests now get 503",
+                metadata: ["error": "\(error)"]
+            )
+        case .awaitingConfirmation(let error):
+            self.logger.info(
+                "DNS answered with no pods; confirming before emptying the set",
+                metadata: ["error": "\(error)"]
+            )
+        case .failing(let error, let keeping):
+            self.logger.warning(
+                "DNS resolution failing; keeping the last known endpoints",
+                metadata: ["error": "\(error)", "dns.addresses": "\(keeping)"]
+            )
         }
-        return jittered
+        switch action.update {
+        case .none:
+            break
+        case .replace(let addresses, let weights):
+            self.cluster.setEndpoints(addresses, weights: weights)
+        case .empty(let reason):
+            self.cluster.setEndpoints([], emptyReason: reason)
+        }
     }
 }
