@@ -77,7 +77,7 @@ final class LoopCluster: @unchecked Sendable {
             }
             if let index = self.drainingPools.firstIndex(where: { $0.endpoint === endpoint }) {
                 let pool = self.drainingPools.remove(at: index)
-                pool.isDraining = false
+                pool.revive()
                 return pool
             }
             return UpstreamPool(endpoint: endpoint, cluster: self)
@@ -106,8 +106,7 @@ final class LoopCluster: @unchecked Sendable {
         self.routable = panic ? self.pools : healthy
         self.updateBalancer()
         for pool in self.pools {
-            pool.isRoutable = pool.endpoint.isRoutable(gateUnknown: gate)
-            pool.keepWarm()
+            pool.routabilityChanged(pool.endpoint.isRoutable(gateUnknown: gate))
         }
     }
 

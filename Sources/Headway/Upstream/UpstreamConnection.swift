@@ -17,7 +17,6 @@ final class UpstreamConnection: ChannelDuplexHandler {
     var pool: UpstreamPool?
     /// The downstream connection whose exchange uses this connection now; `nil` while idle.
     var lessee: (any UpstreamLessee)?
-    var idleSince: NIODeadline = .now()
     private(set) var isOpen = true
     /// Cleared when the connection saw something that rules out reuse (bytes after a response).
     private(set) var isReusable = true

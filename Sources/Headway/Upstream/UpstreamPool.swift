@@ -5,36 +5,25 @@ import Synchronization
 
 /// Keep-alive connections to one endpoint, opened and used on one event loop only.
 ///
-/// Invariants:
-/// - every connection in `idle` is open and has no lessee;
+/// The shell around ``UpstreamPool/StateMachine``, which decides; this class opens the connections, takes
+/// the reservations that every loop shares, and keeps the metrics. Invariants it adds to the machine's:
 /// - `Endpoint.connections` counts this pool's connections that are opening or open, so the sum over all
 ///   loops never exceeds `max_connections_per_endpoint`;
-/// - a connection the upstream closed, or that failed, is never handed out again (it leaves `idle` in
-///   ``connectionClosed(_:)`` before any other event can lease it);
-/// - while the endpoint is routable, `min_idle_connections_per_endpoint` connections are idle or opening
-///   (warm), so that a request after a scale-up or a lull does not pay for a connect.
+/// - a connection the upstream closed, or that failed, is never handed out again (it leaves the idle list in
+///   ``connectionClosed(_:)`` before any other event can lease it).
 final class UpstreamPool {
     let endpoint: Endpoint
     unowned let cluster: LoopCluster
-    /// Set when the endpoint left the set or the proxy shuts down: no new connection, released ones close.
-    var isDraining = false
-    /// Healthy and not ejected: the pool keeps connections warm only then.
-    var isRoutable = false
-
-    /// Idle connections, most recently used last: leasing from the end keeps the warmest connection busy
-    /// and lets the others reach the idle timeout.
-    private var idle: [UpstreamConnection] = []
-    /// Connections of this pool that are opening or open.
-    private var ownedConnections = 0
-    /// Warm connections being opened (no request waits for them).
-    private var warming = 0
+    private var machine: StateMachine<UpstreamConnection>
 
     init(endpoint: Endpoint, cluster: LoopCluster) {
         self.endpoint = endpoint
         self.cluster = cluster
+        self.machine = StateMachine(minIdle: cluster.configuration.minIdleConnectionsPerEndpoint)
     }
 
-    var isEmpty: Bool { self.ownedConnections == 0 }
+    var isEmpty: Bool { self.machine.isEmpty }
+    var isDraining: Bool { self.machine.isDraining }
 
     enum LeaseResult {
         /// An idle keep-alive connection, now leased to the caller.
@@ -49,42 +38,47 @@ final class UpstreamPool {
 
     /// Leases an idle connection, or starts opening one for `exchange` (identified by `attempt`).
     func lease(for exchange: any UpstreamLessee, attempt: Int) -> LeaseResult {
-        if let connection = self.idle.popLast() {
+        switch self.machine.leaseRequested() {
+        case .lease(let connection):
             self.idleConnectionsChanged(by: -1)
             connection.lessee = exchange
             return .leased(connection)
-        }
-        let upstream = self.cluster.upstream
-        if let upstream {
-            let (previous, _) = upstream.pendingRequests.add(1, ordering: .relaxed)
-            guard previous < self.cluster.configuration.maxPendingRequests else {
-                upstream.pendingRequests.subtract(1, ordering: .relaxed)
-                return .pendingLimitReached
+        case .connect:
+            let upstream = self.cluster.upstream
+            if let upstream {
+                let (previous, _) = upstream.pendingRequests.add(1, ordering: .relaxed)
+                guard previous < self.cluster.configuration.maxPendingRequests else {
+                    upstream.pendingRequests.subtract(1, ordering: .relaxed)
+                    self.machine.connectNotStarted(isWarm: false)
+                    return .pendingLimitReached
+                }
             }
+            guard self.endpoint.reserveConnection(limit: self.cluster.configuration.maxConnectionsPerEndpoint) else {
+                upstream?.pendingRequests.subtract(1, ordering: .relaxed)
+                self.machine.connectNotStarted(isWarm: false)
+                return .limitReached
+            }
+            self.connect(for: (exchange, attempt))
+            return .connecting
         }
-        let limit = self.cluster.configuration.maxConnectionsPerEndpoint
-        guard self.endpoint.reserveConnection(limit: limit) else {
-            upstream?.pendingRequests.subtract(1, ordering: .relaxed)
-            return .limitReached
-        }
-        self.ownedConnections += 1
-        self.connect(for: (exchange, attempt))
-        return .connecting
     }
 
-    /// Opens connections until `min_idle_connections_per_endpoint` are idle or opening, if the endpoint is
-    /// routable. A failed warm connect is not retried here: the loop's sweep calls this again.
+    /// Records whether the endpoint takes requests, and opens connections until `min_idle_connections_per_endpoint`
+    /// are idle or opening if it does. A failed warm connect is not retried here: the loop's sweep calls
+    /// ``keepWarm()`` again.
+    func routabilityChanged(_ isRoutable: Bool) {
+        self.machine.routabilityChanged(isRoutable)
+        self.keepWarm()
+    }
+
     func keepWarm() {
-        guard self.isRoutable, !self.isDraining else { return }
-        let wanted = self.cluster.configuration.minIdleConnectionsPerEndpoint - self.idle.count - self.warming
-        guard wanted > 0 else { return }
+        let wanted = self.machine.warmConnectionsWanted()
         for _ in 0..<wanted {
-            guard self.endpoint.reserveConnection(limit: self.cluster.configuration.maxConnectionsPerEndpoint) else {
-                return
+            if self.endpoint.reserveConnection(limit: self.cluster.configuration.maxConnectionsPerEndpoint) {
+                self.connect(for: nil)
+            } else {
+                self.machine.connectNotStarted(isWarm: true)
             }
-            self.ownedConnections += 1
-            self.warming += 1
-            self.connect(for: nil)
         }
     }
 
@@ -92,26 +86,24 @@ final class UpstreamPool {
     /// (full request written, full response read, upstream keeps the connection alive) is reused.
     func release(_ connection: UpstreamConnection, reusable: Bool) {
         connection.lessee = nil
-        if reusable, connection.isReusable, connection.isOpen, !self.isDraining {
-            connection.idleSince = .now()
-            self.idle.append(connection)
+        let isReusable = reusable && connection.isReusable && connection.isOpen
+        switch self.machine.released(connection, isReusable: isReusable, now: self.cluster.coarseNow) {
+        case .keep:
             self.idleConnectionsChanged(by: 1)
-        } else {
+        case .close:
             connection.close()
         }
     }
 
     /// The upstream connection closed (either side); forget it, and replace it if it was keeping the pool warm.
     func connectionClosed(_ connection: UpstreamConnection) {
-        self.ownedConnections -= 1
         self.endpoint.releaseConnection()
         self.cluster.metrics.connectionClosed()
-        if let index = self.idle.firstIndex(where: { $0 === connection }) {
-            self.idle.remove(at: index)
+        if self.machine.closed(connection) {
             self.idleConnectionsChanged(by: -1)
             self.keepWarm()
         }
-        if self.isDraining && self.isEmpty {
+        if self.machine.isDraining && self.machine.isEmpty {
             // The removed endpoint's last connection on this loop: it may be forgotten now, not a sweep later.
             self.cluster.dropEmptyDrainingPools()
         }
@@ -119,17 +111,21 @@ final class UpstreamPool {
 
     /// Closes connections that have been idle since before `cutoff`, except the warm ones the pool keeps.
     func closeConnections(idleSince cutoff: NIODeadline) {
-        let keep = self.isRoutable ? self.cluster.configuration.minIdleConnectionsPerEndpoint : 0
-        // `idle` is ordered by last use: the oldest come first.
-        for connection in self.idle.dropLast(keep) where connection.idleSince < cutoff {
+        for connection in self.machine.expiredIdleConnections(before: cutoff) {
             connection.close()
         }
     }
 
     /// Stops handing out connections: idle ones close now, busy ones when they are released.
     func drain() {
-        self.isDraining = true
-        for connection in self.idle { connection.close() }
+        for connection in self.machine.drain() {
+            connection.close()
+        }
+    }
+
+    /// The endpoint came back into the set while its pool was still draining.
+    func revive() {
+        self.machine.revived()
     }
 
     private func idleConnectionsChanged(by delta: Int) {
@@ -156,9 +152,7 @@ final class UpstreamPool {
             .connect(to: endpoint.address)
             .assumeIsolated()
             .whenComplete { result in
-                if waiter == nil {
-                    self.warming -= 1
-                } else {
+                if waiter != nil {
                     self.cluster.upstream?.pendingRequests.subtract(1, ordering: .relaxed)
                 }
                 switch result {
@@ -170,6 +164,7 @@ final class UpstreamPool {
                         self.connectFailed(waiter: waiter, error: ProxyError.upstreamClosedEarly)
                         return
                     }
+                    self.machine.connectFinished(isWarm: waiter == nil, succeeded: true)
                     connection.pool = self
                     endpoint.metrics.connectionOpened()
                     self.cluster.metrics.connectionOpened()
@@ -190,7 +185,7 @@ final class UpstreamPool {
     }
 
     private func connectFailed(waiter: (exchange: any UpstreamLessee, attempt: Int)?, error: any Error) {
-        self.ownedConnections -= 1
+        self.machine.connectFinished(isWarm: waiter == nil, succeeded: false)
         self.endpoint.releaseConnection()
         self.endpoint.recordFailure()
         self.endpoint.metrics.connectFailed()
