@@ -64,14 +64,12 @@ package struct RetrySettings: Sendable, Equatable {
     /// connections closed before any response byte are always retried when that is safe.
     package var statuses: Set<Int> = []
     package var maxRetries = 2
-    /// Retries may be at most this share of the requests of the last `budgetWindow`...
+    /// Retries may be at most this share of the requests of the last ten seconds (``RetryBudget``'s window)...
     package var budgetPercent = 20
     /// ...plus this many per second, so that a quiet upstream can still retry.
     package var budgetMinPerSecond = 10
     /// A request body up to this size is kept so that the request can be replayed; a larger one is not.
     package var bufferLimit = 64 * 1024
-
-    package static let budgetWindow: TimeAmount = .seconds(10)
 
     package init() {}
 }

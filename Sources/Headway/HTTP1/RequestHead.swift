@@ -43,7 +43,8 @@ struct RequestHead {
     /// What the pod gets as the target: the target as sent, or the path of an absolute-form target (empty:
     /// `/`).
     private let upstreamTargetRange: Range<Int>
-    private let fieldsStart: Int
+    /// Where the header fields start in `bytes`.
+    let fieldsStart: Int
     private let hostRange: Range<Int>?
     /// Values of `X-Forwarded-For` and `Via`, which Headway appends to; usually empty (no allocation).
     private let forwardedFor: [Range<Int>]
@@ -251,51 +252,6 @@ struct RequestHead {
     ///
     /// Never copying an inbound `Content-Length` or `Transfer-Encoding` keeps a request from being smuggled
     /// past a pod (HTTP-EDGE-CASES §0, §4.3).
-    /// The `hash` policy's key for this request: a stable hash of the header's first value, of the cookie's
-    /// value, or of the client's address; `nil` when the request has none of them.
-    func hashKey(_ key: HashKey, clientIP: String?) -> UInt64? {
-        let wanted: [UInt8]
-        switch key {
-        case .clientIP:
-            return clientIP.map { StableHash.fnv1a($0) }
-        case .header(let name):
-            wanted = Array(name.utf8)
-        case .cookie:
-            wanted = Array("cookie".utf8)
-        }
-        return self.bytes.withUnsafeReadableBytes { raw -> UInt64? in
-            var found: UInt64?
-            _ = HTTPSyntax.scanFields(raw, from: self.fieldsStart) { field in
-                guard found == nil,
-                    HTTPSyntax.equalsIgnoringCase(UnsafeRawBufferPointer(rebasing: raw[field.name]), wanted)
-                else {
-                    return nil
-                }
-                let value = UnsafeRawBufferPointer(rebasing: raw[field.value])
-                if case .cookie(let cookieName) = key {
-                    found = Self.cookieValue(named: cookieName, in: value).map { StableHash.fnv1a($0) }
-                } else {
-                    found = StableHash.fnv1a(value)
-                }
-                return nil
-            }
-            return found
-        }
-    }
-
-    /// The value of cookie `name` in a `Cookie` field value (`a=1; b=2`), if it is there.
-    private static func cookieValue(named name: String, in value: UnsafeRawBufferPointer) -> [UInt8]? {
-        let name = Array(name.utf8)
-        for pair in value.split(separator: UInt8(ascii: ";")) {
-            let trimmed = pair.drop { $0 == UInt8(ascii: " ") }
-            guard trimmed.count > name.count, trimmed.starts(with: name),
-                trimmed[trimmed.startIndex + name.count] == UInt8(ascii: "=")
-            else { continue }
-            return Array(trimmed.dropFirst(name.count + 1))
-        }
-        return nil
-    }
-
     ///
     /// - Parameter upgrade: relay the client's `Upgrade` (with `Connection: Upgrade`) so that the pod may
     ///   switch protocols; otherwise both are dropped like every hop-by-hop field.

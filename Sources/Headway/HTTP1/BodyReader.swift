@@ -1,0 +1,60 @@
+import NIOCore
+
+/// Reads a message body whose framing the head announced; shared by the request and the response parser.
+struct BodyReader {
+    enum Framing {
+        case contentLength(UInt64)
+        case chunked
+        /// Everything until the peer closes (responses only).
+        case untilClose
+    }
+
+    private enum State {
+        case contentLength(remaining: UInt64)
+        case chunked(ChunkedDecoder)
+        case untilClose
+        case complete
+    }
+
+    private var state: State
+
+    init(_ framing: Framing) {
+        switch framing {
+        case .contentLength(let length): self.state = length == 0 ? .complete : .contentLength(remaining: length)
+        case .chunked: self.state = .chunked(ChunkedDecoder())
+        case .untilClose: self.state = .untilClose
+        }
+    }
+
+    var isComplete: Bool {
+        if case .complete = self.state { return true }
+        return false
+    }
+
+    /// The body ends when the peer closes the connection.
+    var endsAtClose: Bool {
+        if case .untilClose = self.state { return true }
+        return false
+    }
+
+    /// The next piece of the body, or `nil` when `buffer` is used up or the body is complete (then
+    /// ``isComplete`` is true).
+    mutating func next(from buffer: inout ByteBuffer) throws(ChunkedFramingError) -> ByteBuffer? {
+        switch self.state {
+        case .contentLength(let remaining):
+            guard buffer.readableBytes > 0 else { return nil }
+            let count = Int(min(remaining, UInt64(buffer.readableBytes)))
+            self.state = remaining == UInt64(count) ? .complete : .contentLength(remaining: remaining - UInt64(count))
+            return buffer.readSlice(length: count)!
+        case .chunked(var decoder):
+            let data = try decoder.next(from: &buffer)
+            self.state = decoder.isComplete ? .complete : .chunked(decoder)
+            return data
+        case .untilClose:
+            guard buffer.readableBytes > 0 else { return nil }
+            return buffer.readSlice(length: buffer.readableBytes)!
+        case .complete:
+            return nil
+        }
+    }
+}
