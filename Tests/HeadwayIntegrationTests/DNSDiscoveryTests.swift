@@ -53,7 +53,11 @@ extension IntegrationTests {
             // One record removed: no new request reaches that pod after refresh + 1 s, and none fails.
             let removedPod = pods.pods[0]
             try dns.setRecords(self.records(Array(pods.pods.dropFirst())))
-            try await Task.sleep(for: .milliseconds(1500))
+            let removed = try await waitFor(timeout: .milliseconds(1500)) {
+                let endpoint = try await EndpointsDocument.endpoint(removedPod.address, of: headway)
+                return endpoint == nil || endpoint?.state == "draining"
+            }
+            #expect(removed != nil, "the removed record did not take the pod out within refresh + 1 s")
             let requestsAtRemoval = try removedPod.accessLog().count
             try await Task.sleep(for: .seconds(1))
             #expect(try removedPod.accessLog().count == requestsAtRemoval, "the removed pod still gets requests")
@@ -76,14 +80,21 @@ extension IntegrationTests {
             let dns = try await DNSMasq.start(port: Self.dnsPort, records: self.records(pods.pods))
             let headway = try await self.startHeadway()
             dns.stop()
-            try await Task.sleep(for: .milliseconds(1500))
+            let noticed = try await waitFor(timeout: .seconds(3)) {
+                try await EndpointsDocument.fetch(from: headway).upstreams[0].discovery?.consecutive_failures ?? 0 > 0
+            }
+            #expect(noticed != nil, "the outage was never seen")
             let urls = (1...30).flatMap { ["--output", "/dev/null", "\(headway.listenURL)/outage\($0)"] }
             let during = try await curl(["--dump-header", "-"] + urls)
             let failing = try await EndpointsDocument.fetch(from: headway)
 
             try dns.setRecords(self.records([pods.pods[1]]))
             try await dns.restart()
-            try await Task.sleep(for: .milliseconds(2500))
+            let pickedUp = try await waitFor(timeout: .seconds(4)) {
+                try await EndpointsDocument.fetch(from: headway).upstreams[0].endpoints.filter { $0.state == "active" }
+                    .map(\.address) == [pods.pods[1].address]
+            }
+            #expect(pickedUp != nil, "the change after the outage was not picked up")
             let after = try await curl(["--dump-header", "-"] + urls)
             try await headway.stop()
             #expect(podCounts(inHeaders: during.stdout) == ["pod-1": 10, "pod-2": 10, "pod-3": 10])
