@@ -13,16 +13,14 @@ import NIOPosix
 final class HealthProbe: @unchecked Sendable {
     let endpoint: Endpoint
     let eventLoop: any EventLoop
-    private let settings: HealthCheckSettings
+    private var machine: StateMachine
     private let report: @Sendable (_ endpoint: Endpoint, _ passed: Bool, _ detail: String) -> Void
     private let request: ByteBuffer
     private var connection: HealthCheckConnection?
     private var nextCheck: Scheduled<Void>?
     private var timeout: Scheduled<Void>?
-    /// The number of the check under way, if one is; results of earlier checks are ignored.
-    private var checkUnderWay: Int?
-    private var checkNumber = 0
-    private var isStopped = false
+
+    private var settings: HealthCheckSettings { self.machine.settings }
 
     init(
         endpoint: Endpoint,
@@ -32,7 +30,7 @@ final class HealthProbe: @unchecked Sendable {
     ) {
         self.endpoint = endpoint
         self.eventLoop = eventLoop
-        self.settings = settings
+        self.machine = StateMachine(settings: settings)
         self.report = report
         let host = settings.host ?? endpoint.label
         self.request = ByteBuffer(
@@ -47,24 +45,17 @@ final class HealthProbe: @unchecked Sendable {
 
     func stop() {
         self.eventLoop.assertInEventLoop()
-        self.isStopped = true
+        self.machine.stopped()
         self.nextCheck?.cancel()
         self.timeout?.cancel()
-        self.checkUnderWay = nil
         self.connection?.close()
         self.connection = nil
     }
 
     private func runCheck() {
-        guard !self.isStopped else { return }
-        self.checkNumber += 1
-        let number = self.checkNumber
-        self.checkUnderWay = number
+        guard let number = self.machine.checkDue() else { return }
         self.timeout = self.eventLoop.scheduleTask(in: self.settings.timeout) {
-            // The connection may hold a late answer that must not pass the next check: it goes.
-            self.connection?.close()
-            self.connection = nil
-            self.finish(number, passed: false, detail: "no answer within \(DurationText.format(self.settings.timeout))")
+            self.finish(number, .timedOut)
         }
         if self.settings.kind == .http, let connection = self.connection, connection.isOpen {
             connection.send(self.request) { result in self.httpCheckEnded(number, result) }
@@ -90,16 +81,16 @@ final class HealthProbe: @unchecked Sendable {
             .whenComplete { result in
                 switch result {
                 case .failure(let error):
-                    self.finish(number, passed: false, detail: "connect failed: \(ProxyError.describe(error))")
+                    self.finish(number, .failed("connect failed: \(ProxyError.describe(error))"))
                 case .success(let channel):
-                    guard self.checkUnderWay == number, !self.isStopped else {
+                    guard self.machine.isCurrent(number) else {
                         channel.close(promise: nil)
                         return
                     }
                     switch kind {
                     case .tcp:
                         channel.close(promise: nil)
-                        self.finish(number, passed: true, detail: "connected")
+                        self.finish(number, .connected)
                     case .http:
                         guard
                             let connection = try? channel.pipeline.syncOperations.handler(
@@ -107,7 +98,7 @@ final class HealthProbe: @unchecked Sendable {
                             )
                         else {
                             channel.close(promise: nil)
-                            self.finish(number, passed: false, detail: "connection closed at once")
+                            self.finish(number, .failed("connection closed at once"))
                             return
                         }
                         self.connection = connection
@@ -123,28 +114,23 @@ final class HealthProbe: @unchecked Sendable {
     ) {
         switch result {
         case .success(let answer):
-            if !answer.keepAlive {
-                self.connection?.close()
-                self.connection = nil
-            }
-            let passed = self.settings.isExpected(status: Int(answer.status))
-            self.finish(number, passed: passed, detail: "HTTP \(answer.status)")
+            self.finish(number, .answered(status: answer.status, keepAlive: answer.keepAlive))
         case .failure(let failure):
-            self.connection = nil
-            self.finish(number, passed: false, detail: failure.reason)
+            self.finish(number, .failed(failure.reason))
         }
     }
 
-    private func finish(_ number: Int, passed: Bool, detail: String) {
-        guard self.checkUnderWay == number, !self.isStopped else { return }
-        self.checkUnderWay = nil
+    private func finish(_ number: Int, _ outcome: StateMachine.Outcome) {
+        guard let verdict = self.machine.checkEnded(number, outcome) else { return }
         self.timeout?.cancel()
         self.timeout = nil
-        self.report(self.endpoint, passed, detail)
-        let interval = self.settings.interval.nanoseconds
-        let spread = interval * Int64(self.settings.jitterPercent) / 100
-        let delay = interval + (spread > 0 ? Int64.random(in: -spread...spread) : 0)
-        self.nextCheck = self.eventLoop.scheduleTask(in: .nanoseconds(max(delay, 1_000_000))) { self.runCheck() }
+        if verdict.closeConnection {
+            self.connection?.close()
+            self.connection = nil
+        }
+        self.report(self.endpoint, verdict.passed, verdict.detail)
+        let delay = self.machine.nextCheckDelay(factor: Double.random(in: -1...1))
+        self.nextCheck = self.eventLoop.scheduleTask(in: delay) { self.runCheck() }
     }
 }
 
