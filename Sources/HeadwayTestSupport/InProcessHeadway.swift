@@ -18,9 +18,9 @@ package struct InProcessHeadway: Sendable {
         configure: (inout ConfigurationOverrides) -> Void = { _ in }
     ) async throws -> InProcessHeadway {
         var overrides = ConfigurationOverrides()
-        overrides.admin = "127.0.0.1:0"
-        if yaml == nil { overrides.listen = "127.0.0.1:0" }
-        overrides.threads = 1
+        overrides["--admin"] = "127.0.0.1:0"
+        if yaml == nil { overrides["--listen"] = "127.0.0.1:0" }
+        overrides["--threads"] = "1"
         configure(&overrides)
         let configuration = try HeadwayConfiguration.load(yaml: yaml, overrides: overrides)
         var logger = Logger(label: "headway-test")

@@ -93,11 +93,11 @@ struct Demo: AsyncParsableCommand {
         )
 
         var overrides = ConfigurationOverrides()
-        overrides.listen = self.listen
-        overrides.admin = self.admin
-        overrides.service = "\(Self.serviceName):\(self.podPort)"
-        overrides.dnsServers = ["127.0.0.1:\(dns.address.port!)"]
-        overrides.refresh = "500ms"
+        overrides["--listen"] = self.listen
+        overrides["--admin"] = self.admin
+        overrides["--service"] = "\(Self.serviceName):\(self.podPort)"
+        overrides[list: "--dns-server"] = ["127.0.0.1:\(dns.address.port!)"]
+        overrides["--refresh"] = "500ms"
         let configuration: HeadwayConfiguration
         do {
             configuration = try HeadwayConfiguration.load(yaml: nil, overrides: overrides)

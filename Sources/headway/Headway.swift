@@ -18,110 +18,60 @@ struct ConfigurationOptions: ParsableArguments {
     @Option(name: [.short, .long], help: "YAML configuration file.")
     var config: String?
 
+    // One option per flag of the settings tables (HeadwayConfiguration+Settings.swift), which give the help
+    // line; every value stays text, so that the flag is checked exactly as the file's key would be.
     @Option(help: "Address to accept client connections on (default 127.0.0.1:15001).")
     var listen: String?
-
-    @Option(help: "Admin endpoint address (default 127.0.0.1:9901).")
-    var admin: String?
-
-    @Option(help: "Event loops (default: number of cores).")
-    var threads: Int?
-
     @Option(help: "Static endpoints, comma-separated: 127.0.0.2:8080,127.0.0.3:8080.")
     var endpoints: String?
-
     @Option(help: "Headless service to resolve by DNS, NAME:PORT (e.g. nginx-headless-service:80).")
     var service: String?
-
-    @Option(help: "DNS server IPv4:PORT to ask instead of the system's (repeatable).")
-    var dnsServer: [String] = []
-
-    @Option(help: "resolv.conf-style file whose servers, search list and ndots replace the system's.")
-    var resolvConf: String?
-
-    @Option(help: "How often to resolve the service, e.g. 5s.")
-    var refresh: String?
-
-    @Flag(help: "Resolve again when the answer's TTL expires (clamped to min/max_refresh).")
-    var respectTTL = false
-
-    @Option(help: "Balancing policy: round-robin, random, least-connections, p2c, ewma or hash.")
-    var policy: String?
-
-    @Option(help: "What the hash policy hashes: header:NAME, cookie:NAME or client-ip.")
-    var hashKey: String?
-
-    @Option(help: "Ramp a new endpoint's share up over this window, e.g. 30s.")
-    var slowStart: String?
-
-    @Option(help: "Connect timeout, e.g. 1s.")
-    var connectTimeout: String?
-
-    @Option(help: "Time to wait for the first response byte, e.g. 15s.")
-    var requestTimeout: String?
-
-    @Option(help: "Longest silence between two pieces of a response, e.g. 60s.")
-    var idleTimeout: String?
-
-    @Option(help: "Close pooled upstream connections unused this long, e.g. 60s.")
-    var keepaliveTimeout: String?
-
-    @Option(help: "Most connections to one endpoint, over all event loops.")
-    var maxConnectionsPerEndpoint: Int?
-
-    @Option(help: "Turn on active HTTP health checks of every endpoint at this path, e.g. /healthz.")
-    var healthPath: String?
-
-    @Option(help: "Time between two health checks of an endpoint (default 2s).")
-    var healthInterval: String?
-
-    @Option(help: "Time a health check may take (default 1s).")
-    var healthTimeout: String?
-
-    @Option(help: "Passing checks in a row that put an endpoint (back) in rotation (default 2).")
-    var healthyThreshold: Int?
-
-    @Option(help: "Failing checks in a row that take an endpoint out of rotation (default 3).")
-    var unhealthyThreshold: Int?
-
-    @Option(help: "Tries on other endpoints after a failed one (default 2).")
-    var maxRetries: Int?
-
-    @Option(help: "How long SIGTERM waits for in-flight requests, e.g. 10s.")
-    var drainTimeout: String?
-
-    @Option(help: "trace, debug, info, notice, warning, error or critical.")
-    var logLevel: String?
+    @Option(help: .init(HeadwayConfiguration.help(forFlag: "--admin"))) var admin: String?
+    @Option(help: .init(HeadwayConfiguration.help(forFlag: "--threads"))) var threads: String?
+    @Option(help: .init(HeadwayConfiguration.help(forFlag: "--dns-server"))) var dnsServer: [String] = []
+    @Option(help: .init(HeadwayConfiguration.help(forFlag: "--resolv-conf"))) var resolvConf: String?
+    @Option(help: .init(HeadwayConfiguration.help(forFlag: "--refresh"))) var refresh: String?
+    @Flag(help: .init(HeadwayConfiguration.help(forFlag: "--respect-ttl"))) var respectTTL = false
+    @Option(help: .init(HeadwayConfiguration.help(forFlag: "--policy"))) var policy: String?
+    @Option(help: .init(HeadwayConfiguration.help(forFlag: "--hash-key"))) var hashKey: String?
+    @Option(help: .init(HeadwayConfiguration.help(forFlag: "--slow-start"))) var slowStart: String?
+    @Option(help: .init(HeadwayConfiguration.help(forFlag: "--connect-timeout"))) var connectTimeout: String?
+    @Option(help: .init(HeadwayConfiguration.help(forFlag: "--request-timeout"))) var requestTimeout: String?
+    @Option(help: .init(HeadwayConfiguration.help(forFlag: "--idle-timeout"))) var idleTimeout: String?
+    @Option(help: .init(HeadwayConfiguration.help(forFlag: "--keepalive-timeout"))) var keepaliveTimeout: String?
+    @Option(help: .init(HeadwayConfiguration.help(forFlag: "--max-connections-per-endpoint")))
+    var maxConnectionsPerEndpoint: String?
+    @Option(help: .init(HeadwayConfiguration.help(forFlag: "--health-path"))) var healthPath: String?
+    @Option(help: .init(HeadwayConfiguration.help(forFlag: "--health-interval"))) var healthInterval: String?
+    @Option(help: .init(HeadwayConfiguration.help(forFlag: "--health-timeout"))) var healthTimeout: String?
+    @Option(help: .init(HeadwayConfiguration.help(forFlag: "--healthy-threshold"))) var healthyThreshold: String?
+    @Option(help: .init(HeadwayConfiguration.help(forFlag: "--unhealthy-threshold"))) var unhealthyThreshold: String?
+    @Option(help: .init(HeadwayConfiguration.help(forFlag: "--max-retries"))) var maxRetries: String?
+    @Option(help: .init(HeadwayConfiguration.help(forFlag: "--drain-timeout"))) var drainTimeout: String?
+    @Option(help: .init(HeadwayConfiguration.help(forFlag: "--log-level"))) var logLevel: String?
 
     var overrides: ConfigurationOverrides {
         var overrides = ConfigurationOverrides()
-        overrides.listen = self.listen
-        overrides.admin = self.admin
-        overrides.threads = self.threads
-        overrides.logLevel = self.logLevel
-        overrides.drainTimeout = self.drainTimeout
-        overrides.endpoints = self.endpoints.map {
+        let given: [(String, String?)] = [
+            ("--listen", self.listen), ("--service", self.service), ("--admin", self.admin),
+            ("--threads", self.threads), ("--resolv-conf", self.resolvConf), ("--refresh", self.refresh),
+            ("--respect-ttl", self.respectTTL ? "true" : nil), ("--policy", self.policy),
+            ("--hash-key", self.hashKey), ("--slow-start", self.slowStart),
+            ("--connect-timeout", self.connectTimeout), ("--request-timeout", self.requestTimeout),
+            ("--idle-timeout", self.idleTimeout), ("--keepalive-timeout", self.keepaliveTimeout),
+            ("--max-connections-per-endpoint", self.maxConnectionsPerEndpoint), ("--health-path", self.healthPath),
+            ("--health-interval", self.healthInterval), ("--health-timeout", self.healthTimeout),
+            ("--healthy-threshold", self.healthyThreshold), ("--unhealthy-threshold", self.unhealthyThreshold),
+            ("--max-retries", self.maxRetries), ("--drain-timeout", self.drainTimeout),
+            ("--log-level", self.logLevel),
+        ]
+        for (flag, value) in given {
+            overrides[flag] = value
+        }
+        overrides[list: "--endpoints"] = self.endpoints.map {
             $0.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }
         }
-        overrides.service = self.service
-        overrides.dnsServers = self.dnsServer.isEmpty ? nil : self.dnsServer
-        overrides.resolvConf = self.resolvConf
-        overrides.refresh = self.refresh
-        overrides.respectTTL = self.respectTTL ? true : nil
-        overrides.policy = self.policy
-        overrides.hashKey = self.hashKey
-        overrides.slowStart = self.slowStart
-        overrides.connectTimeout = self.connectTimeout
-        overrides.requestTimeout = self.requestTimeout
-        overrides.idleTimeout = self.idleTimeout
-        overrides.keepaliveTimeout = self.keepaliveTimeout
-        overrides.maxConnectionsPerEndpoint = self.maxConnectionsPerEndpoint
-        overrides.healthPath = self.healthPath
-        overrides.healthInterval = self.healthInterval
-        overrides.healthTimeout = self.healthTimeout
-        overrides.healthyThreshold = self.healthyThreshold
-        overrides.unhealthyThreshold = self.unhealthyThreshold
-        overrides.maxRetries = self.maxRetries
+        overrides[list: "--dns-server"] = self.dnsServer.isEmpty ? nil : self.dnsServer
         return overrides
     }
 

@@ -1,4 +1,5 @@
 import Foundation
+import Headway
 import HeadwayTestSupport
 import Testing
 
@@ -172,6 +173,29 @@ extension IntegrationTests {
             ])
             #expect(result.status == 0, "\(result.stderr)")
             #expect(result.stdout.contains("configuration is valid"))
+        }
+
+        /// The executable declares its options by hand (swift-argument-parser needs them spelled out); this
+        /// holds it to the settings tables: every flag they declare is offered, and a bad value is checked by
+        /// the table's setting (with the file's message), not by the argument parser.
+        @Test func everyFlagOfTheSettingsTablesIsAnOption() async throws {
+            let help = try await Command.run([IntegrationEnvironment.headwayBinary, "run", "--help"])
+            #expect(help.status == 0)
+            for flag in HeadwayConfiguration.flags {
+                #expect(
+                    help.stdout.contains(flag + " ") || help.stdout.contains(flag + "\n"),
+                    "run --help lacks \(flag)"
+                )
+            }
+            let bad = try await Command.run([
+                IntegrationEnvironment.headwayBinary, "validate", "--endpoints", "127.0.0.2:80", "--max-retries",
+                "many",
+            ])
+            #expect(bad.status == 2)
+            #expect(
+                bad.stderr.contains("--max-retries: must be a whole number of 0 or more, got 'many'"),
+                "\(bad.stderr)"
+            )
         }
 
         @Test func demoRunsOnABuiltInDefault() async throws {

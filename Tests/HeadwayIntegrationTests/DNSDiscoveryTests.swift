@@ -22,9 +22,9 @@ extension IntegrationTests {
             _ configure: @escaping (inout ConfigurationOverrides) -> Void = { _ in }
         ) async throws -> InProcessHeadway {
             try await InProcessHeadway.start {
-                $0.service = service
-                $0.dnsServers = ["127.0.0.1:\(Self.dnsPort)"]
-                $0.refresh = refresh
+                $0["--service"] = service
+                $0[list: "--dns-server"] = ["127.0.0.1:\(Self.dnsPort)"]
+                $0["--refresh"] = refresh
                 configure(&$0)
             }
         }
@@ -140,7 +140,7 @@ extension IntegrationTests {
                 .write(to: resolvConf, atomically: true, encoding: .utf8)
             for service in ["web", "web.default", "web.default.svc.cluster.local."] {
                 let headway = try await self.startHeadway(service: "\(service):\(NginxPods.port)") {
-                    $0.resolvConf = resolvConf.path
+                    $0["--resolv-conf"] = resolvConf.path
                 }
                 let document = try await EndpointsDocument.fetch(from: headway)
                 let result = try await curl(["--include", "\(headway.listenURL)/"])
@@ -155,7 +155,7 @@ extension IntegrationTests {
             let pods = try await NginxPods.start(count: 1)
             defer { pods.stop() }
             let dns = try await DNSMasq.start(port: Self.dnsPort, ttl: 1, records: self.records(pods.pods))
-            let headway = try await self.startHeadway(refresh: "30s") { $0.respectTTL = true }
+            let headway = try await self.startHeadway(refresh: "30s") { $0["--respect-ttl"] = "true" }
             try await Task.sleep(for: .milliseconds(4500))
             try await headway.stop()
             // TTL 1 s over 4.5 s: about five queries (the first at start-up), where refresh alone would make one.

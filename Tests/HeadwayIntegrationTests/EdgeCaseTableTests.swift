@@ -174,7 +174,7 @@ extension IntegrationTests {
                 behaviour: .recordAndAnswer,
                 group: group
             )
-            let headway = try await InProcessHeadway.start { $0.endpoints = [pod.address] }
+            let headway = try await InProcessHeadway.start { $0[list: "--endpoints"] = [pod.address] }
             let answer = try await RawHTTP.exchange(
                 host: "127.0.0.1",
                 port: headway.listen.port!,
@@ -327,7 +327,7 @@ extension IntegrationTests {
                 behaviour: .respond(testCase.response, thenClose: testCase.podCloses),
                 group: group
             )
-            let headway = try await InProcessHeadway.start { $0.endpoints = [pod.address] }
+            let headway = try await InProcessHeadway.start { $0[list: "--endpoints"] = [pod.address] }
             let answer = try await RawHTTP.exchange(
                 host: "127.0.0.1",
                 port: headway.listen.port!,

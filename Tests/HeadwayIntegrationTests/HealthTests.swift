@@ -16,12 +16,12 @@ extension IntegrationTests {
             unhealthyThreshold: Int = 2
         ) async throws -> InProcessHeadway {
             try await InProcessHeadway.start {
-                $0.endpoints = endpoints
-                $0.healthPath = "/healthz"
-                $0.healthInterval = interval
-                $0.healthTimeout = "100ms"
-                $0.healthyThreshold = healthyThreshold
-                $0.unhealthyThreshold = unhealthyThreshold
+                $0[list: "--endpoints"] = endpoints
+                $0["--health-path"] = "/healthz"
+                $0["--health-interval"] = interval
+                $0["--health-timeout"] = "100ms"
+                $0["--healthy-threshold"] = "\(healthyThreshold)"
+                $0["--unhealthy-threshold"] = "\(unhealthyThreshold)"
             }
         }
 
@@ -276,7 +276,9 @@ extension IntegrationTests {
             let body = temporaryFile("body")
             try TestData.writeRandomFile(to: body, size: 10 << 20)
             defer { try? FileManager.default.removeItem(at: body) }
-            let headway = try await InProcessHeadway.start { $0.endpoints = [pods.endpoints[0], resetting.address] }
+            let headway = try await InProcessHeadway.start {
+                $0[list: "--endpoints"] = [pods.endpoints[0], resetting.address]
+            }
             // Round-robin sends one of two POSTs to each pod.
             var statuses: [Int] = []
             for _ in 0..<2 {
@@ -302,7 +304,7 @@ extension IntegrationTests {
         @Test func warmConnectionsAreOpenBeforeTheFirstRequest() async throws {
             let pods = try await NginxPods.start()
             defer { pods.stop() }
-            let headway = try await InProcessHeadway.start { $0.endpoints = pods.endpoints }
+            let headway = try await InProcessHeadway.start { $0[list: "--endpoints"] = pods.endpoints }
             let warm = try await waitFor(timeout: .seconds(1)) {
                 try await EndpointsDocument.fetch(from: headway).upstreams[0].endpoints.allSatisfy {
                     $0.idle_connections == 1
@@ -362,8 +364,8 @@ extension IntegrationTests {
         @Test func pastMaxConnectionsPerEndpointTheAnswerIs503WithRetryAfterAtOnce() async throws {
             let pods = try await EchoPods.start(count: 1)
             let headway = try await InProcessHeadway.start {
-                $0.endpoints = pods.endpoints
-                $0.maxConnectionsPerEndpoint = 1
+                $0[list: "--endpoints"] = pods.endpoints
+                $0["--max-connections-per-endpoint"] = "1"
             }
             async let slow = curl([
                 "--output", "/dev/null", "--write-out", "%{http_code}", headway.listenURL + "/delay/500",

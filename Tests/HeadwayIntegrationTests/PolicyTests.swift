@@ -11,8 +11,8 @@ extension IntegrationTests {
             let pods = try await NginxPods.start()
             defer { pods.stop() }
             let headway = try await InProcessHeadway.start {
-                $0.endpoints = pods.endpoints
-                $0.policy = policy.rawValue
+                $0[list: "--endpoints"] = pods.endpoints
+                $0["--policy"] = policy.rawValue
             }
             // Sequential requests keep every pod idle between them, so the load-aware policies spread too.
             let answers = try await curl(
@@ -33,9 +33,9 @@ extension IntegrationTests {
             let pods = try await NginxPods.start()
             defer { pods.stop() }
             let headway = try await InProcessHeadway.start {
-                $0.endpoints = pods.endpoints
-                $0.policy = "hash"
-                $0.hashKey = "header:X-User"
+                $0[list: "--endpoints"] = pods.endpoints
+                $0["--policy"] = "hash"
+                $0["--hash-key"] = "header:X-User"
             }
             var podOfUser: [String: Set<String>] = [:]
             for user in 0..<30 {
@@ -59,12 +59,12 @@ extension IntegrationTests {
             let cold = pods.pods[2]
             try cold.setHealthCheckFailing(true)
             let headway = try await InProcessHeadway.start {
-                $0.endpoints = pods.endpoints
-                $0.healthPath = "/healthz"
-                $0.healthInterval = "100ms"
-                $0.healthTimeout = "50ms"
-                $0.healthyThreshold = 1
-                $0.slowStart = "4s"
+                $0[list: "--endpoints"] = pods.endpoints
+                $0["--health-path"] = "/healthz"
+                $0["--health-interval"] = "100ms"
+                $0["--health-timeout"] = "50ms"
+                $0["--healthy-threshold"] = "1"
+                $0["--slow-start"] = "4s"
             }
             try cold.setHealthCheckFailing(false)
             let back = try await waitFor(timeout: .seconds(2)) {

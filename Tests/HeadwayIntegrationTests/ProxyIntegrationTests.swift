@@ -12,7 +12,7 @@ extension IntegrationTests {
         @Test func roundRobinSpreadsExactlyOverThreePods() async throws {
             let pods = try await NginxPods.start()
             defer { pods.stop() }
-            let headway = try await InProcessHeadway.start { $0.endpoints = pods.endpoints }
+            let headway = try await InProcessHeadway.start { $0[list: "--endpoints"] = pods.endpoints }
             // One curl, 30 URLs: one keep-alive client connection, so one loop serves all in order.
             let urls = (1...30).flatMap { ["--output", "/dev/null", "\(headway.listenURL)/r\($0)"] }
             let result = try await curl(["--dump-header", "-"] + urls)
@@ -28,7 +28,7 @@ extension IntegrationTests {
             // Every pod serves the same bytes, whichever the request reaches.
             let original = try pods.pods[0].writeFile(named: "blob", size: size)
             for pod in pods.pods.dropFirst() { try pod.copyFile(original, named: "blob") }
-            let headway = try await InProcessHeadway.start { $0.endpoints = pods.endpoints }
+            let headway = try await InProcessHeadway.start { $0[list: "--endpoints"] = pods.endpoints }
             let output = temporaryFile("download")
             defer { try? FileManager.default.removeItem(at: output) }
             let result = try await curl(["--fail", "--output", output.path, "\(headway.listenURL)/files/blob"])
@@ -45,7 +45,7 @@ extension IntegrationTests {
         @Test(arguments: [(0, false), (1 << 20, false), (100 << 20, false), (1 << 20, true), (100 << 20, true)])
         func uploadsArriveByteIdentical(size: Int, chunked: Bool) async throws {
             let pods = try await EchoPods.start()
-            let headway = try await InProcessHeadway.start { $0.endpoints = pods.endpoints }
+            let headway = try await InProcessHeadway.start { $0[list: "--endpoints"] = pods.endpoints }
             let input = temporaryFile("upload")
             let output = temporaryFile("echoed")
             defer {
@@ -68,7 +68,7 @@ extension IntegrationTests {
         @Test func keepAliveReusesUpstreamConnections() async throws {
             let pods = try await NginxPods.start()
             defer { pods.stop() }
-            let headway = try await InProcessHeadway.start { $0.endpoints = pods.endpoints }
+            let headway = try await InProcessHeadway.start { $0[list: "--endpoints"] = pods.endpoints }
             let result = try await Command.run(["wrk", "-t1", "-c4", "-d2s", "\(headway.listenURL)/"], timeout: 20)
             try await headway.stop()
             #expect(result.status == 0, "\(result.stderr)")
@@ -111,7 +111,7 @@ extension IntegrationTests {
         @Test func noEndpointsAnswers503AndReadyFails() async throws {
             let pods = try await NginxPods.start()
             defer { pods.stop() }
-            let headway = try await InProcessHeadway.start { $0.endpoints = pods.endpoints }
+            let headway = try await InProcessHeadway.start { $0[list: "--endpoints"] = pods.endpoints }
             let ready = try await curl([
                 "--output", "/dev/null", "--write-out", "%{http_code}", "\(headway.adminURL)/ready",
             ])
@@ -129,7 +129,7 @@ extension IntegrationTests {
 
         @Test func expect100ContinueIsRelayed() async throws {
             let pods = try await EchoPods.start()
-            let headway = try await InProcessHeadway.start { $0.endpoints = pods.endpoints }
+            let headway = try await InProcessHeadway.start { $0[list: "--endpoints"] = pods.endpoints }
             let input = temporaryFile("2k")
             let output = temporaryFile("2k-echoed")
             defer {
@@ -197,7 +197,7 @@ extension IntegrationTests {
 
         @Test func pipelinedRequestsAreAnsweredInOrder() async throws {
             let pods = try await EchoPods.start()
-            let headway = try await InProcessHeadway.start { $0.endpoints = pods.endpoints }
+            let headway = try await InProcessHeadway.start { $0[list: "--endpoints"] = pods.endpoints }
             let request =
                 (1...5).map { "GET /p\($0) HTTP/1.1\r\nHost: test\r\n\r\n" }.joined()
                 + "GET /p6 HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n"
@@ -212,7 +212,7 @@ extension IntegrationTests {
 
         @Test func oddTransferEncodingIsReframedNotSmuggled() async throws {
             let pods = try await EchoPods.start(count: 1)
-            let headway = try await InProcessHeadway.start { $0.endpoints = pods.endpoints }
+            let headway = try await InProcessHeadway.start { $0[list: "--endpoints"] = pods.endpoints }
             // `Chunked` on a GET: NIO's encoder would write this body raw if the field were forwarded verbatim,
             // and the pod would read "hello..." as the start of a second request.
             let request =
@@ -230,7 +230,7 @@ extension IntegrationTests {
 
         @Test func hopByHopFieldsAreStrippedAndForwardingFieldsSet() async throws {
             let pods = try await EchoPods.start(count: 1)
-            let headway = try await InProcessHeadway.start { $0.endpoints = pods.endpoints }
+            let headway = try await InProcessHeadway.start { $0[list: "--endpoints"] = pods.endpoints }
             let result = try await curl([
                 "--header", "Connection: keep-alive, X-Secret", "--header", "X-Secret: hunter2",
                 "--header", "Keep-Alive: timeout=5", "--header", "Proxy-Connection: keep-alive", "--header",
@@ -256,8 +256,8 @@ extension IntegrationTests {
         @Test func slowPodAnswers504AtRequestTimeout() async throws {
             let pods = try await EchoPods.start(count: 1)
             let headway = try await InProcessHeadway.start {
-                $0.endpoints = pods.endpoints
-                $0.requestTimeout = "300ms"
+                $0[list: "--endpoints"] = pods.endpoints
+                $0["--request-timeout"] = "300ms"
             }
             let result = try await curl(["--include", "\(headway.listenURL)/delay/3000"])
             let after = try await curl(["--include", "\(headway.listenURL)/quick"])
@@ -274,7 +274,7 @@ extension IntegrationTests {
 
         @Test func podDyingMidResponseTruncatesTheClient() async throws {
             let pods = try await EchoPods.start(count: 1)
-            let headway = try await InProcessHeadway.start { $0.endpoints = pods.endpoints }
+            let headway = try await InProcessHeadway.start { $0[list: "--endpoints"] = pods.endpoints }
             let result = try await curl(["\(headway.listenURL)/truncate"])
             let document = try await EndpointsDocument.fetch(from: headway)
             try await headway.stop()
@@ -286,7 +286,7 @@ extension IntegrationTests {
 
         @Test func clientAbortMidUploadReleasesEverything() async throws {
             let pods = try await EchoPods.start(count: 1)
-            let headway = try await InProcessHeadway.start { $0.endpoints = pods.endpoints }
+            let headway = try await InProcessHeadway.start { $0[list: "--endpoints"] = pods.endpoints }
             let request = "POST /echo HTTP/1.1\r\nHost: test\r\nContent-Length: 1000000\r\n\r\nonly-a-little"
             _ = try await RawHTTP.exchange(
                 host: "127.0.0.1",
@@ -307,7 +307,7 @@ extension IntegrationTests {
 
         @Test func halfClosedClientStillGetsItsResponse() async throws {
             let pods = try await EchoPods.start(count: 1)
-            let headway = try await InProcessHeadway.start { $0.endpoints = pods.endpoints }
+            let headway = try await InProcessHeadway.start { $0[list: "--endpoints"] = pods.endpoints }
             let response = try await RawHTTP.exchange(
                 host: "127.0.0.1",
                 port: headway.listen.port!,
@@ -327,7 +327,7 @@ extension IntegrationTests {
     @Suite struct EndpointSetChanges {
         @Test func removedPodFinishesInFlightRequestsAndGetsNoNewOnes() async throws {
             let pods = try await EchoPods.start()
-            let headway = try await InProcessHeadway.start { $0.endpoints = pods.endpoints }
+            let headway = try await InProcessHeadway.start { $0[list: "--endpoints"] = pods.endpoints }
             let cluster = headway.application.clusters[0]
             // Six slow requests on six connections: two land on each pod.
             let slow = Task {
@@ -369,7 +369,7 @@ extension IntegrationTests {
 
         @Test func addedPodGetsTraffic() async throws {
             let pods = try await EchoPods.start()
-            let headway = try await InProcessHeadway.start { $0.endpoints = [pods.endpoints[0]] }
+            let headway = try await InProcessHeadway.start { $0[list: "--endpoints"] = [pods.endpoints[0]] }
             headway.application.clusters[0].setEndpoints(pods.pods.map(\.address))
             try await Task.sleep(for: .milliseconds(50))
             let urls = (1...30).flatMap { ["--output", "/dev/null", "\(headway.listenURL)/r\($0)"] }
@@ -384,7 +384,7 @@ extension IntegrationTests {
     @Suite struct Observability {
         @Test func everyEndpointUnreachableAnswers502NamingIt() async throws {
             let headway = try await InProcessHeadway.start {
-                $0.endpoints = ["127.0.0.5:\(NginxPods.port)", "127.0.0.6:\(NginxPods.port)"]
+                $0[list: "--endpoints"] = ["127.0.0.5:\(NginxPods.port)", "127.0.0.6:\(NginxPods.port)"]
             }
             let result = try await curl(["--include", "\(headway.listenURL)/"])
             try await headway.stop()
@@ -395,7 +395,7 @@ extension IntegrationTests {
         @Test func metricsCountResponsesPerEndpoint() async throws {
             let pods = try await NginxPods.start()
             defer { pods.stop() }
-            let headway = try await InProcessHeadway.start { $0.endpoints = pods.endpoints }
+            let headway = try await InProcessHeadway.start { $0[list: "--endpoints"] = pods.endpoints }
             let urls = (1...9).flatMap { ["--output", "/dev/null", "\(headway.listenURL)/m\($0)"] }
             _ = try await curl(urls)
             let metrics = try await curl(["\(headway.adminURL)/metrics"])

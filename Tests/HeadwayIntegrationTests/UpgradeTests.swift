@@ -20,7 +20,7 @@ extension IntegrationTests {
                 behaviour: .switchProtocolsAndEcho,
                 group: group
             )
-            let headway = try await InProcessHeadway.start { $0.endpoints = [pod.address] }
+            let headway = try await InProcessHeadway.start { $0[list: "--endpoints"] = [pod.address] }
             let client = try RawConnection(host: "127.0.0.1", port: headway.listen.port!)
             try client.send(Self.upgradeRequest)
             let switched = await client.readUntilClosed(timeout: 0.5)
@@ -52,7 +52,7 @@ extension IntegrationTests {
         @Test func aDeclinedUpgradeIsAnsweredThenTheConnectionCloses() async throws {
             let pods = try await NginxPods.start(count: 1)
             defer { pods.stop() }
-            let headway = try await InProcessHeadway.start { $0.endpoints = pods.endpoints }
+            let headway = try await InProcessHeadway.start { $0[list: "--endpoints"] = pods.endpoints }
             let client = try RawConnection(host: "127.0.0.1", port: headway.listen.port!)
             try client.send(Self.upgradeRequest)
             let answer = await client.readUntilClosed(timeout: 2)
@@ -66,7 +66,7 @@ extension IntegrationTests {
         @Test func anH2CUpgradeIsStrippedAndTheConnectionStaysHTTP1() async throws {
             let pods = try await NginxPods.start(count: 1)
             defer { pods.stop() }
-            let headway = try await InProcessHeadway.start { $0.endpoints = pods.endpoints }
+            let headway = try await InProcessHeadway.start { $0[list: "--endpoints"] = pods.endpoints }
             let answer = try await RawHTTP.exchange(
                 host: "127.0.0.1",
                 port: headway.listen.port!,

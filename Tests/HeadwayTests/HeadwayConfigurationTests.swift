@@ -1,3 +1,4 @@
+import Foundation
 import NIOCore
 import Testing
 
@@ -50,8 +51,8 @@ struct HeadwayConfigurationTests {
 
     @Test func flagsAloneMakeAOneUpstreamConfiguration() throws {
         var overrides = ConfigurationOverrides()
-        overrides.endpoints = ["127.0.0.2:8080", "127.0.0.3:8080"]
-        overrides.requestTimeout = "5s"
+        overrides[list: "--endpoints"] = ["127.0.0.2:8080", "127.0.0.3:8080"]
+        overrides["--request-timeout"] = "5s"
         let configuration = try HeadwayConfiguration.load(yaml: nil, overrides: overrides)
         #expect(configuration.listeners == [.init(listen: HeadwayConfiguration.defaultListen, upstream: "default")])
         #expect(configuration.upstreams[0].endpoints.count == 2)
@@ -61,8 +62,8 @@ struct HeadwayConfigurationTests {
 
     @Test func flagsWinOverTheFile() throws {
         var overrides = ConfigurationOverrides()
-        overrides.connectTimeout = "3s"
-        overrides.listen = "127.0.0.1:16000"
+        overrides["--connect-timeout"] = "3s"
+        overrides["--listen"] = "127.0.0.1:16000"
         let configuration = try HeadwayConfiguration.load(
             yaml: "upstreams:\n  web:\n    endpoints: [127.0.0.2:8080]\n    connect_timeout: 1s\n",
             overrides: overrides
@@ -117,7 +118,7 @@ struct HeadwayConfigurationTests {
                   a: {endpoints: [127.0.0.2:8080]}
                   b: {endpoints: [127.0.0.3:8080]}
                 """
-        ) { $0.endpoints = ["127.0.0.4:8080"] }
+        ) { $0[list: "--endpoints"] = ["127.0.0.4:8080"] }
         #expect(
             found == [
                 "--endpoints: applies to a configuration with one listener and one upstream; this file has 2 listeners and 2 upstreams"
@@ -135,16 +136,42 @@ struct HeadwayConfigurationTests {
 
     @Test func badFlagsAreNamedLikeKeys() {
         let found = self.problems(yaml: nil) {
-            $0.endpoints = ["127.0.0.2:8080"]
-            $0.connectTimeout = "fast"
-            $0.listen = "127.0.0.1"
-            $0.policy = "lucky"
-            $0.threads = 0
+            $0[list: "--endpoints"] = ["127.0.0.2:8080"]
+            $0["--connect-timeout"] = "fast"
+            $0["--listen"] = "127.0.0.1"
+            $0["--policy"] = "lucky"
+            $0["--threads"] = "0"
         }
         #expect(found.contains { $0.hasPrefix("--connect-timeout: bad duration 'fast'") })
         #expect(found.contains { $0.hasPrefix("--listen: bad address: '127.0.0.1' needs a port") })
         #expect(found.contains { $0.hasPrefix("--policy: unknown policy 'lucky'") })
-        #expect(found.contains { $0.hasPrefix("--threads: must be at least 1") })
+        #expect(found.contains { $0 == "--threads: must be a whole number of at least 1, got '0'" })
+    }
+
+    /// A flag is read through its key's setting: the same bad value gets the same message under either name.
+    @Test(arguments: [
+        ("connect_timeout", "--connect-timeout", "soon"),
+        ("max_connections_per_endpoint", "--max-connections-per-endpoint", "0"),
+        ("max_retries", "--max-retries", "-1"),
+        ("policy", "--policy", "lucky"),
+        ("slow_start", "--slow-start", "0s"),
+    ])
+    func aFlagAndItsKeyRefuseTheSameValueAlike(key: String, flag: String, value: String) {
+        let fromFile = self.problems(yaml: "upstreams: {web: {endpoints: [127.0.0.2:80], \(key): '\(value)'}}")
+        let fromFlag = self.problems(yaml: nil) {
+            $0[list: "--endpoints"] = ["127.0.0.2:80"]
+            $0[flag] = value
+        }
+        #expect(fromFile.count == 1 && fromFlag.count == 1, "\(fromFile) \(fromFlag)")
+        #expect(fromFile.first?.replacingOccurrences(of: "upstreams.web.\(key):", with: "\(flag):") == fromFlag.first)
+    }
+
+    @Test func everyFlagBelongsToOneSetting() {
+        let flags = HeadwayConfiguration.flags
+        #expect(Set(flags).count == flags.count, "a flag is declared twice: \(flags)")
+        for flag in flags where !["--listen", "--endpoints", "--service"].contains(flag) {
+            #expect(!HeadwayConfiguration.help(forFlag: flag).isEmpty)
+        }
     }
 
     @Test func invalidYAMLIsOneProblem() {
@@ -198,9 +225,9 @@ struct HeadwayConfigurationTests {
 
     @Test func serviceFlagsMakeADNSUpstream() throws {
         var overrides = ConfigurationOverrides()
-        overrides.service = "web"
-        overrides.dnsServers = ["127.0.0.1:5353"]
-        overrides.refresh = "1s"
+        overrides["--service"] = "web"
+        overrides[list: "--dns-server"] = ["127.0.0.1:5353"]
+        overrides["--refresh"] = "1s"
         let configuration = try HeadwayConfiguration.load(yaml: nil, overrides: overrides)
         #expect(configuration.upstreams[0].dns?.name == "web")
         #expect(configuration.upstreams[0].dns?.port == 80)
@@ -349,9 +376,9 @@ struct ResilienceConfigurationTests {
             ]
         )
         var overrides = ConfigurationOverrides()
-        overrides.endpoints = ["127.0.0.2:80"]
-        overrides.policy = "hash"
-        overrides.hashKey = "header:"
+        overrides[list: "--endpoints"] = ["127.0.0.2:80"]
+        overrides["--policy"] = "hash"
+        overrides["--hash-key"] = "header:"
         do {
             _ = try HeadwayConfiguration.load(yaml: nil, overrides: overrides)
             Issue.record("accepted an empty header name")
@@ -402,7 +429,7 @@ struct ResilienceConfigurationTests {
             yaml: nil,
             overrides: {
                 var o = ConfigurationOverrides()
-                o.endpoints = ["127.0.0.2:80"]
+                o[list: "--endpoints"] = ["127.0.0.2:80"]
                 return o
             }()
         )
@@ -413,13 +440,13 @@ struct ResilienceConfigurationTests {
 
     @Test func healthFlagsTurnChecksOn() throws {
         var overrides = ConfigurationOverrides()
-        overrides.endpoints = ["127.0.0.2:80"]
-        overrides.healthPath = "/healthz"
-        overrides.healthInterval = "500ms"
-        overrides.healthTimeout = "200ms"
-        overrides.healthyThreshold = 1
-        overrides.unhealthyThreshold = 5
-        overrides.maxRetries = 0
+        overrides[list: "--endpoints"] = ["127.0.0.2:80"]
+        overrides["--health-path"] = "/healthz"
+        overrides["--health-interval"] = "500ms"
+        overrides["--health-timeout"] = "200ms"
+        overrides["--healthy-threshold"] = "1"
+        overrides["--unhealthy-threshold"] = "5"
+        overrides["--max-retries"] = "0"
         let upstream = try HeadwayConfiguration.load(yaml: nil, overrides: overrides).upstreams[0]
         let check = try #require(upstream.healthCheck)
         #expect(check.kind == .http && check.path == "/healthz")
@@ -468,8 +495,8 @@ struct ResilienceConfigurationTests {
 
     @Test func healthFlagsWithoutAPathAreRefused() {
         var overrides = ConfigurationOverrides()
-        overrides.endpoints = ["127.0.0.2:80"]
-        overrides.healthInterval = "1s"
+        overrides[list: "--endpoints"] = ["127.0.0.2:80"]
+        overrides["--health-interval"] = "1s"
         do {
             _ = try HeadwayConfiguration.load(yaml: nil, overrides: overrides)
             Issue.record("accepted --health-interval without checks")

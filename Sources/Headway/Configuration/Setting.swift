@@ -1,0 +1,141 @@
+import NIOCore
+import Yams
+
+/// One key of the configuration, declared once: its name in its block of the file, the flag that overrides
+/// it (if any), its help line, and how its value is read and checked.
+///
+/// The file's value and the flag's go through the same ``read`` (a flag's text is read as the YAML scalar
+/// it would be in the file), so both are accepted and refused alike, with the same message. Defaults are
+/// the block's own initial values. The tables are in `HeadwayConfiguration+Settings.swift`.
+struct Setting<Block>: Sendable {
+    let key: String
+    let flag: String?
+    let help: String
+    /// The value is a list in the file; a repeated flag gives its items.
+    let takesList: Bool
+    /// Reads `value` found at `keyPath` into `block`, or reports a problem to the reader.
+    let read: @Sendable (inout ConfigurationReader, _ value: Node, _ keyPath: String, inout Block) -> Void
+
+    init(
+        _ key: String,
+        flag: String? = nil,
+        help: String,
+        takesList: Bool = false,
+        read: @escaping @Sendable (inout ConfigurationReader, Node, String, inout Block) -> Void
+    ) {
+        self.key = key
+        self.flag = flag
+        self.help = help
+        self.takesList = takesList
+        self.read = read
+    }
+}
+
+extension Setting {
+    /// A duration such as `250ms`, `2s` or `1m`.
+    static func duration(
+        _ key: String,
+        flag: String? = nil,
+        _ path: any WritableKeyPath<Block, TimeAmount> & Sendable,
+        help: String
+    ) -> Self {
+        .init(key, flag: flag, help: help) { reader, value, keyPath, block in
+            if let amount = reader.duration(value, at: keyPath) { block[keyPath: path] = amount }
+        }
+    }
+
+    /// A duration that is off until given.
+    static func optionalDuration(
+        _ key: String,
+        flag: String? = nil,
+        _ path: any WritableKeyPath<Block, TimeAmount?> & Sendable,
+        help: String
+    ) -> Self {
+        .init(key, flag: flag, help: help) { reader, value, keyPath, block in
+            if let amount = reader.duration(value, at: keyPath) { block[keyPath: path] = amount }
+        }
+    }
+
+    /// A whole number of at least 1.
+    static func positiveInt(
+        _ key: String,
+        flag: String? = nil,
+        _ path: any WritableKeyPath<Block, Int> & Sendable,
+        help: String
+    ) -> Self {
+        .init(key, flag: flag, help: help) { reader, value, keyPath, block in
+            if let count = reader.positiveInt(value, at: keyPath) { block[keyPath: path] = count }
+        }
+    }
+
+    /// A whole number of 0 or more.
+    static func nonNegativeInt(
+        _ key: String,
+        flag: String? = nil,
+        _ path: any WritableKeyPath<Block, Int> & Sendable,
+        help: String
+    ) -> Self {
+        .init(key, flag: flag, help: help) { reader, value, keyPath, block in
+            if let count = reader.nonNegativeInt(value, at: keyPath) { block[keyPath: path] = count }
+        }
+    }
+
+    /// `50%` or `50`, from 0 to 100.
+    static func percent(
+        _ key: String,
+        flag: String? = nil,
+        _ path: any WritableKeyPath<Block, Int> & Sendable,
+        help: String
+    ) -> Self {
+        .init(key, flag: flag, help: help) { reader, value, keyPath, block in
+            if let percent = reader.percent(value, at: keyPath) { block[keyPath: path] = percent }
+        }
+    }
+
+    /// `true` or `false`.
+    static func bool(
+        _ key: String,
+        flag: String? = nil,
+        _ path: any WritableKeyPath<Block, Bool> & Sendable,
+        help: String
+    ) -> Self {
+        .init(key, flag: flag, help: help) { reader, value, keyPath, block in
+            if let flag = reader.bool(value, at: keyPath) { block[keyPath: path] = flag }
+        }
+    }
+
+    /// A size in bytes: `65536`, `64KiB` or `1MiB`.
+    static func size(
+        _ key: String,
+        flag: String? = nil,
+        _ path: any WritableKeyPath<Block, Int> & Sendable,
+        help: String
+    ) -> Self {
+        .init(key, flag: flag, help: help) { reader, value, keyPath, block in
+            if let bytes = reader.size(value, at: keyPath) { block[keyPath: path] = bytes }
+        }
+    }
+
+    /// One of the raw values of `Choice`.
+    static func choice<Choice: RawRepresentable & CaseIterable & Sendable>(
+        _ key: String,
+        flag: String? = nil,
+        _ path: any WritableKeyPath<Block, Choice> & Sendable,
+        help: String
+    ) -> Self where Choice.RawValue == String {
+        .init(key, flag: flag, help: help) { reader, value, keyPath, block in
+            if let text = value.scalar?.string, let choice = Choice(rawValue: text) {
+                block[keyPath: path] = choice
+            } else {
+                reader.problem(keyPath, "must be one of \(Choice.allCases.map(\.rawValue).joined(separator: ", "))")
+            }
+        }
+    }
+}
+
+extension Array {
+    /// The keys of a table of settings, for an "unknown key" message.
+    func keyList<Block>(adding structural: [String] = []) -> String where Element == Setting<Block> {
+        (self.map(\.key) + structural).joined(separator: ", ")
+    }
+}
