@@ -6,7 +6,7 @@ import Testing
 
 struct RequestParserTests {
     /// Every event the parser reports for `wire`, fed in pieces of `step` bytes.
-    private func parse(_ wire: String, step: Int = .max) throws(RequestParseError) -> [String] {
+    private func parse(_ wire: String, step: Int = .max) throws(HTTP1ParseError) -> [String] {
         var parser = RequestParser()
         var events: [String] = []
         var bytes = Array(wire.utf8)[...]
@@ -34,7 +34,7 @@ struct RequestParserTests {
         var buffer = ByteBuffer(string: wire)
         var parser = RequestParser()
         guard case .head(let head) = try parser.next(from: &buffer) else {
-            throw RequestParseError.badRequest("no head")
+            throw HTTP1ParseError.badRequest("no head")
         }
         var out = ByteBuffer()
         head.writeUpstreamHead(into: &out, clientIP: clientIP)

@@ -118,25 +118,25 @@ struct ResponseParserTests {
         "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nabEXTRA",
     ])
     func malformedResponsesAreRefused(wire: String) {
-        #expect(throws: ResponseParserError.self) { try self.parse(wire) }
+        #expect(throws: HTTP1ParseError.self) { try self.parse(wire) }
     }
 
     @Test func truncatedResponsesAreErrorsAtClose() {
-        #expect(throws: ResponseParserError.self) {
+        #expect(throws: HTTP1ParseError.self) {
             try self.parse("HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nshort", closeAtEnd: true)
         }
-        #expect(throws: ResponseParserError.self) {
+        #expect(throws: HTTP1ParseError.self) {
             try self.parse("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhel", closeAtEnd: true)
         }
-        #expect(throws: ResponseParserError.self) { try self.parse("HTTP/1.1 200 OK\r\nContent-", closeAtEnd: true) }
+        #expect(throws: HTTP1ParseError.self) { try self.parse("HTTP/1.1 200 OK\r\nContent-", closeAtEnd: true) }
     }
 
     @Test func oversizedHeadIsRefused() {
         let wire =
             "HTTP/1.1 200 OK\r\n"
             + String(repeating: "X-Filler: 0123456789012345678901234567890123456789\r\n", count: 2000)
-        #expect(throws: ResponseParserError.self) { try self.parse(wire, step: 4096) }
-        #expect(throws: ResponseParserError.self, "a whole head in one read too") {
+        #expect(throws: HTTP1ParseError.self) { try self.parse(wire, step: 4096) }
+        #expect(throws: HTTP1ParseError.self, "a whole head in one read too") {
             try self.parse(wire + "Content-Length: 0\r\n\r\n")
         }
     }

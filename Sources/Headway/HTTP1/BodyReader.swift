@@ -2,13 +2,6 @@ import NIOCore
 
 /// Reads a message body whose framing the head announced; shared by the request and the response parser.
 struct BodyReader {
-    enum Framing {
-        case contentLength(UInt64)
-        case chunked
-        /// Everything until the peer closes (responses only).
-        case untilClose
-    }
-
     private enum State {
         case contentLength(remaining: UInt64)
         case chunked(ChunkedDecoder)
@@ -18,8 +11,9 @@ struct BodyReader {
 
     private var state: State
 
-    init(_ framing: Framing) {
+    init(_ framing: MessageFraming) {
         switch framing {
+        case .none: self.state = .complete
         case .contentLength(let length): self.state = length == 0 ? .complete : .contentLength(remaining: length)
         case .chunked: self.state = .chunked(ChunkedDecoder())
         case .untilClose: self.state = .untilClose
@@ -39,7 +33,7 @@ struct BodyReader {
 
     /// The next piece of the body, or `nil` when `buffer` is used up or the body is complete (then
     /// ``isComplete`` is true).
-    mutating func next(from buffer: inout ByteBuffer) throws(ChunkedFramingError) -> ByteBuffer? {
+    mutating func next(from buffer: inout ByteBuffer) throws(HTTP1ParseError) -> ByteBuffer? {
         switch self.state {
         case .contentLength(let remaining):
             guard buffer.readableBytes > 0 else { return nil }

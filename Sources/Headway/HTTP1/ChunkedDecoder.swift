@@ -24,7 +24,7 @@ struct ChunkedDecoder {
 
     /// Returns the next piece of data, or `nil` when `buffer` is used up or the body is complete.
     /// - Throws: the reason the framing is invalid.
-    mutating func next(from buffer: inout ByteBuffer) throws(ChunkedFramingError) -> ByteBuffer? {
+    mutating func next(from buffer: inout ByteBuffer) throws(HTTP1ParseError) -> ByteBuffer? {
         while buffer.readableBytes > 0 {
             switch self.state {
             case .data(let remaining):
@@ -120,14 +120,4 @@ struct ChunkedDecoder {
         default: nil
         }
     }
-}
-
-struct ChunkedFramingError: Error, Hashable, CustomStringConvertible {
-    let reason: String
-
-    init(_ reason: String) {
-        self.reason = reason
-    }
-
-    var description: String { self.reason }
 }

@@ -13,16 +13,11 @@ struct RequestHead {
         case other
     }
 
-    enum Framing: Equatable {
-        case none
-        case contentLength(UInt64)
-        case chunked
-    }
-
     let bytes: ByteBuffer
     let method: Method
     let versionMinor: UInt8
-    let framing: Framing
+    /// Never `.untilClose`: a request body that ends at the close cannot be told from a cut one.
+    let framing: MessageFraming
     /// The client lets the connection be reused after this exchange.
     let isKeepAlive: Bool
     /// The client asked to switch protocols (`Connection: upgrade` with `Upgrade`).
@@ -63,7 +58,7 @@ struct RequestHead {
     }
 
     /// - Parameter limits: a longer request line gets 414, more fields 431.
-    init(parsing bytes: ByteBuffer, limits: RequestLimits = .init()) throws(RequestParseError) {
+    init(parsing bytes: ByteBuffer, limits: RequestLimits = .init()) throws(HTTP1ParseError) {
         self.bytes = bytes
         var method = Method.other
         var methodRange = 0..<0
@@ -86,7 +81,7 @@ struct RequestHead {
         var authorityRange: Range<Int>?
         var pathStart: Int?
 
-        let failure: RequestParseError? = bytes.withUnsafeReadableBytes { raw -> RequestParseError? in
+        let failure: HTTP1ParseError? = bytes.withUnsafeReadableBytes { raw -> HTTP1ParseError? in
             let count = raw.count
             // request-line = method SP request-target SP HTTP-version CRLF
             var index = 0
@@ -150,7 +145,7 @@ struct RequestHead {
             }
             fieldsStart = index + 2
 
-            var fieldProblem: RequestParseError?
+            var fieldProblem: HTTP1ParseError?
             let problem = HTTPSyntax.scanFields(raw, from: fieldsStart) { field in
                 fieldCount += 1
                 guard fieldCount <= limits.fieldCount else {
@@ -313,6 +308,8 @@ struct RequestHead {
                 // Say there is no body: some servers answer 411 to a POST without a length.
                 buffer.writeStaticString("Content-Length: 0\r\n")
             }
+        case .untilClose:
+            preconditionFailure("a request head never frames its body by the close")
         }
         buffer.writeStaticString("\r\n")
     }

@@ -46,24 +46,15 @@ struct RequestParser {
     }
 
     /// Consumes bytes from `buffer` and returns the next event, or `nil` when more bytes are needed.
-    mutating func next(from buffer: inout ByteBuffer) throws(RequestParseError) -> Event? {
+    mutating func next(from buffer: inout ByteBuffer) throws(HTTP1ParseError) -> Event? {
         switch self.state {
         case .head:
             guard let head = try self.parseHead(from: &buffer) else { return nil }
-            switch head.framing {
-            case .none: self.state = .body(BodyReader(.contentLength(0)))
-            case .contentLength(let length): self.state = .body(BodyReader(.contentLength(length)))
-            case .chunked: self.state = .body(BodyReader(.chunked))
-            }
+            self.state = .body(BodyReader(head.framing))
             return .head(head)
 
         case .body(var reader):
-            let data: ByteBuffer?
-            do {
-                data = try reader.next(from: &buffer)
-            } catch {
-                throw .badRequest(error.reason)
-            }
+            let data = try reader.next(from: &buffer)
             if let data {
                 self.state = .body(reader)
                 return .body(data)
@@ -77,7 +68,7 @@ struct RequestParser {
         }
     }
 
-    private mutating func parseHead(from buffer: inout ByteBuffer) throws(RequestParseError) -> RequestHead? {
+    private mutating func parseHead(from buffer: inout ByteBuffer) throws(HTTP1ParseError) -> RequestHead? {
         let pending = self.head.pending
         if pending.readableBytes == 0 {
             Self.skipEmptyLines(&buffer)
@@ -111,7 +102,7 @@ struct RequestParser {
 
     /// An incomplete head that is already too long, or holds a bare LF (so that its CRLF CRLF end may never
     /// come), gets its answer now, not when (if ever) it ends.
-    private func checkPendingHead() throws(RequestParseError) {
+    private func checkPendingHead() throws(HTTP1ParseError) {
         let view = self.head.pending.readableBytesView
         var previous: UInt8 = 0
         for byte in view {
@@ -131,30 +122,5 @@ struct RequestParser {
         if length > self.limits.headBytes {
             throw .fieldsTooLarge
         }
-    }
-}
-
-/// Why a request was refused: the status to answer with, and a short reason for the body and the log.
-struct RequestParseError: Error, Hashable, CustomStringConvertible {
-    let status: HTTPResponseStatus
-    let reason: String
-
-    static func badRequest(_ reason: String) -> Self { .init(status: .badRequest, reason: reason) }
-    static let uriTooLong = Self(status: .uriTooLong, reason: "request line too long")
-    static let fieldsTooLarge = Self(status: .requestHeaderFieldsTooLarge, reason: "request header fields too large")
-    static let versionNotSupported = Self(
-        status: .httpVersionNotSupported,
-        reason: "only HTTP/1.0 and HTTP/1.1 are supported"
-    )
-    static func notImplemented(_ what: String) -> Self {
-        .init(status: .notImplemented, reason: "\(what) is not implemented")
-    }
-
-    var description: String { self.reason }
-
-    static func == (lhs: Self, rhs: Self) -> Bool { lhs.status == rhs.status && lhs.reason == rhs.reason }
-    func hash(into hasher: inout Hasher) {
-        hasher.combine(self.status.code)
-        hasher.combine(self.reason)
     }
 }

@@ -9,7 +9,7 @@ struct ResponseHead {
     let bytes: ByteBuffer
     let status: UInt
     let versionMinor: UInt8
-    let framing: ResponseParser.Framing
+    let framing: MessageFraming
     /// The upstream lets the connection be reused after this response.
     let isKeepAlive: Bool
     /// `Content-Length` as sent, kept for HEAD responses where it describes the resource, not a body.
@@ -25,7 +25,7 @@ struct ResponseHead {
     var isInformational: Bool { self.status < 200 && self.status != 101 }
 
     /// - Parameter upgradeRequested: the request asked to switch protocols, so a 101 is a valid answer.
-    init(parsing bytes: ByteBuffer, isHeadRequest: Bool, upgradeRequested: Bool = false) throws(ResponseParserError) {
+    init(parsing bytes: ByteBuffer, isHeadRequest: Bool, upgradeRequested: Bool = false) throws(HTTP1ParseError) {
         self.bytes = bytes
         var status: UInt = 0
         var versionMinor: UInt8 = 1
@@ -36,7 +36,7 @@ struct ResponseHead {
         var isChunked = false
         var connection = HTTPSyntax.ConnectionOptions()
 
-        let result: ResponseParserError? = bytes.withUnsafeReadableBytes { raw -> ResponseParserError? in
+        let result: HTTP1ParseError? = bytes.withUnsafeReadableBytes { raw -> HTTP1ParseError? in
             let count = raw.count
             // Status line: HTTP/1.x SP 3DIGIT [SP reason] CRLF
             guard count >= 14, raw[0] == UInt8(ascii: "H"), raw[1] == UInt8(ascii: "T"), raw[2] == UInt8(ascii: "T"),
@@ -118,7 +118,7 @@ struct ResponseHead {
         } else if isChunked {
             self.framing = .chunked
         } else if let contentLength {
-            self.framing = contentLength == 0 ? .none : .contentLength(contentLength)
+            self.framing = contentLength == 0 ? .none : .contentLength(UInt64(contentLength))
         } else {
             self.framing = .untilClose
         }

@@ -25,16 +25,6 @@ struct ResponseParser {
         case end
     }
 
-    /// How the end of a body is found.
-    enum Framing: Equatable {
-        /// No body: HEAD, 1xx, 204, 304, or `Content-Length: 0`.
-        case none
-        case contentLength(Int64)
-        case chunked
-        /// Everything until the upstream closes the connection.
-        case untilClose
-    }
-
     private enum State {
         case head
         case body(BodyReader)
@@ -61,18 +51,13 @@ struct ResponseParser {
         from buffer: inout ByteBuffer,
         isHeadRequest: Bool,
         upgradeRequested: Bool = false
-    ) throws(ResponseParserError) -> Event? {
+    ) throws(HTTP1ParseError) -> Event? {
         switch self.state {
         case .head:
             return try self.parseHead(from: &buffer, isHeadRequest: isHeadRequest, upgradeRequested: upgradeRequested)
 
         case .body(var reader):
-            let data: ByteBuffer?
-            do {
-                data = try reader.next(from: &buffer)
-            } catch {
-                throw .init(error.reason)
-            }
+            let data = try reader.next(from: &buffer)
             if let data {
                 self.state = .body(reader)
                 return .body(data)
@@ -94,7 +79,7 @@ struct ResponseParser {
 
     /// The upstream closed its side. Returns `.end` if that completes the response (a body delimited by
     /// the close), `nil` if no response was in progress, and throws if a response was cut short.
-    mutating func inputClosed() throws(ResponseParserError) -> Event? {
+    mutating func inputClosed() throws(HTTP1ParseError) -> Event? {
         switch self.state {
         case .body(let reader) where reader.endsAtClose || reader.isComplete:
             self.state = .done
@@ -114,7 +99,7 @@ struct ResponseParser {
         from buffer: inout ByteBuffer,
         isHeadRequest: Bool,
         upgradeRequested: Bool
-    ) throws(ResponseParserError) -> Event? {
+    ) throws(HTTP1ParseError) -> Event? {
         guard let headBytes = self.head.nextHead(from: &buffer) else {
             if self.head.pending.readableBytes > Self.maximumHeadLength {
                 throw .init("response head larger than \(Self.maximumHeadLength) bytes")
@@ -134,23 +119,7 @@ struct ResponseParser {
             self.state = .head
             return .informational(head)
         }
-        switch head.framing {
-        case .none: self.state = .body(BodyReader(.contentLength(0)))
-        case .contentLength(let length): self.state = .body(BodyReader(.contentLength(UInt64(length))))
-        case .chunked: self.state = .body(BodyReader(.chunked))
-        case .untilClose: self.state = .body(BodyReader(.untilClose))
-        }
+        self.state = .body(BodyReader(head.framing))
         return .head(head)
     }
-}
-
-/// Why an upstream response was refused; the client gets 502 (or a truncated response if it had started).
-struct ResponseParserError: Error, Hashable, CustomStringConvertible {
-    let reason: String
-
-    init(_ reason: String) {
-        self.reason = reason
-    }
-
-    var description: String { self.reason }
 }

@@ -233,7 +233,7 @@ extension DownstreamHandler: UpstreamLessee, ResponseDeadlineWaiter {
         self.exchange!.connection = nil
         self.exchange!.pool = nil
         let failure: ProxyExchange.StateMachine.Failure =
-            if let invalid = error as? ResponseParserError {
+            if let invalid = error as? HTTP1ParseError {
                 .invalidResponse(endpoint: pool.endpoint.label, reason: invalid.reason)
             } else {
                 .upstreamClosed(endpoint: pool.endpoint.label, error: error)

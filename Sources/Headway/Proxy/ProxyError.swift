@@ -85,7 +85,7 @@ struct ProxyError: Error, Hashable, CustomStringConvertible {
     static func tooManyConnections(limit: Int) -> Self {
         .init(.tooManyConnections, "this listener has max_connections (\(limit)) client connections open")
     }
-    static func malformedRequest(_ error: RequestParseError) -> Self {
+    static func malformedRequest(_ error: HTTP1ParseError) -> Self {
         .init(.malformedRequest(error.status), "malformed request: \(error.reason)")
     }
 
