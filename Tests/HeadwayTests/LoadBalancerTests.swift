@@ -206,57 +206,77 @@ struct PowerOfTwoChoicesBalancerTests {
 }
 
 struct PeakEWMABalancerTests {
+    private let now = NIODeadline.uptimeNanoseconds(1_000_000_000_000)
+
+    /// A balancer over `endpoints` that has seen one response of each latency given (nil: none).
+    private func balancer(_ endpoints: [Endpoint], latencies: [TimeAmount?]) -> PeakEWMABalancer {
+        let balancer = PeakEWMABalancer(decay: .seconds(10))
+        balancer.endpointsChanged(endpoints, weights: endpoints.map { _ in 1 })
+        for (endpoint, latency) in zip(endpoints, latencies) {
+            if let latency { balancer.responseHeadArrived(from: endpoint, latency: latency, now: self.now) }
+        }
+        return balancer
+    }
+
     @Test func aSlowEndpointIsAvoided() throws {
         let endpoints = try makeEndpoints(3)
-        let now = NIODeadline.uptimeNanoseconds(1_000_000_000_000)
-        endpoints[0].recordLatency(.milliseconds(5), now: now, decay: .seconds(10))
-        endpoints[1].recordLatency(.milliseconds(5), now: now, decay: .seconds(10))
-        endpoints[2].recordLatency(.milliseconds(50), now: now, decay: .seconds(10))
-        let balancer = PeakEWMABalancer(decay: .seconds(10))
-        balancer.endpointsChanged(endpoints, weights: [1, 1, 1])
-        let hits = (0..<1000).map { _ in balancer.pick(PickRequest(excluding: nil, hashKey: nil, now: now))! }
+        let balancer = self.balancer(endpoints, latencies: [.milliseconds(5), .milliseconds(5), .milliseconds(50)])
+        let hits = (0..<1000).map { _ in balancer.pick(PickRequest(excluding: nil, hashKey: nil, now: self.now))! }
         #expect(!hits.contains(2))
         // Load moves the choice: the fast ones at 10 in flight cost 5 ms x 11 > 50 ms x 1.
         setInFlight(endpoints[0], 10)
         setInFlight(endpoints[1], 10)
-        let loaded = (0..<1000).map { _ in balancer.pick(PickRequest(excluding: nil, hashKey: nil, now: now))! }
+        let loaded = (0..<1000).map { _ in balancer.pick(PickRequest(excluding: nil, hashKey: nil, now: self.now))! }
         #expect(loaded.filter { $0 == 2 }.count > 600)
     }
 
     @Test func anUnmeasuredEndpointIsComparedByLoadAlone() throws {
         let endpoints = try makeEndpoints(2)
-        let now = NIODeadline.uptimeNanoseconds(1_000_000_000_000)
-        endpoints[0].recordLatency(.milliseconds(1), now: now, decay: .seconds(10))
-        let balancer = PeakEWMABalancer(decay: .seconds(10))
-        balancer.endpointsChanged(endpoints, weights: [1, 1])
+        let balancer = self.balancer(endpoints, latencies: [.milliseconds(1), nil])
         setInFlight(endpoints[1], 2)
-        #expect(balancer.pick(PickRequest(excluding: nil, hashKey: nil, now: now)) == 0)
+        #expect(balancer.pick(PickRequest(excluding: nil, hashKey: nil, now: self.now)) == 0)
         setInFlight(endpoints[1], 0)
         setInFlight(endpoints[0], 2)
-        #expect(balancer.pick(PickRequest(excluding: nil, hashKey: nil, now: now)) == 1)
+        #expect(balancer.pick(PickRequest(excluding: nil, hashKey: nil, now: self.now)) == 1)
     }
 
-    @Test func thePeakIsTakenAtOnceAndDecaysOverTime() throws {
-        let endpoint = try makeEndpoints(1)[0]
-        let start = NIODeadline.uptimeNanoseconds(1_000_000_000_000)
-        endpoint.recordLatency(.milliseconds(5), now: start, decay: .seconds(10))
-        endpoint.recordLatency(.milliseconds(80), now: start + .milliseconds(1), decay: .seconds(10))
+    @Test func estimatesSurviveASetChangeByEndpointAndNewcomersStartUnmeasured() throws {
+        let endpoints = try makeEndpoints(3)
+        let balancer = self.balancer(Array(endpoints.prefix(2)), latencies: [.milliseconds(5), .milliseconds(50)])
+        balancer.endpointsChanged([endpoints[2], endpoints[1]], weights: [1, 1])
+        #expect(balancer.latencyEstimate(ofEndpointAt: 0, at: self.now) == 0, "the newcomer is unmeasured")
         #expect(
-            endpoint.latencyEstimate(at: start + .milliseconds(1), decay: .seconds(10)) == 80_000_000,
+            balancer.latencyEstimate(ofEndpointAt: 1, at: self.now) == 50_000_000,
+            "the kept one keeps its estimate"
+        )
+        balancer.responseHeadArrived(from: endpoints[0], latency: .seconds(1), now: self.now)
+        #expect(
+            balancer.latencyEstimate(ofEndpointAt: 0, at: self.now) == 0,
+            "a response from a removed endpoint is dropped"
+        )
+    }
+
+    @Test func thePeakIsTakenAtOnceAndDecaysOverTime() {
+        var estimate = PeakEWMA()
+        let decay = TimeAmount.seconds(10)
+        estimate.record(.milliseconds(5), now: self.now, decay: decay)
+        estimate.record(.milliseconds(80), now: self.now + .milliseconds(1), decay: decay)
+        #expect(
+            estimate.estimate(at: self.now + .milliseconds(1), decay: decay) == 80_000_000,
             "a slow response raises the estimate at once"
         )
-        endpoint.recordLatency(.milliseconds(5), now: start + .milliseconds(101), decay: .seconds(10))
+        estimate.record(.milliseconds(5), now: self.now + .milliseconds(101), decay: decay)
         #expect(
-            endpoint.latencyEstimate(at: start + .milliseconds(101), decay: .seconds(10)) > 79_000_000,
+            estimate.estimate(at: self.now + .milliseconds(101), decay: decay) > 79_000_000,
             "one fast response shortly after barely moves it"
         )
-        endpoint.recordLatency(.milliseconds(5), now: start + .seconds(60), decay: .seconds(10))
+        estimate.record(.milliseconds(5), now: self.now + .seconds(60), decay: decay)
         #expect(
-            endpoint.latencyEstimate(at: start + .seconds(60), decay: .seconds(10)) < 6_000_000,
+            estimate.estimate(at: self.now + .seconds(60), decay: decay) < 6_000_000,
             "after many decay periods it is back near 5 ms"
         )
         #expect(
-            endpoint.latencyEstimate(at: start + .seconds(120), decay: .seconds(10)) < 100_000,
+            estimate.estimate(at: self.now + .seconds(120), decay: decay) < 100_000,
             "with no response it decays towards zero"
         )
     }

@@ -65,7 +65,8 @@ class LoadAwareBalancer {
     final private(set) var endpoints: [Endpoint] = []
     final private(set) var weights = Weights()
 
-    final func endpointsChanged(_ endpoints: [Endpoint], weights: [Int]) {
+    /// Subclasses that keep more per endpoint override this and call it first.
+    func endpointsChanged(_ endpoints: [Endpoint], weights: [Int]) {
         self.endpoints = endpoints
         self.weights = Weights(weights)
     }

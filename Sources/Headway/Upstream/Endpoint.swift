@@ -49,9 +49,6 @@ package final class Endpoint: Sendable {
     /// Passive checks: results of real requests in a row, reset by a success.
     private let consecutive5xx = Atomic<Int>(0)
     private let consecutiveGatewayFailures = Atomic<Int>(0)
-    /// Peak-EWMA latency estimate in nanoseconds (as `Double` bits) and when it was last updated (uptime ns).
-    private let latencyBits = Atomic<UInt64>(0)
-    private let latencyStamp = Atomic<UInt64>(0)
     /// When the endpoint last became routable (uptime ns), for slow start; 0 means long ago.
     private let routableSinceValue = Atomic<UInt64>(0)
     /// Whether the endpoint was routable at the last availability change, to notice when it becomes so.
@@ -119,39 +116,6 @@ package final class Endpoint: Sendable {
     }
 
     var inFlightRequests: Int { self.inFlight.load(ordering: .relaxed) }
-
-    // MARK: Latency (peak EWMA), updated from any loop
-
-    /// The latency estimate in nanoseconds as of `now`: it decays towards zero while no response comes (as
-    /// in tower's and linkerd's peak EWMA), so a pod that was slow once is tried again. Zero: never measured.
-    func latencyEstimate(at now: NIODeadline, decay: TimeAmount) -> Double {
-        let estimate = Double(bitPattern: self.latencyBits.load(ordering: .relaxed))
-        guard estimate > 0 else { return 0 }
-        let elapsed = Double(
-            now.uptimeNanoseconds &- min(self.latencyStamp.load(ordering: .relaxed), now.uptimeNanoseconds)
-        )
-        return estimate * exp(-elapsed / Double(max(decay.nanoseconds, 1)))
-    }
-
-    /// Folds a response time into the estimate: a slower response raises it at once (the peak), a faster one
-    /// pulls it down with weight `1 - e^(-elapsed / decay)`. Two loops may race; one update then wins, which
-    /// an estimate tolerates.
-    func recordLatency(_ duration: TimeAmount, now: NIODeadline, decay: TimeAmount) {
-        let rtt = Double(max(duration.nanoseconds, 1))
-        let previous = Double(bitPattern: self.latencyBits.load(ordering: .relaxed))
-        let estimate: Double
-        if rtt >= previous {
-            estimate = rtt
-        } else {
-            let elapsed = Double(
-                now.uptimeNanoseconds &- min(self.latencyStamp.load(ordering: .relaxed), now.uptimeNanoseconds)
-            )
-            let keep = exp(-elapsed / Double(max(decay.nanoseconds, 1)))
-            estimate = previous * keep + rtt * (1 - keep)
-        }
-        self.latencyBits.store(estimate.bitPattern, ordering: .relaxed)
-        self.latencyStamp.store(now.uptimeNanoseconds, ordering: .relaxed)
-    }
 
     // MARK: Slow start
 
