@@ -32,6 +32,19 @@ struct Setting<Block>: Sendable {
 }
 
 extension Setting {
+    /// A setting whose value one of the reader's scalar functions reads; a refused value leaves the default.
+    private static func scalar<Value>(
+        _ key: String,
+        flag: String?,
+        _ path: any WritableKeyPath<Block, Value> & Sendable,
+        help: String,
+        _ parse: @escaping @Sendable (inout ConfigurationReader, Node, String) -> Value?
+    ) -> Self {
+        .init(key, flag: flag, help: help) { reader, value, keyPath, block in
+            if let parsed = parse(&reader, value, keyPath) { block[keyPath: path] = parsed }
+        }
+    }
+
     /// A duration such as `250ms`, `2s` or `1m`.
     static func duration(
         _ key: String,
@@ -39,9 +52,7 @@ extension Setting {
         _ path: any WritableKeyPath<Block, TimeAmount> & Sendable,
         help: String
     ) -> Self {
-        .init(key, flag: flag, help: help) { reader, value, keyPath, block in
-            if let amount = reader.duration(value, at: keyPath) { block[keyPath: path] = amount }
-        }
+        .scalar(key, flag: flag, path, help: help) { $0.duration($1, at: $2) }
     }
 
     /// A duration that is off until given.
@@ -51,8 +62,8 @@ extension Setting {
         _ path: any WritableKeyPath<Block, TimeAmount?> & Sendable,
         help: String
     ) -> Self {
-        .init(key, flag: flag, help: help) { reader, value, keyPath, block in
-            if let amount = reader.duration(value, at: keyPath) { block[keyPath: path] = amount }
+        .scalar(key, flag: flag, path, help: help) { reader, value, keyPath in
+            reader.duration(value, at: keyPath).map { .some($0) }
         }
     }
 
@@ -63,9 +74,7 @@ extension Setting {
         _ path: any WritableKeyPath<Block, Int> & Sendable,
         help: String
     ) -> Self {
-        .init(key, flag: flag, help: help) { reader, value, keyPath, block in
-            if let count = reader.positiveInt(value, at: keyPath) { block[keyPath: path] = count }
-        }
+        .scalar(key, flag: flag, path, help: help) { $0.positiveInt($1, at: $2) }
     }
 
     /// A whole number of 0 or more.
@@ -75,9 +84,7 @@ extension Setting {
         _ path: any WritableKeyPath<Block, Int> & Sendable,
         help: String
     ) -> Self {
-        .init(key, flag: flag, help: help) { reader, value, keyPath, block in
-            if let count = reader.nonNegativeInt(value, at: keyPath) { block[keyPath: path] = count }
-        }
+        .scalar(key, flag: flag, path, help: help) { $0.nonNegativeInt($1, at: $2) }
     }
 
     /// `50%` or `50`, from 0 to 100.
@@ -87,9 +94,7 @@ extension Setting {
         _ path: any WritableKeyPath<Block, Int> & Sendable,
         help: String
     ) -> Self {
-        .init(key, flag: flag, help: help) { reader, value, keyPath, block in
-            if let percent = reader.percent(value, at: keyPath) { block[keyPath: path] = percent }
-        }
+        .scalar(key, flag: flag, path, help: help) { $0.percent($1, at: $2) }
     }
 
     /// `true` or `false`.
@@ -99,9 +104,7 @@ extension Setting {
         _ path: any WritableKeyPath<Block, Bool> & Sendable,
         help: String
     ) -> Self {
-        .init(key, flag: flag, help: help) { reader, value, keyPath, block in
-            if let flag = reader.bool(value, at: keyPath) { block[keyPath: path] = flag }
-        }
+        .scalar(key, flag: flag, path, help: help) { $0.bool($1, at: $2) }
     }
 
     /// A size in bytes: `65536`, `64KiB` or `1MiB`.
@@ -111,9 +114,7 @@ extension Setting {
         _ path: any WritableKeyPath<Block, Int> & Sendable,
         help: String
     ) -> Self {
-        .init(key, flag: flag, help: help) { reader, value, keyPath, block in
-            if let bytes = reader.size(value, at: keyPath) { block[keyPath: path] = bytes }
-        }
+        .scalar(key, flag: flag, path, help: help) { $0.size($1, at: $2) }
     }
 
     /// One of the raw values of `Choice`.
