@@ -8,6 +8,7 @@ struct HeadwayCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "headway",
         abstract: "A client-side load-balancing HTTP proxy for Kubernetes headless services.",
+        version: HeadwayVersion.string,
         subcommands: [Run.self, Validate.self, Demo.self],
         defaultSubcommand: Run.self
     )
@@ -120,7 +121,13 @@ struct Run: AsyncParsableCommand {
         let configuration = try self.options.load()
         let logger = makeLogger(level: configuration.logLevel)
         let application = try HeadwayApplication(configuration: configuration, logger: logger)
-        try await application.run()
+        do {
+            try await application.run()
+        } catch let error as BindError {
+            // An address in use is a configuration problem: one line naming the address and its owner, exit 2.
+            FileHandle.standardError.write(Data("headway: \(error)\n".utf8))
+            throw ExitCode(2)
+        }
     }
 }
 

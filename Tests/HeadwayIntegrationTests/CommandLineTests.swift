@@ -1,6 +1,8 @@
 import Foundation
 import Headway
 import HeadwayTestSupport
+import NIOCore
+import NIOPosix
 import Testing
 
 extension IntegrationTests {
@@ -173,6 +175,30 @@ extension IntegrationTests {
             ])
             #expect(result.status == 0, "\(result.stderr)")
             #expect(result.stdout.contains("configuration is valid"))
+        }
+
+        @Test(arguments: ["--listen", "--admin"])
+        func anAddressInUseIsNamedInOneLineAndExitsTwo(flag: String) async throws {
+            let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+            let holder = try await ServerBootstrap(group: group).bind(host: "127.0.0.1", port: 0).get()
+            let port = holder.localAddress!.port!
+            var arguments = [IntegrationEnvironment.headwayBinary, "--endpoints", "127.0.0.2:80"]
+            arguments += ["--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0"]
+            arguments[arguments.firstIndex(of: flag)! + 1] = "127.0.0.1:\(port)"
+            let result = try await Command.run(arguments, timeout: 30)
+            try await holder.close()
+            try await group.shutdownGracefully()
+            #expect(result.status == 2)
+            let owner = flag == "--admin" ? "the admin endpoint" : "the listener for upstream 'default'"
+            let line = "headway: cannot listen on 127.0.0.1:\(port) for \(owner): Address already in use"
+            #expect(result.stderr.split(separator: "\n").contains { $0 == line }, "\(result.stderr)")
+            #expect(!result.stderr.contains("bind(descriptor"), "NIO's own wording should not reach the operator")
+        }
+
+        @Test func versionIsPrinted() async throws {
+            let result = try await Command.run([IntegrationEnvironment.headwayBinary, "--version"])
+            #expect(result.status == 0)
+            #expect(result.stdout.trimmingCharacters(in: .whitespacesAndNewlines) == HeadwayVersion.string)
         }
 
         /// The executable declares its options by hand (swift-argument-parser needs them spelled out); this

@@ -115,11 +115,15 @@ extension IntegrationTests {
             for pod in pods.pods { pod.kill() }
             let unready = try await waitFor(timeout: .seconds(3)) { try await readyStatus() == "503" }
             let reason = try await curl([headway.adminURL + "/ready"]).stdout
+            let liveness = try await curl([
+                "--write-out", "%{http_code}", "--output", "/dev/null", headway.adminURL + "/healthz",
+            ])
             let request = try await curl([
                 "--write-out", "%{http_code}", "--output", "/dev/null", headway.listenURL + "/",
             ])
             try await headway.stop()
             #expect(unready != nil, "/ready stayed 200 with every pod down")
+            #expect(liveness.stdout == "200", "liveness is the process serving, whatever the pods do")
             #expect(reason.contains("upstream 'default' has no healthy endpoint (0 of 2)"), "\(reason)")
             #expect(request.stdout == "503")
         }

@@ -39,7 +39,7 @@ package final class AdminServer: Service, Sendable {
 
     package func run() async throws {
         let state = self.state
-        let channel = try await ServerBootstrap(group: self.group)
+        let bootstrap = ServerBootstrap(group: self.group)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .childChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
@@ -47,8 +47,12 @@ package final class AdminServer: Service, Sendable {
                     try channel.pipeline.syncOperations.addHandler(AdminHandler(state: state))
                 }
             }
-            .bind(to: self.address)
-            .get()
+        let channel: any Channel
+        do {
+            channel = try await bootstrap.bind(to: self.address).get()
+        } catch {
+            throw BindError.binding(self.address, for: "the admin endpoint", failedWith: error)
+        }
         let bound = channel.localAddress ?? self.address
         self.logger.info(
             "admin endpoint listening",
@@ -269,6 +273,9 @@ private final class AdminHandler: ChannelInboundHandler {
             encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
             let body = (try? encoder.encode(self.state.endpointsDocument)).map(Array.init) ?? []
             return (.ok, "application/json", body + [UInt8(ascii: "\n")])
+        case "/healthz":
+            // Liveness: the process serves. Readiness (pods, shutdown) is /ready.
+            return (.ok, "text/plain; charset=utf-8", Array("ok\n".utf8))
         case "/ready":
             let (ready, reason) = self.state.readiness
             return (ready ? .ok : .serviceUnavailable, "text/plain; charset=utf-8", Array((reason + "\n").utf8))
@@ -276,7 +283,8 @@ private final class AdminHandler: ChannelInboundHandler {
             return (.ok, "text/plain; version=0.0.4; charset=utf-8", self.state.registry.emitToBuffer())
         default:
             return (
-                .notFound, "text/plain; charset=utf-8", Array("not found; try /endpoints, /ready or /metrics\n".utf8)
+                .notFound, "text/plain; charset=utf-8",
+                Array("not found; try /endpoints, /healthz, /ready or /metrics\n".utf8)
             )
         }
     }

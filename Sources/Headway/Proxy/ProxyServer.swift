@@ -64,7 +64,7 @@ package final class ProxyServer: Service, Sendable {
         let quiesce = ServerQuiescingHelper(group: self.group)
         let cluster = self.cluster
         let logger = self.logger
-        let channel = try await ServerBootstrap(group: self.group)
+        let bootstrap = ServerBootstrap(group: self.group)
             .serverChannelOption(.backlog, value: 1024)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .serverChannelInitializer { channel in
@@ -97,8 +97,16 @@ package final class ProxyServer: Service, Sendable {
                     )
                 }
             }
-            .bind(to: self.address)
-            .get()
+        let channel: any Channel
+        do {
+            channel = try await bootstrap.bind(to: self.address).get()
+        } catch {
+            throw BindError.binding(
+                self.address,
+                for: "the listener for upstream '\(self.cluster.configuration.name)'",
+                failedWith: error
+            )
+        }
         let boundAddress = channel.localAddress ?? self.address
         let bound = UpstreamCluster.label(for: boundAddress)
         self.logger.info(
