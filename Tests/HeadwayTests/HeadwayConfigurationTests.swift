@@ -166,6 +166,25 @@ struct HeadwayConfigurationTests {
         #expect(fromFile.first?.replacingOccurrences(of: "upstreams.web.\(key):", with: "\(flag):") == fromFlag.first)
     }
 
+    /// The example file says it shows every key at its default but three; hold it to that.
+    @Test func theExampleFileIsTheDefaultsButForWhatItSays() throws {
+        let path = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .deletingLastPathComponent().appendingPathComponent("config/headway.yaml").path
+        var example = try HeadwayConfiguration.load(
+            yaml: try String(contentsOfFile: path, encoding: .utf8),
+            overrides: .init()
+        )
+        let defaults = try HeadwayConfiguration.load(
+            yaml: "upstreams: {web: {endpoints: [127.0.0.2:8080, 127.0.0.3:8080, 127.0.0.4:8080]}}",
+            overrides: .init()
+        )
+        #expect(example.threads == 2)
+        #expect(example.upstreams[0].healthCheck == HealthCheckSettings())
+        example.threads = defaults.threads
+        example.upstreams[0].healthCheck = nil
+        #expect(example == defaults)
+    }
+
     @Test func everyFlagBelongsToOneSetting() {
         let flags = HeadwayConfiguration.flags
         #expect(Set(flags).count == flags.count, "a flag is declared twice: \(flags)")
