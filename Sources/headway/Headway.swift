@@ -50,6 +50,7 @@ struct ConfigurationOptions: ParsableArguments {
     @Option(help: .init(HeadwayConfiguration.help(forFlag: "--max-retries"))) var maxRetries: String?
     @Option(help: .init(HeadwayConfiguration.help(forFlag: "--drain-timeout"))) var drainTimeout: String?
     @Option(help: .init(HeadwayConfiguration.help(forFlag: "--log-level"))) var logLevel: String?
+    @Option(help: .init(HeadwayConfiguration.help(forFlag: "--log-format"))) var logFormat: String?
 
     var overrides: ConfigurationOverrides {
         var overrides = ConfigurationOverrides()
@@ -64,7 +65,7 @@ struct ConfigurationOptions: ParsableArguments {
             ("--health-interval", self.healthInterval), ("--health-timeout", self.healthTimeout),
             ("--healthy-threshold", self.healthyThreshold), ("--unhealthy-threshold", self.unhealthyThreshold),
             ("--max-retries", self.maxRetries), ("--drain-timeout", self.drainTimeout),
-            ("--log-level", self.logLevel),
+            ("--log-level", self.logLevel), ("--log-format", self.logFormat),
         ]
         for (flag, value) in given {
             overrides[flag] = value
@@ -103,11 +104,17 @@ struct ConfigurationOptions: ParsableArguments {
     }
 }
 
-func makeLogger(level: String) -> Logger {
+func makeLogger(level: String, format: LogFormat = .text) -> Logger {
+    let level = Logger.Level(rawValue: level) ?? .info
     LoggingSystem.bootstrap { label in
-        var handler = StreamLogHandler.standardError(label: label)
-        handler.logLevel = Logger.Level(rawValue: level) ?? .info
-        return handler
+        switch format {
+        case .text:
+            var handler = StreamLogHandler.standardError(label: label)
+            handler.logLevel = level
+            return handler
+        case .json:
+            return JSONLogHandler(label: label, level: level)
+        }
     }
     return Logger(label: "headway")
 }
@@ -119,7 +126,7 @@ struct Run: AsyncParsableCommand {
 
     func run() async throws {
         let configuration = try self.options.load()
-        let logger = makeLogger(level: configuration.logLevel)
+        let logger = makeLogger(level: configuration.logLevel, format: configuration.logFormat)
         let application = try HeadwayApplication(configuration: configuration, logger: logger)
         do {
             try await application.run()

@@ -195,6 +195,45 @@ extension IntegrationTests {
             #expect(!result.stderr.contains("bind(descriptor"), "NIO's own wording should not reach the operator")
         }
 
+        @Test func jsonLogsAreOneObjectPerLine() async throws {
+            let logFile = temporaryFile("headway-json.log")
+            _ = FileManager.default.createFile(atPath: logFile.path, contents: nil)
+            defer { try? FileManager.default.removeItem(at: logFile) }
+            let listen = FreePort.onAll(["127.0.0.1"])
+            let process = Process()
+            process.executableURL = URL(fileURLWithPath: IntegrationEnvironment.headwayBinary)
+            process.arguments = [
+                "--endpoints", "127.0.0.2:1", "--listen", "127.0.0.1:\(listen)", "--admin", "127.0.0.1:0",
+                "--log-format", "json",
+            ]
+            process.standardError = try FileHandle(forWritingTo: logFile)
+            process.standardOutput = FileHandle.nullDevice
+            try process.run()
+            defer { if process.isRunning { process.terminate() } }
+            for _ in 0..<100 where !RawHTTP.canConnect(host: "127.0.0.1", port: listen) {
+                try await Task.sleep(for: .milliseconds(50))
+            }
+            kill(process.processIdentifier, SIGTERM)
+            process.waitUntilExit()
+            let lines = try String(contentsOf: logFile, encoding: .utf8).split(separator: "\n")
+            let objects = try lines.map { line in
+                try #require(
+                    try JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any],
+                    "not a JSON object: \(line)"
+                )
+            }
+            #expect(objects.count >= 3, "\(lines)")
+            for object in objects {
+                #expect(
+                    object["level"] is String && object["time"] is String && object["message"] is String,
+                    "\(object)"
+                )
+            }
+            let listening = objects.first { $0["message"] as? String == "listening" }
+            #expect(listening?["listen.address"] as? String == "127.0.0.1:\(listen)", "metadata keeps its own key")
+            #expect((objects.first?["time"] as? String)?.hasSuffix("Z") == true)
+        }
+
         @Test func versionIsPrinted() async throws {
             let result = try await Command.run([IntegrationEnvironment.headwayBinary, "--version"])
             #expect(result.status == 0)

@@ -35,6 +35,12 @@ extension HeadwayConfiguration {
             configuration in
             if let level = reader.logLevel(value.string, at: keyPath) { configuration.logLevel = level }
         },
+        .choice(
+            "log_format",
+            flag: "--log-format",
+            \.logFormat,
+            help: "text, or json: one object per line with level, time, message and metadata."
+        ),
     ]
 }
 

@@ -24,6 +24,8 @@ package struct HeadwayConfiguration: Sendable, Equatable {
     package var threads: Int
     package var drainTimeout: TimeAmount
     package var logLevel: String
+    /// How Headway's own log lines are written.
+    package var logFormat: LogFormat = .text
     /// Limits and timeouts for client connections, on every listener.
     package var client: ClientSettings = .init()
     package var listeners: [Listener]
@@ -180,6 +182,12 @@ package struct HeadwayConfiguration: Sendable, Equatable {
         }.joined(separator: " ")
         return
             "listeners=[\(listeners)] admin=\(self.admin) ready_requires_endpoints=\(self.readyRequiresEndpoints) threads=\(self.threads) client={\(self.client.summary)}"
-            + " drain_timeout=\(DurationText.format(self.drainTimeout)) log_level=\(self.logLevel) upstreams: \(upstreams)"
+            + " drain_timeout=\(DurationText.format(self.drainTimeout)) log_level=\(self.logLevel) log_format=\(self.logFormat.rawValue) upstreams: \(upstreams)"
     }
+}
+
+/// `log_format`: `text` (swift-log's standard lines) or `json` (one object per line, for log pipelines).
+package enum LogFormat: String, Sendable, CaseIterable {
+    case text
+    case json
 }
