@@ -25,6 +25,6 @@ COPY --from=build /headway /usr/local/bin/headway
 COPY config/headway.yaml /etc/headway/headway.yaml
 USER 10001
 EXPOSE 15001 9901
-HEALTHCHECK --interval=5s --timeout=2s CMD curl -fsS http://127.0.0.1:9901/ready || exit 1
+HEALTHCHECK --interval=5s --timeout=2s CMD curl -fsS http://127.0.0.1:9901/healthz || exit 1
 ENTRYPOINT ["/usr/local/bin/headway"]
 CMD ["run", "--config", "/etc/headway/headway.yaml"]
