@@ -157,14 +157,10 @@ extension DownstreamHandler: UpstreamLessee, ResponseDeadlineWaiter {
         ]
         switch action {
         case .retry:
-            self.cluster.metrics.retried()
-            self.logger.info("retrying on another endpoint", metadata: metadata)
-            self.exchange!.failedPool = pool
-            self.dispatch()
+            self.retryElsewhere(after: pool, reason: failure.summary)
         case .answer(let error, let refusal):
             if refusal == .budgetExhausted {
-                self.cluster.metrics.retryRefusedByBudget()
-                self.logger.warning("retry budget exhausted; not retrying", metadata: metadata)
+                self.retryRefusedByBudget(on: pool, reason: failure.summary)
             }
             self.failExchange(error)
         case .abortClient:
@@ -173,6 +169,25 @@ extension DownstreamHandler: UpstreamLessee, ResponseDeadlineWaiter {
             self.exchange = nil
             self.context?.close(promise: nil)
         }
+    }
+
+    /// Dispatches the exchange again, avoiding `pool`, after the machine decided to retry (and spent the budget).
+    func retryElsewhere(after pool: UpstreamPool?, reason: String) {
+        self.cluster.metrics.retried()
+        self.logger.info(
+            "retrying on another endpoint",
+            metadata: ["endpoint.address": "\(pool?.endpoint.label ?? "-")", "reason": "\(reason)"]
+        )
+        self.exchange!.failedPool = pool
+        self.dispatch()
+    }
+
+    func retryRefusedByBudget(on pool: UpstreamPool?, reason: String) {
+        self.cluster.metrics.retryRefusedByBudget()
+        self.logger.warning(
+            "retry budget exhausted; not retrying",
+            metadata: ["endpoint.address": "\(pool?.endpoint.label ?? "-")", "reason": "\(reason)"]
+        )
     }
 
     // MARK: UpstreamLessee
@@ -192,26 +207,20 @@ extension DownstreamHandler: UpstreamLessee, ResponseDeadlineWaiter {
     func connectFailed(pool: UpstreamPool, attempt: Int, error: any Error) {
         let configuration = self.cluster.configuration
         let isTimeout = (error as? ChannelError) == .connectTimeout(configuration.connectTimeout)
-        let label = pool.endpoint.label
-        if isTimeout {
-            self.cluster.gatewayFailed(
-                pool.endpoint,
-                what: "connect timed out after \(DurationText.format(configuration.connectTimeout))"
-            )
-        } else {
-            self.cluster.gatewayFailed(pool.endpoint, what: "connect failed: \(ProxyError.describe(error))")
-        }
-        guard self.exchange?.attempt == attempt else { return }
-        pool.endpoint.requestEnded()
-        self.exchange!.pool = nil
+        // The loops learn of an ejection through a posted task, so the healthy count is the same before and
+        // after the report.
         let failure: ProxyExchange.StateMachine.Failure =
             isTimeout
-            ? .connectTimedOut(endpoint: label, timeout: configuration.connectTimeout)
+            ? .connectTimedOut(endpoint: pool.endpoint.label, timeout: configuration.connectTimeout)
             : .connectFailed(
-                endpoint: label,
+                endpoint: pool.endpoint.label,
                 error: error,
                 noneHealthy: self.cluster.healthyCount == 0 ? (configuration.name, self.cluster.pools.count) : nil
             )
+        self.cluster.gatewayFailed(pool.endpoint, what: failure.summary)
+        guard self.exchange?.attempt == attempt else { return }
+        pool.endpoint.requestEnded()
+        self.exchange!.pool = nil
         self.attemptFailed(failure, on: pool)
     }
 

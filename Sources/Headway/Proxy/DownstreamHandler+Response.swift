@@ -60,11 +60,6 @@ extension DownstreamHandler {
         switch action {
         case .retry(let reason):
             // This answer never reaches the client: its connection goes, another endpoint gets the request.
-            self.cluster.metrics.retried()
-            self.logger.info(
-                "retrying on another endpoint",
-                metadata: ["endpoint.address": "\(pool.endpoint.label)", "reason": "\(reason)"]
-            )
             connection.lessee = nil
             connection.close()
             self.stopClock()
@@ -72,21 +67,14 @@ extension DownstreamHandler {
             self.cluster.responseFinished(pool.endpoint, status: head.status)
             self.exchange!.connection = nil
             self.exchange!.pool = nil
-            self.exchange!.failedPool = pool
-            self.dispatch()
+            self.retryElsewhere(after: pool, reason: reason)
             return
         case .openTunnel:
             self.startTunnel(head, context: context)
             return
         case .relay(let closeClient, let budgetRefusedRetry):
             if budgetRefusedRetry {
-                self.cluster.metrics.retryRefusedByBudget()
-                self.logger.warning(
-                    "retry budget exhausted; not retrying",
-                    metadata: [
-                        "endpoint.address": "\(pool.endpoint.label)", "reason": "answered \(head.status) (retry_on)",
-                    ]
-                )
+                self.retryRefusedByBudget(on: pool, reason: "answered \(head.status) (retry_on)")
             }
             if closeClient { self.closeAfterResponse = true }
         }
