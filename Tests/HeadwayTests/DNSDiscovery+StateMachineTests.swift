@@ -93,6 +93,7 @@ struct DNSDiscoveryStateMachineTests {
         var machine = self.machine()
         let delay = machine.jittered(.seconds(10), factor: 1.1, now: self.now)
         #expect(delay == .seconds(11))
+        #expect(machine.nextDelay == .seconds(11))
         #expect(machine.status.nextResolutionAt == self.now.addingTimeInterval(11))
     }
 }

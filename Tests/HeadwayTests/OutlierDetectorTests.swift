@@ -19,7 +19,8 @@ struct OutlierDetectorTests {
     @Test func aReportEjectsForTheBaseTimeAndTheTimerEndsIt() {
         var detector = self.detector()
         let decision = detector.outlierReported(self.pods[0], reason: "5 resets", endpointCount: 4, now: self.start)
-        #expect(decision == .eject(duration: .seconds(30), until: self.start + .seconds(30), ejection: 1))
+        #expect(decision == .eject(duration: .seconds(30), ejection: 1))
+        #expect(detector.record(for: self.pods[0])?.ejectedUntil == self.start + .seconds(30))
         #expect(detector.record(for: self.pods[0])?.lastEjectionReason == "5 resets")
         #expect(detector.outlierReported(self.pods[0], reason: "again", endpointCount: 4, now: self.start) == .none)
         #expect(detector.ejectionTimeEnded(self.pods[0], ejection: 1, now: self.start + .seconds(30)) == .uneject)
@@ -32,7 +33,7 @@ struct OutlierDetectorTests {
         var durations: [TimeAmount] = []
         for ejection in 1...12 {
             guard
-                case .eject(let duration, _, _) = detector.outlierReported(
+                case .eject(let duration, _) = detector.outlierReported(
                     self.pods[0],
                     reason: "5xx",
                     endpointCount: 4,
@@ -57,7 +58,8 @@ struct OutlierDetectorTests {
         _ = detector.ejectionTimeEnded(self.pods[0], ejection: 1, now: self.start + .seconds(30))
         let later = self.start + .seconds(30 + 31)
         let decision = detector.outlierReported(self.pods[0], reason: "5xx", endpointCount: 4, now: later)
-        #expect(decision == .eject(duration: .seconds(30), until: later + .seconds(30), ejection: 2))
+        #expect(decision == .eject(duration: .seconds(30), ejection: 2))
+        #expect(detector.record(for: self.pods[0])?.ejectedUntil == later + .seconds(30))
     }
 
     @Test func maxEjectionPercentBoundsTheEjectedButOneAlwaysMay() {

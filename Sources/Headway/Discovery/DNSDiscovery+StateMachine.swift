@@ -22,6 +22,8 @@ extension DNSDiscovery {
     struct StateMachine: Sendable {
         let settings: DNSDiscoverySettings
         private(set) var status = Status()
+        /// Until the next query, as the last ``jittered(_:factor:now:)`` decided; `nil` before the first.
+        private(set) var nextDelay: TimeAmount?
 
         init(settings: DNSDiscoverySettings) {
             self.settings = settings
@@ -136,6 +138,7 @@ extension DNSDiscovery {
         /// `delay` scaled by `factor` (drawn from 0.9...1.1 by the caller); records when the next query runs.
         mutating func jittered(_ delay: TimeAmount, factor: Double, now: Date) -> TimeAmount {
             let jittered = TimeAmount.nanoseconds(Int64(Double(delay.nanoseconds) * factor))
+            self.nextDelay = jittered
             self.status.nextResolutionAt = now.addingTimeInterval(Double(jittered.nanoseconds) / 1e9)
             return jittered
         }

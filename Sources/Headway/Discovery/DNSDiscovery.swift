@@ -52,7 +52,6 @@ final class DNSDiscovery: Service, Sendable {
     private let logger: Logger
     private let metrics: DiscoveryMetrics
     private let machine: NIOLockedValueBox<StateMachine>
-    private let nextDelay = NIOLockedValueBox<TimeAmount?>(nil)
 
     var settings: DNSDiscoverySettings { self.machine.withLockedValue { $0.settings } }
 
@@ -78,7 +77,8 @@ final class DNSDiscovery: Service, Sendable {
     func run() async throws {
         do {
             try await cancelWhenGracefulShutdown {
-                var delay = self.nextDelay.withLockedValue { $0 } ?? .zero
+                // Start-up resolves once before the services run: wait what that answer asked for.
+                var delay = self.machine.withLockedValue { $0.nextDelay } ?? .zero
                 while true {
                     try await Task.sleep(nanoseconds: UInt64(max(delay.nanoseconds, 0)))
                     delay = await self.resolveOnce()
@@ -111,7 +111,6 @@ final class DNSDiscovery: Service, Sendable {
             let action = machine.resolved(result, now: now)
             return (action, machine.jittered(action.delay, factor: Double.random(in: 0.9...1.1), now: now))
         }
-        self.nextDelay.withLockedValue { $0 = delay }
         self.perform(action, at: now)
         return delay
     }

@@ -41,8 +41,8 @@ struct OutlierDetector: Sendable {
     }
 
     enum Decision: Equatable, Sendable {
-        /// Take the endpoint out of rotation until `until`; the timer that ends it carries `ejection`.
-        case eject(duration: TimeAmount, until: NIODeadline, ejection: Int)
+        /// Take the endpoint out of rotation for `duration`; the timer that ends it carries `ejection`.
+        case eject(duration: TimeAmount, ejection: Int)
         /// Ejecting would take more than `max_ejection_percent` of the endpoints out: `ejected` already are.
         case refuseAtLimit(ejected: Int)
         /// Put the endpoint back in rotation.
@@ -87,7 +87,7 @@ struct OutlierDetector: Sendable {
         record.lastEjectionReason = reason
         record.passesWhileEjected = 0
         self.records[address] = record
-        return .eject(duration: duration, until: now + duration, ejection: record.ejections)
+        return .eject(duration: duration, ejection: record.ejections)
     }
 
     /// The timer of ejection number `ejection` fired.

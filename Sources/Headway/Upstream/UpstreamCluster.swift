@@ -286,7 +286,7 @@ package final class UpstreamCluster: Sendable {
                 metadata: metadata
             )
             return
-        case .eject(let duration, _, let ejection):
+        case .eject(let duration, let ejection):
             endpoint.isEjected = true
             endpoint.metrics.ejected()
             self.logger.warning("endpoint ejected for \(DurationText.format(duration))", metadata: metadata)
