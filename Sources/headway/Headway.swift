@@ -8,10 +8,26 @@ struct HeadwayCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "headway",
         abstract: "A client-side load-balancing HTTP proxy for Kubernetes headless services.",
+        discussion: """
+            Shell completions: headway --generate-completion-script bash|zsh|fish (see the README).
+            """,
         version: HeadwayVersion.string,
         subcommands: [Run.self, Validate.self, Demo.self],
         defaultSubcommand: Run.self
     )
+
+    /// `headway --help` also lists `run`'s options: running the proxy is what a newcomer came for, and the list of
+    /// subcommands alone would hide every flag.
+    static func main() async {
+        let arguments = Array(Swift.CommandLine.arguments.dropFirst())
+        if arguments == ["--help"] || arguments == ["-h"] || arguments == ["help"] {
+            print(Self.helpMessage())
+            print("\nWith no subcommand, headway runs the proxy:\n")
+            print(Self.helpMessage(for: Run.self))
+            return
+        }
+        await Self.main(arguments)
+    }
 }
 
 /// The options shared by `run` and `validate`: a file and the flags that override it.
@@ -49,6 +65,7 @@ struct ConfigurationOptions: ParsableArguments {
     @Option(help: .init(HeadwayConfiguration.help(forFlag: "--unhealthy-threshold"))) var unhealthyThreshold: String?
     @Option(help: .init(HeadwayConfiguration.help(forFlag: "--max-retries"))) var maxRetries: String?
     @Option(help: .init(HeadwayConfiguration.help(forFlag: "--drain-timeout"))) var drainTimeout: String?
+    @Option(help: .init(HeadwayConfiguration.help(forFlag: "--shutdown-delay"))) var shutdownDelay: String?
     @Option(help: .init(HeadwayConfiguration.help(forFlag: "--log-level"))) var logLevel: String?
     @Option(help: .init(HeadwayConfiguration.help(forFlag: "--log-format"))) var logFormat: String?
 
@@ -65,6 +82,7 @@ struct ConfigurationOptions: ParsableArguments {
             ("--health-interval", self.healthInterval), ("--health-timeout", self.healthTimeout),
             ("--healthy-threshold", self.healthyThreshold), ("--unhealthy-threshold", self.unhealthyThreshold),
             ("--max-retries", self.maxRetries), ("--drain-timeout", self.drainTimeout),
+            ("--shutdown-delay", self.shutdownDelay),
             ("--log-level", self.logLevel), ("--log-format", self.logFormat),
         ]
         for (flag, value) in given {

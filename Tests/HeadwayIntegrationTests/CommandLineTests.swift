@@ -59,6 +59,57 @@ extension IntegrationTests {
             #expect(log.contains("draining connections"))
         }
 
+        /// The sidecar's stop: the app beside it keeps sending for a while after both got SIGTERM. During
+        /// `shutdown_delay` every request on a new connection is served and `/ready` says 503; then the drain.
+        @Test func shutdownDelayKeepsAcceptingNewConnections() async throws {
+            let pods = try await EchoPods.start()
+            let listen = FreePort.onAll(["127.0.0.1"])
+            let admin = FreePort.onAll(["127.0.0.1"], except: [listen])
+            let headway = try HeadwayProcess([
+                "--endpoints", pods.endpoints.joined(separator: ","), "--listen", "127.0.0.1:\(listen)",
+                "--admin", "127.0.0.1:\(admin)", "--threads", "1", "--shutdown-delay", "1500ms",
+            ])
+            try await headway.waitUntilListening(on: listen)
+            headway.signal(SIGTERM)
+            let signalled = ContinuousClock.now
+            let ready = try await curl([
+                "--write-out", "%{http_code}", "--output", "/dev/null", "http://127.0.0.1:\(admin)/ready",
+            ])
+            var statuses: [String] = []
+            // One connection per request (a new curl each time), for 1.2 s of the 1.5 s delay.
+            while ContinuousClock.now - signalled < .milliseconds(1200) {
+                let result = try await curl([
+                    "--write-out", "%{http_code}", "--output", "/dev/null", "http://127.0.0.1:\(listen)/",
+                ])
+                statuses.append(result.stdout)
+            }
+            #expect(try await headway.waitForExit(timeout: .seconds(10)))
+            let stoppedAfter = ContinuousClock.now - signalled
+            try await pods.stop()
+            #expect(ready.stdout == "503", "/ready during shutdown_delay")
+            #expect(statuses.count >= 5 && statuses.allSatisfy { $0 == "200" }, "\(statuses)")
+            #expect(stoppedAfter >= .milliseconds(1500), "the drain began before shutdown_delay was over")
+            #expect(headway.process.terminationStatus == 0, "\(headway.log)")
+            #expect(headway.log.contains("still serving for shutdown_delay"), "\(headway.log)")
+            #expect(headway.log.contains("shutdown_delay over: draining"), "\(headway.log)")
+        }
+
+        @Test func aSecondSigtermSkipsTheShutdownDelay() async throws {
+            let listen = FreePort.onAll(["127.0.0.1"])
+            let headway = try HeadwayProcess([
+                "--endpoints", "127.0.0.2:1", "--listen", "127.0.0.1:\(listen)", "--admin", "127.0.0.1:0",
+                "--shutdown-delay", "60s",
+            ])
+            try await headway.waitUntilListening(on: listen)
+            headway.signal(SIGTERM)
+            try await Task.sleep(for: .milliseconds(300))
+            #expect(headway.process.isRunning, "the first SIGTERM must wait out the delay")
+            #expect(RawHTTP.canConnect(host: "127.0.0.1", port: listen), "still accepting during the delay")
+            headway.signal(SIGTERM)
+            #expect(try await headway.waitForExit(timeout: .seconds(5)), "the second SIGTERM did not skip the delay")
+            #expect(headway.process.terminationStatus == 0, "\(headway.log)")
+        }
+
         @Test func gigabyteBodiesStreamThroughWithBoundedMemory() async throws {
             let pods = try await NginxPods.start(count: 1)
             defer { pods.stop() }
@@ -238,6 +289,28 @@ extension IntegrationTests {
             let result = try await Command.run([IntegrationEnvironment.headwayBinary, "--version"])
             #expect(result.status == 0)
             #expect(result.stdout.trimmingCharacters(in: .whitespacesAndNewlines) == HeadwayVersion.string)
+        }
+
+        /// A newcomer's first command: the top-level help shows the subcommands and `run`'s flags.
+        @Test func topLevelHelpListsTheRunOptions() async throws {
+            let help = try await Command.run([IntegrationEnvironment.headwayBinary, "--help"])
+            #expect(help.status == 0)
+            #expect(help.stdout.contains("SUBCOMMANDS:"), "\(help.stdout)")
+            for flag in ["--endpoints", "--service", "--listen", "--policy", "--config"] {
+                #expect(help.stdout.contains(flag + " "), "headway --help lacks \(flag)")
+            }
+            #expect(help.stdout.contains("--generate-completion-script"), "completions are not mentioned")
+        }
+
+        @Test func completionScriptsOfferTheRunFlags() async throws {
+            for shell in ["bash", "zsh", "fish"] {
+                let script = try await Command.run([
+                    IntegrationEnvironment.headwayBinary, "--generate-completion-script", shell,
+                ])
+                #expect(script.status == 0, "\(shell): \(script.stderr)")
+                #expect(script.stdout.contains("endpoints"), "\(shell) completion lacks --endpoints")
+                #expect(script.stdout.contains("validate"), "\(shell) completion lacks the subcommands")
+            }
         }
 
         /// The executable declares its options by hand (swift-argument-parser needs them spelled out); this

@@ -167,3 +167,41 @@ struct EndpointsDocument: Decodable {
         try await Self.fetch(from: headway).upstreams[0].endpoints.first { $0.address == address }
     }
 }
+
+/// The `headway` binary as a child process, its standard error in a file: for signals, exit codes and logs.
+final class HeadwayProcess {
+    let process = Process()
+    let logFile = temporaryFile("headway.log")
+
+    init(_ arguments: [String]) throws {
+        _ = FileManager.default.createFile(atPath: self.logFile.path, contents: nil)
+        self.process.executableURL = URL(fileURLWithPath: IntegrationEnvironment.headwayBinary)
+        self.process.arguments = arguments
+        self.process.standardError = try FileHandle(forWritingTo: self.logFile)
+        self.process.standardOutput = FileHandle.nullDevice
+        try self.process.run()
+    }
+
+    deinit {
+        if self.process.isRunning { self.process.terminate() }
+        try? FileManager.default.removeItem(at: self.logFile)
+    }
+
+    var log: String { (try? String(contentsOf: self.logFile, encoding: .utf8)) ?? "" }
+
+    /// Waits (up to 5 s) until `port` on 127.0.0.1 accepts connections.
+    func waitUntilListening(on port: Int) async throws {
+        for _ in 0..<100 where !RawHTTP.canConnect(host: "127.0.0.1", port: port) {
+            try await Task.sleep(for: .milliseconds(50))
+        }
+    }
+
+    func signal(_ number: Int32) {
+        kill(self.process.processIdentifier, number)
+    }
+
+    /// Waits up to `timeout` for the process to end; returns whether it did.
+    func waitForExit(timeout: Duration) async throws -> Bool {
+        try await waitFor(timeout: timeout) { !self.process.isRunning } != nil
+    }
+}

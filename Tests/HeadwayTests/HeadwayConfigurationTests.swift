@@ -73,6 +73,28 @@ struct HeadwayConfigurationTests {
         #expect(configuration.listeners[0].upstream == "web")
     }
 
+    @Test func shutdownDelayIsOffByDefaultAndTakesZeroButNotLess() throws {
+        let defaults = try HeadwayConfiguration.load(
+            yaml: "upstreams:\n  web: {endpoints: [127.0.0.2:80]}\n",
+            overrides: .init()
+        )
+        #expect(defaults.shutdownDelay == .zero)
+        let set = try HeadwayConfiguration.load(
+            yaml: "shutdown_delay: 5s\nupstreams:\n  web: {endpoints: [127.0.0.2:80]}\n",
+            overrides: .init()
+        )
+        #expect(set.shutdownDelay == .seconds(5))
+        #expect(self.problems(yaml: "shutdown_delay: 0s\nupstreams:\n  web: {endpoints: [127.0.0.2:80]}\n").isEmpty)
+        let negative = self.problems(yaml: "upstreams:\n  web: {endpoints: [127.0.0.2:80]}\n") {
+            $0["--shutdown-delay"] = "-1s"
+        }
+        #expect(
+            negative == [
+                "--shutdown-delay: bad duration '-1s': write 0s or a positive number with a unit, such as 250ms, 2s or 1m"
+            ]
+        )
+    }
+
     @Test func everyProblemIsReportedWithItsKeyPath() {
         let found = self.problems(
             yaml: """

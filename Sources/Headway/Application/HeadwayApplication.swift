@@ -3,13 +3,14 @@ import NIOConcurrencyHelpers
 import NIOCore
 import NIOPosix
 import ServiceLifecycle
+import Synchronization
 import UnixSignals
 
 /// A whole Headway process, built from a configuration: the event loops, one ``UpstreamCluster`` per
 /// upstream, one ``ProxyServer`` per listener and the ``AdminServer``.
 ///
 /// `headway run` and the in-process tests build it the same way; ``run()`` serves until SIGTERM/SIGINT (or
-/// until ``triggerGracefulShutdown()``), drains, and returns.
+/// until ``triggerGracefulShutdown()``), waits out `shutdown_delay`, drains, and returns.
 package final class HeadwayApplication: Sendable {
     package let configuration: HeadwayConfiguration
     package let clusters: [UpstreamCluster]
@@ -21,7 +22,10 @@ package final class HeadwayApplication: Sendable {
     /// Runs the blocking libresolv calls of DNS discovery, off the event loops.
     private let resolverThreads: NIOThreadPool
     let logger: Logger
+    private let adminState: AdminState
     private let serviceGroup: ServiceGroup
+    private let handlesSignals: Bool
+    private let shutdown: Mutex<ShutdownSequence>
     private let bound = NIOLockedValueBox(BoundAddresses())
     private let boundStream: AsyncStream<Void>
     private let boundContinuation: AsyncStream<Void>.Continuation
@@ -34,6 +38,8 @@ package final class HeadwayApplication: Sendable {
     package init(configuration: HeadwayConfiguration, logger: Logger, handleSignals: Bool = true) throws {
         self.configuration = configuration
         self.logger = logger
+        self.handlesSignals = handleSignals
+        self.shutdown = Mutex(ShutdownSequence(delay: configuration.shutdownDelay))
         self.group = MultiThreadedEventLoopGroup(numberOfThreads: configuration.threads)
         let metrics = ProxyMetrics()
         self.metrics = metrics
@@ -75,6 +81,7 @@ package final class HeadwayApplication: Sendable {
             registry: self.metrics.registry,
             readyRequiresEndpoints: configuration.readyRequiresEndpoints
         )
+        self.adminState = adminState
         let bound = self.bound
         let continuation = self.boundContinuation
         self.admin = AdminServer(
@@ -111,13 +118,13 @@ package final class HeadwayApplication: Sendable {
         }
         self.proxies = proxies
         // Graceful shutdown runs in reverse order: listeners drain first while discovery, health checks and
-        // admin go on.
+        // admin go on. The signals are the application's own (see `stopRequested`): the group only runs it.
         self.serviceGroup = ServiceGroup(
             configuration: .init(
                 services: [.init(service: self.admin)] + discoveries.map { .init(service: $0) }
                     + self.clusters.compactMap(\.healthChecker).map { .init(service: $0) }
                     + proxies.map { .init(service: $0) },
-                gracefulShutdownSignals: handleSignals ? [.sigterm, .sigint] : [],
+                gracefulShutdownSignals: [],
                 cancellationSignals: [],
                 logger: logger
             )
@@ -145,7 +152,18 @@ package final class HeadwayApplication: Sendable {
             cluster.startupFinished()
         }
         do {
-            try await self.serviceGroup.run()
+            try await withThrowingTaskGroup(of: Void.self) { tasks in
+                if self.handlesSignals {
+                    let signals = await UnixSignalsSequence(trapping: .sigterm, .sigint)
+                    tasks.addTask {
+                        for await signal in signals {
+                            await self.stopRequested(by: signal == .sigint ? .interrupt : .terminate)
+                        }
+                    }
+                }
+                try await self.serviceGroup.run()
+                tasks.cancelAll()
+            }
         } catch {
             self.boundContinuation.finish()
             try? await self.resolverThreads.shutdownGracefully()
@@ -158,9 +176,39 @@ package final class HeadwayApplication: Sendable {
         self.logger.info("headway stopped")
     }
 
-    /// Starts the same drain as SIGTERM.
+    /// Starts the same shutdown as SIGTERM: `shutdown_delay`, then the drain.
     package func triggerGracefulShutdown() async {
-        await self.serviceGroup.triggerGracefulShutdown()
+        await self.stopRequested(by: .terminate)
+    }
+
+    private func stopRequested(by signal: ShutdownSequence.Signal) async {
+        let action = self.shutdown.withLock { $0.received(signal) }
+        await self.perform(action, after: signal)
+    }
+
+    private func perform(_ action: ShutdownSequence.Action, after signal: ShutdownSequence.Signal?) async {
+        let name = signal.map { $0 == .interrupt ? "SIGINT" : "SIGTERM" }
+        switch action {
+        case .none:
+            break
+        case .reportNotReadyAndWait(let delay):
+            self.adminState.isShuttingDown = true
+            self.logger.notice(
+                "\(name ?? "stop") received: /ready is 503, still serving for shutdown_delay, then draining (a second SIGTERM drains now)",
+                metadata: ["shutdown_delay": "\(DurationText.format(delay))"]
+            )
+            Task {
+                try? await Task.sleep(for: .nanoseconds(delay.nanoseconds))
+                let next = self.shutdown.withLock { $0.delayElapsed() }
+                await self.perform(next, after: nil)
+            }
+        case .drain:
+            self.adminState.isShuttingDown = true
+            self.logger.notice(
+                signal == nil ? "shutdown_delay over: draining" : "\(name ?? "stop") received: draining"
+            )
+            await self.serviceGroup.triggerGracefulShutdown()
+        }
     }
 
     /// Waits until the admin endpoint and every listener are bound, and returns their addresses (useful

@@ -32,20 +32,18 @@ struct ConfigurationReader {
         }
     }
 
-    mutating func duration(_ node: Node, at keyPath: String) -> TimeAmount? {
+    mutating func duration(_ node: Node, at keyPath: String, allowsZero: Bool = false) -> TimeAmount? {
         guard let text = node.scalar?.string else {
             self.problem(keyPath, "must be a duration such as 250ms, 2s or 1m")
             return nil
         }
-        return self.duration(text: text, at: keyPath)
+        return self.duration(text: text, at: keyPath, allowsZero: allowsZero)
     }
 
-    mutating func duration(text: String, at keyPath: String) -> TimeAmount? {
-        guard let amount = DurationText.parse(text), amount.nanoseconds > 0 else {
-            self.problem(
-                keyPath,
-                "bad duration '\(text)': write a positive number with a unit, such as 250ms, 2s or 1m"
-            )
+    mutating func duration(text: String, at keyPath: String, allowsZero: Bool = false) -> TimeAmount? {
+        guard let amount = DurationText.parse(text), amount.nanoseconds > 0 || (allowsZero && amount == .zero) else {
+            let expected = allowsZero ? "0s or a positive number" : "a positive number"
+            self.problem(keyPath, "bad duration '\(text)': write \(expected) with a unit, such as 250ms, 2s or 1m")
             return nil
         }
         return amount

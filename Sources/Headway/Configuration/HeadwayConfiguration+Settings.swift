@@ -28,6 +28,13 @@ extension HeadwayConfiguration {
             \.drainTimeout,
             help: "How long SIGTERM waits for in-flight requests, e.g. 10s."
         ),
+        .duration(
+            "shutdown_delay",
+            flag: "--shutdown-delay",
+            \.shutdownDelay,
+            allowsZero: true,
+            help: "After SIGTERM, keep accepting this long with /ready at 503 before draining, e.g. 5s."
+        ),
         .init("log_level", flag: "--log-level", help: "trace, debug, info, notice, warning, error or critical.") {
             reader,
             value,

@@ -8,6 +8,8 @@ import NIOCore
 ///   non-ejected endpoint; `false` ties the sidecar's readiness to Headway alone.
 /// - `threads` (integer, default: number of cores): event loops.
 /// - `drain_timeout` (duration, default `10s`): how long SIGTERM waits for in-flight requests.
+/// - `shutdown_delay` (duration, default `0s`): after SIGTERM, how long the listeners keep accepting (with
+///   `/ready` at 503) before the drain starts; a second SIGTERM, or SIGINT, skips it.
 /// - `log_level` (`trace`…`critical`, default `info`).
 /// - `listeners[]`: `listen` (`HOST:PORT`), `upstream` (the name of an upstream).
 /// - `upstreams.NAME`: `endpoints` (list of `HOST:PORT`) or `service` (`NAME:PORT`, resolved by DNS with the
@@ -23,6 +25,9 @@ package struct HeadwayConfiguration: Sendable, Equatable {
     package var readyRequiresEndpoints = true
     package var threads: Int
     package var drainTimeout: TimeAmount
+    /// After SIGTERM the listeners keep serving new connections this long (readiness already 503), because the
+    /// app beside a sidecar gets its SIGTERM at the same moment and often still sends requests.
+    package var shutdownDelay: TimeAmount = .zero
     package var logLevel: String
     /// How Headway's own log lines are written.
     package var logFormat: LogFormat = .text
@@ -182,7 +187,8 @@ package struct HeadwayConfiguration: Sendable, Equatable {
         }.joined(separator: " ")
         return
             "listeners=[\(listeners)] admin=\(self.admin) ready_requires_endpoints=\(self.readyRequiresEndpoints) threads=\(self.threads) client={\(self.client.summary)}"
-            + " drain_timeout=\(DurationText.format(self.drainTimeout)) log_level=\(self.logLevel) log_format=\(self.logFormat.rawValue) upstreams: \(upstreams)"
+            + " drain_timeout=\(DurationText.format(self.drainTimeout))"
+            + " shutdown_delay=\(DurationText.format(self.shutdownDelay)) log_level=\(self.logLevel) log_format=\(self.logFormat.rawValue) upstreams: \(upstreams)"
     }
 }
 

@@ -50,9 +50,10 @@ extension Setting {
         _ key: String,
         flag: String? = nil,
         _ path: any WritableKeyPath<Block, TimeAmount> & Sendable,
+        allowsZero: Bool = false,
         help: String
     ) -> Self {
-        .scalar(key, flag: flag, path, help: help) { $0.duration($1, at: $2) }
+        .scalar(key, flag: flag, path, help: help) { $0.duration($1, at: $2, allowsZero: allowsZero) }
     }
 
     /// A duration that is off until given.
