@@ -411,5 +411,41 @@ extension IntegrationTests {
             #expect(metrics.stdout.contains("headway_upstream_request_duration_seconds_count"))
             #expect(metrics.stdout.contains("headway_upstream_connections_open{upstream=\"default\"} 3"))
         }
+
+        /// What Prometheus users run in CI against an exporter: every family has HELP and TYPE, names and
+        /// samples are well formed. Scraped after traffic, a refused connection and a health check, so that
+        /// every kind of family (counter, gauge, histogram, the process figures) is in the text.
+        @Test func metricsPassPromtool() async throws {
+            let pods = try await NginxPods.start(count: 2)
+            defer { pods.stop() }
+            let headway = try await InProcessHeadway.start {
+                $0[list: "--endpoints"] = pods.endpoints + ["127.0.0.9:\(NginxPods.port)"]
+                $0["--health-path"] = "/healthz"
+                $0["--health-interval"] = "200ms"
+                $0["--health-timeout"] = "100ms"
+            }
+            _ = try await curl((1...6).flatMap { ["--output", "/dev/null", "\(headway.listenURL)/p\($0)"] })
+            try await Task.sleep(for: .milliseconds(300))
+            let metrics = try await curl(["\(headway.adminURL)/metrics"]).stdout
+            try await headway.stop()
+            let input = temporaryFile("metrics.txt")
+            defer { try? FileManager.default.removeItem(at: input) }
+            try metrics.write(to: input, atomically: true, encoding: .utf8)
+            let check = try await Command.run(["sh", "-c", "promtool check metrics < '\(input.path)'"])
+            #expect(check.status == 0, "promtool: \(check.stdout)\(check.stderr)")
+            #expect(check.stdout.isEmpty && check.stderr.isEmpty, "promtool: \(check.stdout)\(check.stderr)")
+            #expect(metrics.contains("headway_build_info{version=\"\(HeadwayVersion.string)\"} 1"))
+            for family in MetricFamily.allCases
+            where family != .configReloads && !family.rawValue.hasPrefix("headway_dns") {
+                #expect(metrics.contains("# HELP \(family.rawValue) "), "no HELP line for \(family.rawValue)")
+            }
+            let resident = metrics.split(separator: "\n").first { $0.hasPrefix("process_resident_memory_bytes ") }
+            #expect(resident.flatMap { Double($0.split(separator: " ")[1]) }.map { $0 > 1_000_000 } == true)
+            for name in [
+                "process_cpu_seconds_total", "process_open_fds", "process_max_fds", "process_start_time_seconds",
+            ] {
+                #expect(metrics.contains("\n\(name) "), "no \(name)")
+            }
+        }
     }
 }

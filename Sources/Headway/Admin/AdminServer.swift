@@ -78,20 +78,20 @@ package final class AdminServer: Service, Sendable {
 final class AdminState: Sendable {
     let clusters: [UpstreamCluster]
     let discoveries: [DNSDiscovery]
-    let registry: PrometheusCollectorRegistry
+    let metrics: ProxyMetrics
     let readyRequiresEndpoints: Bool
     private let shuttingDown = Atomic<Bool>(false)
 
     init(
         clusters: [UpstreamCluster],
         discoveries: [DNSDiscovery],
-        registry: PrometheusCollectorRegistry,
+        metrics: ProxyMetrics,
         readyRequiresEndpoints: Bool
     ) {
         self.clusters = clusters
         self.readyRequiresEndpoints = readyRequiresEndpoints
         self.discoveries = discoveries
-        self.registry = registry
+        self.metrics = metrics
     }
 
     var isShuttingDown: Bool {
@@ -280,7 +280,7 @@ private final class AdminHandler: ChannelInboundHandler {
             let (ready, reason) = self.state.readiness
             return (ready ? .ok : .serviceUnavailable, "text/plain; charset=utf-8", Array((reason + "\n").utf8))
         case "/metrics":
-            return (.ok, "text/plain; version=0.0.4; charset=utf-8", self.state.registry.emitToBuffer())
+            return (.ok, "text/plain; version=0.0.4; charset=utf-8", self.state.metrics.exposition())
         default:
             return (
                 .notFound, "text/plain; charset=utf-8",

@@ -78,7 +78,7 @@ package final class HeadwayApplication: Sendable {
         let adminState = AdminState(
             clusters: self.clusters,
             discoveries: discoveries,
-            registry: self.metrics.registry,
+            metrics: self.metrics,
             readyRequiresEndpoints: configuration.readyRequiresEndpoints
         )
         self.adminState = adminState

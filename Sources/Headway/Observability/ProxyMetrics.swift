@@ -1,4 +1,3 @@
-import CoreMetrics
 import NIOCore
 import Prometheus
 
@@ -8,102 +7,150 @@ import FoundationEssentials
 import Foundation
 #endif
 
-/// Builds metric objects once (when an endpoint joins) with bounded labels: upstream, endpoint, status class.
-///
-/// Headway passes its own factory around instead of relying on the global `MetricsSystem`, so that several
-/// proxies can run in one test process and the admin page always shows this process's registry.
-package struct ProxyMetrics: Sendable {
-    package let registry: PrometheusCollectorRegistry
-    let factory: PrometheusMetricsFactory
+/// Every metric family Headway exports: its name and its `# HELP` line, in one place.
+package enum MetricFamily: String, CaseIterable, Sendable {
+    case buildInfo = "headway_build_info"
+    case configReloads = "headway_config_reloads_total"
+    case clientConnectionsOpen = "headway_client_connections_open"
+    case upstreamResponses = "headway_upstream_responses_total"
+    case upstreamRequestDuration = "headway_upstream_request_duration_seconds"
+    case upstreamConnectFailures = "headway_upstream_connect_failures_total"
+    case upstreamErrors = "headway_upstream_errors_total"
+    case upstreamConnectionsOpened = "headway_upstream_connections_opened_total"
+    case upstreamConnectionsOpen = "headway_upstream_connections_open"
+    case upstreamConnectionsIdle = "headway_upstream_connections_idle"
+    case upstreamEndpoints = "headway_upstream_endpoints"
+    case upstreamHealthyEndpoints = "headway_upstream_healthy_endpoints"
+    case upstreamPanicMode = "headway_upstream_panic_mode"
+    case endpointRoutable = "headway_endpoint_routable"
+    case healthChecks = "headway_health_checks_total"
+    case outlierEjections = "headway_outlier_ejections_total"
+    case localResponses = "headway_local_responses_total"
+    case retries = "headway_retries_total"
+    case retryBudgetExhausted = "headway_retry_budget_exhausted_total"
+    case dnsResolutions = "headway_dns_resolutions_total"
+    case dnsLastSuccess = "headway_dns_last_success_timestamp_seconds"
 
-    package init(registry: PrometheusCollectorRegistry = PrometheusCollectorRegistry()) {
-        self.registry = registry
-        var factory = PrometheusMetricsFactory(registry: registry)
-        factory.defaultDurationHistogramBuckets = [
-            .microseconds(500), .milliseconds(1), .milliseconds(2), .milliseconds(5), .milliseconds(10),
-            .milliseconds(25), .milliseconds(50), .milliseconds(100), .milliseconds(250), .milliseconds(500),
-            .seconds(1), .seconds(2.5), .seconds(5), .seconds(10),
-        ]
-        self.factory = factory
+    /// The name is whole in `metricName` (with its unit already), so the descriptor's unit stays empty.
+    var descriptor: MetricNameDescriptor {
+        MetricNameDescriptor(metricName: self.rawValue, unitName: "", helpText: self.help)
     }
 
-    func endpointMetrics(upstream: String, endpoint: String) -> EndpointMetrics {
-        EndpointMetrics(upstream: upstream, endpoint: endpoint, factory: self.factory)
-    }
-
-    func upstreamMetrics(upstream: String) -> UpstreamMetrics {
-        UpstreamMetrics(upstream: upstream, factory: self.factory)
-    }
-
-    /// Client connections open on a listener, the one figure that shows connection leaks and floods.
-    func clientConnections(listener: String) -> Meter {
-        Meter(label: "headway_client_connections_open", dimensions: [("listener", listener)], factory: self.factory)
-    }
-
-    func discoveryMetrics(upstream: String) -> DiscoveryMetrics {
-        DiscoveryMetrics(upstream: upstream, factory: self.factory)
+    package var help: String {
+        switch self {
+        case .buildInfo: "Always 1; the version label says which Headway is running."
+        case .configReloads: "Configuration reloads (SIGHUP), by result: success or error."
+        case .clientConnectionsOpen: "Client connections open on a listener."
+        case .upstreamResponses: "Responses from an endpoint, by status class."
+        case .upstreamRequestDuration: "Time from sending a request to an endpoint to the end of its response."
+        case .upstreamConnectFailures: "Connections to an endpoint that could not be opened."
+        case .upstreamErrors: "Exchanges with an endpoint that failed after connecting (reset, timeout, bad response)."
+        case .upstreamConnectionsOpened: "Connections opened to an endpoint."
+        case .upstreamConnectionsOpen: "Connections open to an upstream's endpoints."
+        case .upstreamConnectionsIdle: "Idle keep-alive connections to an upstream's endpoints."
+        case .upstreamEndpoints: "Endpoints of an upstream, by state: active or draining."
+        case .upstreamHealthyEndpoints: "Endpoints of an upstream that are healthy and not ejected."
+        case .upstreamPanicMode: "1 while too few endpoints are healthy and requests go to all of them."
+        case .endpointRoutable: "1 while an endpoint may take requests outside panic mode (healthy, not ejected)."
+        case .healthChecks: "Active health checks of an endpoint, by result: pass or fail."
+        case .outlierEjections: "Times an endpoint was ejected for consecutive failures."
+        case .localResponses: "Responses Headway answered itself (no endpoint, timeout, limit)."
+        case .retries: "Requests sent again to another endpoint."
+        case .retryBudgetExhausted: "Retries not sent because the retry budget was spent."
+        case .dnsResolutions: "DNS resolutions of an upstream's service, by result."
+        case .dnsLastSuccess: "Unix time of an upstream's last successful DNS resolution."
+        }
     }
 }
 
-/// Per-endpoint metrics, created when the endpoint joins and destroyed when it leaves.
-struct EndpointMetrics: Sendable {
-    /// Responses by status class: index 0 is 1xx … index 4 is 5xx.
-    private let responsesByClass: [CoreMetrics.Counter]
-    private let connectFailures: CoreMetrics.Counter
-    private let upstreamErrors: CoreMetrics.Counter
-    private let connectionsOpened: CoreMetrics.Counter
-    private let requestDuration: CoreMetrics.Timer
-    private let checksPassed: CoreMetrics.Counter
-    private let checksFailed: CoreMetrics.Counter
-    private let ejections: CoreMetrics.Counter
-    /// 1 while the endpoint may take requests outside panic mode (healthy and not ejected), else 0.
-    private let routable: Meter
+/// Builds metric objects once (when an endpoint joins) with bounded labels: upstream, endpoint, status class.
+///
+/// Headway passes its own registry around instead of relying on a global metrics system, so that several
+/// proxies can run in one test process and the admin page always shows this process's registry. Metrics are
+/// made on the registry itself (not through swift-metrics) so that every family carries its `# HELP` line.
+package struct ProxyMetrics: Sendable {
+    package let registry: PrometheusCollectorRegistry
+    static let durationBuckets: [Duration] = [
+        .microseconds(500), .milliseconds(1), .milliseconds(2), .milliseconds(5), .milliseconds(10),
+        .milliseconds(25), .milliseconds(50), .milliseconds(100), .milliseconds(250), .milliseconds(500),
+        .seconds(1), .seconds(2.5), .seconds(5), .seconds(10),
+    ]
 
-    init(upstream: String, endpoint: String, factory: PrometheusMetricsFactory) {
-        let dimensions = [("upstream", upstream), ("endpoint", endpoint)]
+    package init(registry: PrometheusCollectorRegistry = PrometheusCollectorRegistry()) {
+        self.registry = registry
+        self.gauge(.buildInfo, [("version", HeadwayVersion.string)]).set(to: 1)
+    }
+
+    func counter(_ family: MetricFamily, _ labels: [(String, String)]) -> Counter {
+        self.registry.makeCounter(descriptor: family.descriptor, labels: labels)
+    }
+
+    func gauge(_ family: MetricFamily, _ labels: [(String, String)]) -> Gauge {
+        self.registry.makeGauge(descriptor: family.descriptor, labels: labels)
+    }
+
+    func durationHistogram(_ family: MetricFamily, _ labels: [(String, String)]) -> DurationHistogram {
+        self.registry.makeDurationHistogram(
+            descriptor: family.descriptor,
+            labels: labels,
+            buckets: Self.durationBuckets
+        )
+    }
+
+    func endpointMetrics(upstream: String, endpoint: String) -> EndpointMetrics {
+        EndpointMetrics(upstream: upstream, endpoint: endpoint, metrics: self)
+    }
+
+    func upstreamMetrics(upstream: String) -> UpstreamMetrics {
+        UpstreamMetrics(upstream: upstream, metrics: self)
+    }
+
+    /// Client connections open on a listener, the one figure that shows connection leaks and floods.
+    func clientConnections(listener: String) -> Gauge {
+        self.gauge(.clientConnectionsOpen, [("listener", listener)])
+    }
+
+    func discoveryMetrics(upstream: String) -> DiscoveryMetrics {
+        DiscoveryMetrics(upstream: upstream, metrics: self)
+    }
+
+    /// The text `/metrics` serves: the registry, then the process's own figures.
+    func exposition() -> [UInt8] {
+        var buffer = self.registry.emitToBuffer()
+        buffer.append(contentsOf: ProcessMetrics.read().exposition.utf8)
+        return buffer
+    }
+}
+
+/// Per-endpoint metrics, created when the endpoint joins and removed from the registry when it leaves.
+struct EndpointMetrics: Sendable {
+    private let registry: PrometheusCollectorRegistry
+    /// Responses by status class: index 0 is 1xx … index 4 is 5xx.
+    private let responsesByClass: [Counter]
+    private let connectFailures: Counter
+    private let upstreamErrors: Counter
+    private let connectionsOpened: Counter
+    private let requestDuration: DurationHistogram
+    private let checksPassed: Counter
+    private let checksFailed: Counter
+    private let ejections: Counter
+    /// 1 while the endpoint may take requests outside panic mode (healthy and not ejected), else 0.
+    private let routable: Gauge
+
+    init(upstream: String, endpoint: String, metrics: ProxyMetrics) {
+        let labels = [("upstream", upstream), ("endpoint", endpoint)]
+        self.registry = metrics.registry
         self.responsesByClass = (1...5).map { statusClass in
-            CoreMetrics.Counter(
-                label: "headway_upstream_responses_total",
-                dimensions: dimensions + [("status_class", "\(statusClass)xx")],
-                factory: factory
-            )
+            metrics.counter(.upstreamResponses, labels + [("status_class", "\(statusClass)xx")])
         }
-        self.connectFailures = CoreMetrics.Counter(
-            label: "headway_upstream_connect_failures_total",
-            dimensions: dimensions,
-            factory: factory
-        )
-        self.upstreamErrors = CoreMetrics.Counter(
-            label: "headway_upstream_errors_total",
-            dimensions: dimensions,
-            factory: factory
-        )
-        self.connectionsOpened = CoreMetrics.Counter(
-            label: "headway_upstream_connections_opened_total",
-            dimensions: dimensions,
-            factory: factory
-        )
-        self.requestDuration = CoreMetrics.Timer(
-            label: "headway_upstream_request_duration_seconds",
-            dimensions: dimensions,
-            factory: factory
-        )
-        self.checksPassed = CoreMetrics.Counter(
-            label: "headway_health_checks_total",
-            dimensions: dimensions + [("result", "pass")],
-            factory: factory
-        )
-        self.checksFailed = CoreMetrics.Counter(
-            label: "headway_health_checks_total",
-            dimensions: dimensions + [("result", "fail")],
-            factory: factory
-        )
-        self.ejections = CoreMetrics.Counter(
-            label: "headway_outlier_ejections_total",
-            dimensions: dimensions,
-            factory: factory
-        )
-        self.routable = Meter(label: "headway_endpoint_routable", dimensions: dimensions, factory: factory)
+        self.connectFailures = metrics.counter(.upstreamConnectFailures, labels)
+        self.upstreamErrors = metrics.counter(.upstreamErrors, labels)
+        self.connectionsOpened = metrics.counter(.upstreamConnectionsOpened, labels)
+        self.requestDuration = metrics.durationHistogram(.upstreamRequestDuration, labels)
+        self.checksPassed = metrics.counter(.healthChecks, labels + [("result", "pass")])
+        self.checksFailed = metrics.counter(.healthChecks, labels + [("result", "fail")])
+        self.ejections = metrics.counter(.outlierEjections, labels)
+        self.routable = metrics.gauge(.endpointRoutable, labels)
     }
 
     func recordResponse(status: UInt, duration: TimeAmount) {
@@ -117,72 +164,43 @@ struct EndpointMetrics: Sendable {
     func connectionOpened() { self.connectionsOpened.increment() }
     func checkFinished(passed: Bool) { (passed ? self.checksPassed : self.checksFailed).increment() }
     func ejected() { self.ejections.increment() }
-    func routableChanged(_ isRoutable: Bool) { self.routable.set(isRoutable ? 1 : 0) }
+    func routableChanged(_ isRoutable: Bool) { self.routable.set(to: isRoutable ? 1 : 0) }
 
     func destroy() {
-        self.checksPassed.destroy()
-        self.checksFailed.destroy()
-        self.ejections.destroy()
-        self.routable.destroy()
-        for counter in self.responsesByClass { counter.destroy() }
-        self.connectFailures.destroy()
-        self.upstreamErrors.destroy()
-        self.connectionsOpened.destroy()
-        self.requestDuration.destroy()
+        let counters =
+            self.responsesByClass + [
+                self.connectFailures, self.upstreamErrors, self.connectionsOpened, self.checksPassed,
+                self.checksFailed, self.ejections,
+            ]
+        for counter in counters { self.registry.unregisterCounter(counter) }
+        self.registry.unregisterGauge(self.routable)
+        self.registry.unregisterDurationHistogram(self.requestDuration)
     }
 }
 
 /// Per-upstream metrics: answers Headway gave itself (no endpoint, timeouts) and the connection gauges.
 struct UpstreamMetrics: Sendable {
-    private let localResponses: CoreMetrics.Counter
-    private let openConnections: Meter
-    private let idleConnections: Meter
-    private let activeEndpoints: Meter
-    private let drainingEndpoints: Meter
-    private let healthyEndpoints: Meter
-    private let panicMode: Meter
-    private let retries: CoreMetrics.Counter
-    private let retriesRefusedByBudget: CoreMetrics.Counter
+    private let localResponses: Counter
+    private let openConnections: Gauge
+    private let idleConnections: Gauge
+    private let activeEndpoints: Gauge
+    private let drainingEndpoints: Gauge
+    private let healthyEndpoints: Gauge
+    private let panicMode: Gauge
+    private let retries: Counter
+    private let retriesRefusedByBudget: Counter
 
-    init(upstream: String, factory: PrometheusMetricsFactory) {
-        let dimensions = [("upstream", upstream)]
-        self.localResponses = CoreMetrics.Counter(
-            label: "headway_local_responses_total",
-            dimensions: dimensions,
-            factory: factory
-        )
-        self.openConnections = Meter(
-            label: "headway_upstream_connections_open",
-            dimensions: dimensions,
-            factory: factory
-        )
-        self.idleConnections = Meter(
-            label: "headway_upstream_connections_idle",
-            dimensions: dimensions,
-            factory: factory
-        )
-        self.activeEndpoints = Meter(
-            label: "headway_upstream_endpoints",
-            dimensions: dimensions + [("state", "active")],
-            factory: factory
-        )
-        self.drainingEndpoints = Meter(
-            label: "headway_upstream_endpoints",
-            dimensions: dimensions + [("state", "draining")],
-            factory: factory
-        )
-        self.healthyEndpoints = Meter(
-            label: "headway_upstream_healthy_endpoints",
-            dimensions: dimensions,
-            factory: factory
-        )
-        self.panicMode = Meter(label: "headway_upstream_panic_mode", dimensions: dimensions, factory: factory)
-        self.retries = CoreMetrics.Counter(label: "headway_retries_total", dimensions: dimensions, factory: factory)
-        self.retriesRefusedByBudget = CoreMetrics.Counter(
-            label: "headway_retry_budget_exhausted_total",
-            dimensions: dimensions,
-            factory: factory
-        )
+    init(upstream: String, metrics: ProxyMetrics) {
+        let labels = [("upstream", upstream)]
+        self.localResponses = metrics.counter(.localResponses, labels)
+        self.openConnections = metrics.gauge(.upstreamConnectionsOpen, labels)
+        self.idleConnections = metrics.gauge(.upstreamConnectionsIdle, labels)
+        self.activeEndpoints = metrics.gauge(.upstreamEndpoints, labels + [("state", "active")])
+        self.drainingEndpoints = metrics.gauge(.upstreamEndpoints, labels + [("state", "draining")])
+        self.healthyEndpoints = metrics.gauge(.upstreamHealthyEndpoints, labels)
+        self.panicMode = metrics.gauge(.upstreamPanicMode, labels)
+        self.retries = metrics.counter(.retries, labels)
+        self.retriesRefusedByBudget = metrics.counter(.retryBudgetExhausted, labels)
     }
 
     func localResponseSent() { self.localResponses.increment() }
@@ -190,12 +208,12 @@ struct UpstreamMetrics: Sendable {
     func connectionClosed() { self.openConnections.decrement() }
     func idleConnectionsChanged(by delta: Int) { self.idleConnections.increment(by: Double(delta)) }
     func endpointCountsChanged(active: Int, draining: Int) {
-        self.activeEndpoints.set(active)
-        self.drainingEndpoints.set(draining)
+        self.activeEndpoints.set(to: Double(active))
+        self.drainingEndpoints.set(to: Double(draining))
     }
     func healthChanged(healthy: Int, panic: Bool) {
-        self.healthyEndpoints.set(healthy)
-        self.panicMode.set(panic ? 1 : 0)
+        self.healthyEndpoints.set(to: Double(healthy))
+        self.panicMode.set(to: panic ? 1 : 0)
     }
     func retried() { self.retries.increment() }
     func retryRefusedByBudget() { self.retriesRefusedByBudget.increment() }
@@ -210,22 +228,14 @@ struct DiscoveryMetrics: Sendable {
         case failure
     }
 
-    private let resolutions: [CoreMetrics.Counter]
-    private let lastSuccessTimestamp: Meter
+    private let resolutions: [Counter]
+    private let lastSuccessTimestamp: Gauge
 
-    init(upstream: String, factory: PrometheusMetricsFactory) {
+    init(upstream: String, metrics: ProxyMetrics) {
         self.resolutions = Result.allCases.map { result in
-            CoreMetrics.Counter(
-                label: "headway_dns_resolutions_total",
-                dimensions: [("upstream", upstream), ("result", result.rawValue)],
-                factory: factory
-            )
+            metrics.counter(.dnsResolutions, [("upstream", upstream), ("result", result.rawValue)])
         }
-        self.lastSuccessTimestamp = Meter(
-            label: "headway_dns_last_success_timestamp_seconds",
-            dimensions: [("upstream", upstream)],
-            factory: factory
-        )
+        self.lastSuccessTimestamp = metrics.gauge(.dnsLastSuccess, [("upstream", upstream)])
     }
 
     func resolved(_ result: Result) {
@@ -233,6 +243,6 @@ struct DiscoveryMetrics: Sendable {
     }
 
     func lastSuccess(at date: Date) {
-        self.lastSuccessTimestamp.set(date.timeIntervalSince1970)
+        self.lastSuccessTimestamp.set(to: date.timeIntervalSince1970)
     }
 }

@@ -1,9 +1,9 @@
-import CoreMetrics
 import Logging
 import NIOCore
 import NIOExtras
 import NIOHTTP1
 import NIOPosix
+import Prometheus
 import ServiceLifecycle
 import Synchronization
 
@@ -18,7 +18,7 @@ package final class ProxyServer: Service, Sendable {
     let client: ClientSettings
     /// Client connections open on this listener, against `client.max_connections`.
     let openConnections = Atomic<Int>(0)
-    private let openConnectionsGauge: Meter
+    private let openConnectionsGauge: Gauge
     let drainTimeout: TimeAmount
     let logger: Logger
     let onBound: @Sendable (SocketAddress) -> Void
