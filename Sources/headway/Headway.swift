@@ -68,6 +68,8 @@ struct ConfigurationOptions: ParsableArguments {
     @Option(help: .init(HeadwayConfiguration.help(forFlag: "--shutdown-delay"))) var shutdownDelay: String?
     @Option(help: .init(HeadwayConfiguration.help(forFlag: "--log-level"))) var logLevel: String?
     @Option(help: .init(HeadwayConfiguration.help(forFlag: "--log-format"))) var logFormat: String?
+    @Option(help: .init(HeadwayConfiguration.help(forFlag: "--access-log"))) var accessLog: String?
+    @Option(help: .init(HeadwayConfiguration.help(forFlag: "--access-log-format"))) var accessLogFormat: String?
 
     var overrides: ConfigurationOverrides {
         var overrides = ConfigurationOverrides()
@@ -83,7 +85,8 @@ struct ConfigurationOptions: ParsableArguments {
             ("--healthy-threshold", self.healthyThreshold), ("--unhealthy-threshold", self.unhealthyThreshold),
             ("--max-retries", self.maxRetries), ("--drain-timeout", self.drainTimeout),
             ("--shutdown-delay", self.shutdownDelay),
-            ("--log-level", self.logLevel), ("--log-format", self.logFormat),
+            ("--log-level", self.logLevel), ("--log-format", self.logFormat), ("--access-log", self.accessLog),
+            ("--access-log-format", self.accessLogFormat),
         ]
         for (flag, value) in given {
             overrides[flag] = value
@@ -145,11 +148,14 @@ struct Run: AsyncParsableCommand {
     func run() async throws {
         let configuration = try self.options.load()
         let logger = makeLogger(level: configuration.logLevel, format: configuration.logFormat)
-        let application = try HeadwayApplication(configuration: configuration, logger: logger)
         do {
+            let application = try HeadwayApplication(configuration: configuration, logger: logger)
             try await application.run()
         } catch let error as BindError {
             // An address in use is a configuration problem: one line naming the address and its owner, exit 2.
+            FileHandle.standardError.write(Data("headway: \(error)\n".utf8))
+            throw ExitCode(2)
+        } catch let error as AccessLogError {
             FileHandle.standardError.write(Data("headway: \(error)\n".utf8))
             throw ExitCode(2)
         }

@@ -21,6 +21,7 @@ struct DownstreamHandlerTests {
             channel.pipeline.syncOperations,
             cluster: cluster,
             client: .init(),
+            accessLog: nil,
             logger: Logger(label: "test")
         )
         try channel.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 1)).wait()

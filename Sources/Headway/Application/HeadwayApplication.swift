@@ -19,6 +19,7 @@ package final class HeadwayApplication: Sendable {
     let admin: AdminServer
     let proxies: [ProxyServer]
     let discoveries: [DNSDiscovery]
+    let accessLog: AccessLog?
     /// Runs the blocking libresolv calls of DNS discovery, off the event loops.
     private let resolverThreads: NIOThreadPool
     let logger: Logger
@@ -44,6 +45,12 @@ package final class HeadwayApplication: Sendable {
         let metrics = ProxyMetrics()
         self.metrics = metrics
         let loops = Array(self.group.makeIterator())
+        do {
+            self.accessLog = try configuration.accessLog.map { try AccessLog(settings: $0, eventLoops: loops) }
+        } catch {
+            try? self.group.syncShutdownGracefully()
+            throw error
+        }
         self.clusters = configuration.upstreams.map { upstream in
             UpstreamCluster(configuration: upstream, eventLoops: loops, metrics: metrics, logger: logger)
         }
@@ -106,6 +113,7 @@ package final class HeadwayApplication: Sendable {
                     group: self.group,
                     client: configuration.client,
                     drainTimeout: configuration.drainTimeout,
+                    accessLog: self.accessLog,
                     metrics: metrics,
                     logger: logger,
                     onBound: { address in
@@ -166,11 +174,13 @@ package final class HeadwayApplication: Sendable {
             }
         } catch {
             self.boundContinuation.finish()
+            await self.accessLog?.finish()
             try? await self.resolverThreads.shutdownGracefully()
             try? await self.group.shutdownGracefully()
             throw error
         }
         self.boundContinuation.finish()
+        await self.accessLog?.finish()
         try await self.resolverThreads.shutdownGracefully()
         try await self.group.shutdownGracefully()
         self.logger.info("headway stopped")

@@ -20,9 +20,13 @@ extension ConfigurationReader {
             at: "",
             settings: HeadwayConfiguration.settings,
             into: &configuration,
-            structural: ["client", "listeners", "upstreams"]
+            structural: ["access_log", "client", "listeners", "upstreams"]
         ) { reader, key, value, keyPath, configuration in
             switch key {
+            case "access_log":
+                var settings = AccessLogSettings()
+                reader.readBlock(value, at: keyPath, settings: AccessLogSettings.settings, into: &settings)
+                configuration.accessLog = settings
             case "client":
                 reader.readClient(value, at: keyPath, into: &configuration.client)
             case "listeners":

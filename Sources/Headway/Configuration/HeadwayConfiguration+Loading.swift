@@ -40,6 +40,12 @@ extension ConfigurationReader {
 
     mutating func apply(_ overrides: ConfigurationOverrides, to configuration: inout HeadwayConfiguration) {
         self.applyFlags(overrides, of: HeadwayConfiguration.settings, to: &configuration)
+        if AccessLogSettings.settings.contains(where: { $0.flag.map(overrides.isGiven) == true }) {
+            // Either flag turns the access log on; the other keeps the file's value or the default.
+            var settings = configuration.accessLog ?? AccessLogSettings()
+            self.applyFlags(overrides, of: AccessLogSettings.settings, to: &settings)
+            configuration.accessLog = settings
+        }
         let singleFlags = Self.singleUpstreamFlags.filter(overrides.isGiven)
         guard !singleFlags.isEmpty else { return }
         guard configuration.upstreams.count == 1, configuration.listeners.count == 1 else {

@@ -51,6 +51,28 @@ extension HeadwayConfiguration {
     ]
 }
 
+extension AccessLogSettings {
+    static let settings: [Setting<Self>] = [
+        .init("path", flag: "--access-log", help: "Access log: stdout, stderr or a file's path (off unless given).") {
+            reader,
+            value,
+            keyPath,
+            settings in
+            guard let path = value.scalar?.string, !path.isEmpty else {
+                reader.problem(keyPath, "must be stdout, stderr or a file's path")
+                return
+            }
+            settings.path = path
+        },
+        .choice(
+            "format",
+            flag: "--access-log-format",
+            \.format,
+            help: "Access log lines: json (default) or combined (Apache's, then Headway's fields)."
+        ),
+    ]
+}
+
 extension HeadwayConfiguration.Upstream {
     static let settings: [Setting<Self>] = [
         .init(
@@ -282,7 +304,8 @@ extension HeadwayConfiguration {
     /// The help line of `flag`, from its setting, for the command line.
     package static func help(forFlag flag: String) -> String {
         let lines =
-            Self.settings.map { ($0.flag, $0.help) } + Upstream.settings.map { ($0.flag, $0.help) }
+            Self.settings.map { ($0.flag, $0.help) } + AccessLogSettings.settings.map { ($0.flag, $0.help) }
+            + Upstream.settings.map { ($0.flag, $0.help) }
             + DNSDiscoverySettings.settings.map { ($0.flag, $0.help) }
             + HealthCheckSettings.settings.map { ($0.flag, $0.help) }
         guard let line = lines.first(where: { $0.0 == flag }) else {
@@ -293,6 +316,7 @@ extension HeadwayConfiguration {
 
     /// Every flag the settings tables declare, for a test that the executable offers each of them.
     package static var flags: [String] {
-        Self.settings.compactMap(\.flag) + ConfigurationReader.singleUpstreamFlags
+        Self.settings.compactMap(\.flag) + AccessLogSettings.settings.compactMap(\.flag)
+            + ConfigurationReader.singleUpstreamFlags
     }
 }

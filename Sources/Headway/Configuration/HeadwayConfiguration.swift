@@ -11,6 +11,7 @@ import NIOCore
 /// - `shutdown_delay` (duration, default `0s`): after SIGTERM, how long the listeners keep accepting (with
 ///   `/ready` at 503) before the drain starts; a second SIGTERM, or SIGINT, skips it.
 /// - `log_level` (`trace`…`critical`, default `info`).
+/// - `access_log` (off): `path` (`stdout`, `stderr` or a file), `format` (`json` or `combined`).
 /// - `listeners[]`: `listen` (`HOST:PORT`), `upstream` (the name of an upstream).
 /// - `upstreams.NAME`: `endpoints` (list of `HOST:PORT`) or `service` (`NAME:PORT`, resolved by DNS with the
 ///   `dns` block: `servers`, `resolv_conf`, `refresh` (5s), `respect_ttl` (false), `min_refresh` (1s),
@@ -31,6 +32,8 @@ package struct HeadwayConfiguration: Sendable, Equatable {
     package var logLevel: String
     /// How Headway's own log lines are written.
     package var logFormat: LogFormat = .text
+    /// One line per request; `nil`: off.
+    package var accessLog: AccessLogSettings?
     /// Limits and timeouts for client connections, on every listener.
     package var client: ClientSettings = .init()
     package var listeners: [Listener]
@@ -188,7 +191,8 @@ package struct HeadwayConfiguration: Sendable, Equatable {
         return
             "listeners=[\(listeners)] admin=\(self.admin) ready_requires_endpoints=\(self.readyRequiresEndpoints) threads=\(self.threads) client={\(self.client.summary)}"
             + " drain_timeout=\(DurationText.format(self.drainTimeout))"
-            + " shutdown_delay=\(DurationText.format(self.shutdownDelay)) log_level=\(self.logLevel) log_format=\(self.logFormat.rawValue) upstreams: \(upstreams)"
+            + " shutdown_delay=\(DurationText.format(self.shutdownDelay)) log_level=\(self.logLevel) log_format=\(self.logFormat.rawValue)"
+            + " access_log=\(self.accessLog?.summary ?? "off") upstreams: \(upstreams)"
     }
 }
 

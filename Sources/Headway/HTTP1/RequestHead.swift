@@ -378,3 +378,22 @@ struct RequestHead {
         return .other
     }
 }
+
+extension RequestHead {
+    /// The first value of the field `name` (lowercase), if the head has it; for the access log.
+    func fieldValue(named name: String) -> String? {
+        let wanted = Array(name.utf8)
+        return self.bytes.withUnsafeReadableBytes { raw -> String? in
+            var found: String?
+            _ = HTTPSyntax.scanFields(raw, from: self.fieldsStart) { field in
+                if found == nil,
+                    HTTPSyntax.equalsIgnoringCase(UnsafeRawBufferPointer(rebasing: raw[field.name]), wanted)
+                {
+                    found = String(decoding: UnsafeRawBufferPointer(rebasing: raw[field.value]), as: UTF8.self)
+                }
+                return nil
+            }
+            return found
+        }
+    }
+}

@@ -19,7 +19,9 @@ extension DownstreamHandler: UpstreamLessee, ResponseDeadlineWaiter {
         if head.method == .connect || head.method == .trace {
             // A reverse proxy has no use for CONNECT; TRACE would echo credentials (RFC 9110 §9.3.8).
             self.closeAfterResponse = true
-            self.respondLocally(.methodNotAllowed(head.methodName), clientVersionMinor: head.versionMinor)
+            let error = ProxyError.methodNotAllowed(head.methodName)
+            self.logAccess(nil, head: head, answeredWith: error)
+            self.respondLocally(error, clientVersionMinor: head.versionMinor)
             if !endReceived { self.discardingUntilRequestEnd = head.framing == .none }
             return
         }
@@ -46,6 +48,7 @@ extension DownstreamHandler: UpstreamLessee, ResponseDeadlineWaiter {
             hashKey: configuration.hashKey.flatMap { head.hashKey($0, clientIP: self.clientIP) }
         )
         for case .body(let part) in parts {
+            self.exchange!.requestBodyBytes += part.readableBytes
             _ = self.exchange!.machine.requestBodyReceived(part, isConnected: false)
         }
         self.cluster.requestStarted(at: start)
@@ -84,6 +87,9 @@ extension DownstreamHandler: UpstreamLessee, ResponseDeadlineWaiter {
         self.attemptCounter &+= 1
         self.exchange!.attempt = self.attemptCounter
         self.exchange!.pool = pool
+        if self.accessLog != nil {
+            self.exchange!.endpointsTried.append(pool.endpoint.label)
+        }
         pool.endpoint.requestStarted()
         switch pool.lease(for: self, attempt: self.attemptCounter) {
         case .leased(let connection):
@@ -166,6 +172,15 @@ extension DownstreamHandler: UpstreamLessee, ResponseDeadlineWaiter {
         case .abortClient:
             // Part of the response is with the client already; it must see the truncation, not a clean end.
             self.logger.warning("\(failure.summary) mid-response; aborting the client connection", metadata: metadata)
+            if let exchange = self.exchange {
+                self.logAccess(
+                    exchange,
+                    status: exchange.responseStatus,
+                    bytesOut: exchange.responseBodyBytes,
+                    endpoint: pool?.endpoint.label,
+                    localReason: "\(failure.summary) mid-response; connection aborted"
+                )
+            }
             self.exchange = nil
             self.context?.close(promise: nil)
         }
@@ -295,6 +310,13 @@ extension DownstreamHandler: UpstreamLessee, ResponseDeadlineWaiter {
             self.logger.warning(
                 "\(what) mid-response; aborting the client connection",
                 metadata: ["endpoint.address": "\(pool.endpoint.label)"]
+            )
+            self.logAccess(
+                exchange,
+                status: exchange.responseStatus,
+                bytesOut: exchange.responseBodyBytes,
+                endpoint: pool.endpoint.label,
+                localReason: "\(what) mid-response; connection aborted"
             )
             self.exchange = nil
             self.context?.close(promise: nil)

@@ -31,6 +31,7 @@ extension DownstreamHandler {
             self.responseHeadReceived(head, on: connection, context: context)
         case .body(let buffer):
             self.exchange!.machine.responseBodyReceived(now: self.cluster.coarseNow)
+            self.exchange!.responseBodyBytes += buffer.readableBytes
             if self.exchange!.chunksResponse {
                 let header = HTTPSyntax.chunkHeader(for: buffer.readableBytes, allocator: context.channel.allocator)
                 self.writeToClient(header, context: context)
@@ -81,9 +82,12 @@ extension DownstreamHandler {
         if let slot = self.deadlineSlot, let deadline = self.exchange!.machine.deadline {
             self.cluster.moveDeadline(slot: slot, to: deadline)
         }
-        if self.cluster.measuresLatency, let sentAt {
+        if let sentAt, self.cluster.measuresLatency || self.accessLog != nil {
             let now = NIODeadline.now()
-            self.cluster.responseHeadArrived(pool.endpoint, latency: now - sentAt, now: now)
+            if self.cluster.measuresLatency {
+                self.cluster.responseHeadArrived(pool.endpoint, latency: now - sentAt, now: now)
+            }
+            self.exchange!.upstreamFirstByte = now - sentAt
         }
         let clientVersionMinor = self.exchange!.clientVersionMinor
         let hasOpenEndedBody = head.framing == .chunked || head.framing == .untilClose
@@ -113,6 +117,13 @@ extension DownstreamHandler {
         head.writeClientHead(into: &bytes, clientVersionMinor: 1, chunked: false, closeConnection: false)
         self.writeToClient(bytes, context: context)
         self.closeAfterResponse = true
+        self.logAccess(
+            self.exchange,
+            status: head.status,
+            bytesOut: 0,
+            endpoint: self.exchange!.pool?.endpoint.label,
+            localReason: nil
+        )
         self.logger.debug(
             "tunnel open",
             metadata: ["endpoint.address": "\(self.exchange!.pool?.endpoint.label ?? "?")"]
@@ -164,6 +175,13 @@ extension DownstreamHandler {
             duration: NIODeadline.now() - exchange.start
         )
         self.cluster.responseFinished(pool.endpoint, status: exchange.responseStatus)
+        self.logAccess(
+            exchange,
+            status: exchange.responseStatus,
+            bytesOut: exchange.responseBodyBytes,
+            endpoint: pool.endpoint.label,
+            localReason: nil
+        )
         self.logger.trace(
             "request done",
             metadata: ["endpoint.address": "\(pool.endpoint.label)", "status": "\(exchange.responseStatus)"]
@@ -174,6 +192,7 @@ extension DownstreamHandler {
     /// Answers the current request (or a request that never became an exchange) with Headway's own response.
     func failExchange(_ error: ProxyError) {
         let versionMinor = self.exchange?.clientVersionMinor ?? 1
+        self.logAccess(self.exchange, answeredWith: error)
         if let exchange = self.exchange {
             self.logger.warning(
                 "answering \(error.status.code) \(error.status.reasonPhrase)",

@@ -23,9 +23,12 @@ final class DownstreamHandler: ChannelDuplexHandler {
 
     let cluster: LoopCluster
     let client: ClientSettings
+    /// This loop's access log; `nil` when it is off, and then nothing is gathered for it.
+    let accessLog: LoopAccessLog?
     var logger: Logger
     var context: ChannelHandlerContext?
     var clientIP: String?
+    var clientPort = 0
 
     var parser: RequestParser
     /// Set after a malformed request: its answer is on the way and nothing more is read.
@@ -62,9 +65,10 @@ final class DownstreamHandler: ChannelDuplexHandler {
     /// Body bytes of the current request so far, against `max_request_body`.
     var requestBodyBytes = 0
 
-    init(cluster: LoopCluster, client: ClientSettings, logger: Logger) {
+    init(cluster: LoopCluster, client: ClientSettings, accessLog: LoopAccessLog?, logger: Logger) {
         self.cluster = cluster
         self.client = client
+        self.accessLog = accessLog
         self.logger = logger
         self.parser = RequestParser(limits: client.requestLimits)
     }
@@ -86,6 +90,13 @@ final class DownstreamHandler: ChannelDuplexHandler {
         var responseStatus: UInt = 0
         /// The response body goes to the client in chunks that Headway frames.
         var chunksResponse = false
+        /// Body bytes read from the client, and relayed to it.
+        var requestBodyBytes = 0
+        var responseBodyBytes = 0
+        /// For the access log (gathered only while it is on): every endpoint an attempt went to, and the time
+        /// from sending the request to the response head on the attempt that answered.
+        var endpointsTried: [String] = []
+        var upstreamFirstByte: TimeAmount?
 
         var isHeadRequest: Bool { self.requestHead.method == .head }
         var isChunkedRequest: Bool { self.requestHead.framing == .chunked }
@@ -99,6 +110,7 @@ final class DownstreamHandler: ChannelDuplexHandler {
         self.lastClientActivity = self.cluster.coarseNow
         self.clientSlot = self.cluster.clientConnected(self)
         self.clientIP = context.channel.remoteAddress?.ipAddress
+        self.clientPort = context.channel.remoteAddress?.port ?? 0
         self.logger[metadataKey: "client.address"] = "\(context.channel.remoteAddress.map { "\($0)" } ?? "?")"
     }
 
@@ -157,6 +169,7 @@ final class DownstreamHandler: ChannelDuplexHandler {
                 self.pending.append(event)
                 return
             }
+            self.exchange!.requestBodyBytes += buffer.readableBytes
             let connection = self.exchange!.connection
             if self.exchange!.machine.requestBodyReceived(buffer, isConnected: connection != nil) == .send {
                 self.sendBody(buffer, to: connection!)
@@ -240,6 +253,13 @@ final class DownstreamHandler: ChannelDuplexHandler {
         self.pending.removeAll()
         if let exchange = self.exchange, !exchange.machine.hasRespondedToClient || exchange.connection != nil {
             self.logger.debug("client closed the connection during an exchange")
+            self.logAccess(
+                exchange,
+                status: exchange.machine.hasRespondedToClient ? exchange.responseStatus : 0,
+                bytesOut: exchange.responseBodyBytes,
+                endpoint: exchange.pool?.endpoint.label,
+                localReason: "client closed the connection"
+            )
         }
         self.abortExchange()
         context.fireChannelInactive()
@@ -256,10 +276,18 @@ final class DownstreamHandler: ChannelDuplexHandler {
             "refusing the request; answering \(error.status.code) and closing",
             metadata: ["reason": "\(error.detail)"]
         )
-        if self.exchange?.machine.hasRespondedToClient == true {
+        if let exchange = self.exchange, exchange.machine.hasRespondedToClient {
+            self.logAccess(
+                exchange,
+                status: exchange.responseStatus,
+                bytesOut: exchange.responseBodyBytes,
+                endpoint: exchange.pool?.endpoint.label,
+                localReason: "\(error.detail); connection aborted"
+            )
             self.abortExchange()
             context.close(promise: nil)
         } else {
+            self.logAccess(self.exchange, answeredWith: error)
             let versionMinor = self.exchange?.clientVersionMinor ?? 1
             self.abortExchange()
             self.respondLocally(error, clientVersionMinor: versionMinor)

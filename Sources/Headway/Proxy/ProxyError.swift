@@ -107,6 +107,7 @@ struct ProxyError: Error, Hashable, CustomStringConvertible {
     /// Headway's own answer: the status, a plain-text body saying why, and the connection fields.
     func response(clientVersionMinor: UInt8, closeConnection: Bool, allocator: ByteBufferAllocator) -> ByteBuffer {
         let body = self.detail + "\n"
+        assert(body.utf8.count == self.bodyLength)
         var bytes = allocator.buffer(capacity: 192 + body.utf8.count)
         bytes.writeStaticString("HTTP/1.1 ")
         bytes.writeString("\(self.status.code) \(self.status.reasonPhrase)\r\n")
@@ -124,6 +125,9 @@ struct ProxyError: Error, Hashable, CustomStringConvertible {
         bytes.writeString(body)
         return bytes
     }
+
+    /// The length of the answer's body: the detail and a newline.
+    var bodyLength: Int { self.detail.utf8.count + 1 }
 
     var description: String { self.detail }
 

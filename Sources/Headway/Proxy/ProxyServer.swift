@@ -20,6 +20,7 @@ package final class ProxyServer: Service, Sendable {
     let openConnections = Atomic<Int>(0)
     private let openConnectionsGauge: Gauge
     let drainTimeout: TimeAmount
+    let accessLog: AccessLog?
     let logger: Logger
     let onBound: @Sendable (SocketAddress) -> Void
     let onDrainStarted: @Sendable () -> Void
@@ -30,6 +31,7 @@ package final class ProxyServer: Service, Sendable {
         group: any EventLoopGroup,
         client: ClientSettings,
         drainTimeout: TimeAmount,
+        accessLog: AccessLog?,
         metrics: ProxyMetrics,
         logger: Logger,
         onBound: @escaping @Sendable (SocketAddress) -> Void,
@@ -41,6 +43,7 @@ package final class ProxyServer: Service, Sendable {
         self.cluster = cluster
         self.group = group
         self.drainTimeout = drainTimeout
+        self.accessLog = accessLog
         self.logger = logger
         self.onBound = onBound
         self.onDrainStarted = onDrainStarted
@@ -55,9 +58,12 @@ package final class ProxyServer: Service, Sendable {
         _ pipeline: ChannelPipeline.SynchronousOperations,
         cluster: LoopCluster,
         client: ClientSettings,
+        accessLog: LoopAccessLog?,
         logger: Logger
     ) throws {
-        try pipeline.addHandler(DownstreamHandler(cluster: cluster, client: client, logger: logger))
+        try pipeline.addHandler(
+            DownstreamHandler(cluster: cluster, client: client, accessLog: accessLog, logger: logger)
+        )
     }
 
     package func run() async throws {
@@ -93,6 +99,7 @@ package final class ProxyServer: Service, Sendable {
                         channel.pipeline.syncOperations,
                         cluster: cluster.loopCluster(for: channel.eventLoop),
                         client: self.client,
+                        accessLog: self.accessLog?.loop(for: channel.eventLoop),
                         logger: logger
                     )
                 }

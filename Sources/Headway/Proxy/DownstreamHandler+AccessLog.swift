@@ -1,0 +1,49 @@
+import NIOCore
+import NIOHTTP1
+
+extension DownstreamHandler {
+    /// Writes a request's access log line, when the log is on. `head` stands in for an exchange that was never
+    /// started (a refused method); with neither, the bytes never made a request and method and target are `-`.
+    func logAccess(
+        _ exchange: Exchange?,
+        head: RequestHead? = nil,
+        status: UInt,
+        bytesOut: Int,
+        endpoint: String?,
+        localReason: String?
+    ) {
+        guard let accessLog = self.accessLog else { return }
+        let head = head ?? exchange?.requestHead
+        accessLog.record(
+            AccessLogEntry(
+                clientHost: self.clientIP ?? "-",
+                clientPort: self.clientPort,
+                method: head?.methodName ?? "-",
+                target: head?.target ?? "-",
+                versionMinor: head?.versionMinor ?? 1,
+                status: status,
+                bytesIn: exchange?.requestBodyBytes ?? 0,
+                bytesOut: bytesOut,
+                duration: exchange.map { NIODeadline.now() - $0.start } ?? .zero,
+                upstreamFirstByte: exchange?.upstreamFirstByte,
+                endpoint: endpoint,
+                endpointsTried: exchange?.endpointsTried ?? [],
+                localReason: localReason,
+                referer: head?.fieldValue(named: "referer"),
+                userAgent: head?.fieldValue(named: "user-agent")
+            )
+        )
+    }
+
+    /// The access log line of a request Headway answered itself with `error`.
+    func logAccess(_ exchange: Exchange?, head: RequestHead? = nil, answeredWith error: ProxyError) {
+        self.logAccess(
+            exchange,
+            head: head,
+            status: error.status.code,
+            bytesOut: error.bodyLength,
+            endpoint: nil,
+            localReason: error.detail
+        )
+    }
+}
