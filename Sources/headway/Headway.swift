@@ -98,22 +98,34 @@ struct ConfigurationOptions: ParsableArguments {
         return overrides
     }
 
-    /// Loads and checks the configuration; on problems prints one line each and exits with status 2.
-    func load() throws -> HeadwayConfiguration {
+    /// Reads the file (if any) with the flags over it, checking everything; what SIGHUP calls again.
+    static func read(path: String?, overrides: ConfigurationOverrides) throws -> HeadwayConfiguration {
         var yaml: String?
-        if let path = self.config {
+        if let path {
             do {
                 yaml = try String(contentsOfFile: path, encoding: .utf8)
             } catch {
-                FileHandle.standardError.write(
-                    Data("headway: cannot read configuration file \(path): \(error.localizedDescription)\n".utf8)
-                )
-                throw ExitCode(2)
+                throw UnreadableFile(path: path, reason: error.localizedDescription)
             }
         }
+        return try HeadwayConfiguration.load(yaml: yaml, overrides: overrides)
+    }
+
+    struct UnreadableFile: Error, CustomStringConvertible {
+        let path: String
+        let reason: String
+
+        var description: String { "cannot read configuration file \(self.path): \(self.reason)" }
+    }
+
+    /// Loads and checks the configuration; on problems prints one line each and exits with status 2.
+    func load() throws -> HeadwayConfiguration {
         do {
-            return try HeadwayConfiguration.load(yaml: yaml, overrides: self.overrides)
-        } catch {
+            return try Self.read(path: self.config, overrides: self.overrides)
+        } catch let error as UnreadableFile {
+            FileHandle.standardError.write(Data("headway: \(error)\n".utf8))
+            throw ExitCode(2)
+        } catch let error as ConfigurationError {
             let source = self.config ?? "command line"
             var message = "headway: \(source): \(error.problems.count) configuration problem(s):\n"
             for problem in error.problems {
@@ -149,7 +161,11 @@ struct Run: AsyncParsableCommand {
         let configuration = try self.options.load()
         let logger = makeLogger(level: configuration.logLevel, format: configuration.logFormat)
         do {
-            let application = try HeadwayApplication(configuration: configuration, logger: logger)
+            // SIGHUP reads the same file again, with the same flags over it.
+            let (path, overrides) = (self.options.config, self.options.overrides)
+            let application = try HeadwayApplication(configuration: configuration, logger: logger) {
+                try ConfigurationOptions.read(path: path, overrides: overrides)
+            }
             try await application.run()
         } catch let error as BindError {
             // An address in use is a configuration problem: one line naming the address and its owner, exit 2.

@@ -127,8 +127,13 @@ func temporaryFile(_ name: String) -> URL {
 
 /// The admin `/endpoints` document, decoded loosely.
 struct EndpointsDocument: Decodable {
+    struct Configuration: Decodable {
+        var generation: Int
+        var loaded_at: String
+    }
     struct Upstream: Decodable {
         var name: String
+        var policy: String
         var discovery: Discovery?
         var healthy_endpoints: Int
         var panic_mode: Bool
@@ -155,10 +160,15 @@ struct EndpointsDocument: Decodable {
         var connections: Int
         var idle_connections: Int
     }
+    var configuration: Configuration
     var upstreams: [Upstream]
 
     static func fetch(from headway: InProcessHeadway) async throws -> EndpointsDocument {
-        let result = try await curl(["\(headway.adminURL)/endpoints"])
+        try await Self.fetch(admin: headway.adminURL)
+    }
+
+    static func fetch(admin: String) async throws -> EndpointsDocument {
+        let result = try await curl(["\(admin)/endpoints"])
         return try JSONDecoder().decode(EndpointsDocument.self, from: Data(result.stdout.utf8))
     }
 

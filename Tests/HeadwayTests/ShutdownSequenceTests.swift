@@ -35,4 +35,12 @@ struct ShutdownSequenceTests {
         _ = delaying.received(.terminate)
         #expect(delaying.received(.interrupt) == .drain)
     }
+
+    @Test func aReloadChangesTheDelayOnlyBeforeItStarts() {
+        var sequence = ShutdownSequence(delay: .zero)
+        sequence.delayChanged(to: .seconds(3))
+        #expect(sequence.received(.terminate) == .reportNotReadyAndWait(.seconds(3)))
+        sequence.delayChanged(to: .seconds(30))
+        #expect(sequence.delay == .seconds(3), "a delay already running keeps its length")
+    }
 }

@@ -76,23 +76,26 @@ package final class AdminServer: Service, Sendable {
 
 /// What the admin endpoint reports, shared with the rest of the process.
 final class AdminState: Sendable {
-    let clusters: [UpstreamCluster]
-    let discoveries: [DNSDiscovery]
+    /// What is running now: a reload changes the upstreams and the configuration's generation.
+    struct Running: Sendable {
+        var clusters: [UpstreamCluster]
+        var discoveries: [DNSDiscovery]
+        var generation: Int
+        var loadedAt: Date
+    }
+
+    private let running: @Sendable () -> Running
     let metrics: ProxyMetrics
     let readyRequiresEndpoints: Bool
     private let shuttingDown = Atomic<Bool>(false)
 
-    init(
-        clusters: [UpstreamCluster],
-        discoveries: [DNSDiscovery],
-        metrics: ProxyMetrics,
-        readyRequiresEndpoints: Bool
-    ) {
-        self.clusters = clusters
+    init(metrics: ProxyMetrics, readyRequiresEndpoints: Bool, running: @escaping @Sendable () -> Running) {
+        self.running = running
         self.readyRequiresEndpoints = readyRequiresEndpoints
-        self.discoveries = discoveries
         self.metrics = metrics
     }
+
+    var clusters: [UpstreamCluster] { self.running().clusters }
 
     var isShuttingDown: Bool {
         get { self.shuttingDown.load(ordering: .relaxed) }
@@ -106,7 +109,7 @@ final class AdminState: Sendable {
         guard self.readyRequiresEndpoints else { return (true, "ready") }
         for cluster in self.clusters {
             if let reason = cluster.unavailableReason {
-                return (false, "upstream '\(cluster.configuration.name)' \(reason)")
+                return (false, "upstream '\(cluster.name)' \(reason)")
             }
         }
         return (true, "ready")
@@ -157,11 +160,20 @@ final class AdminState: Sendable {
             var connections: Int
             var idle_connections: Int
         }
+        /// Which configuration is running: 1 at start, one more for each reload that applied.
+        struct Configuration: Codable {
+            var generation: Int
+            var loaded_at: String
+        }
+        var configuration: Configuration
         var upstreams: [Upstream]
     }
 
-    private func discoveryDocument(for cluster: UpstreamCluster) -> EndpointsDocument.Discovery {
-        guard let discovery = self.discoveries.first(where: { $0.cluster === cluster }) else {
+    private func discoveryDocument(
+        for cluster: UpstreamCluster,
+        among discoveries: [DNSDiscovery]
+    ) -> EndpointsDocument.Discovery {
+        guard let discovery = discoveries.first(where: { $0.cluster === cluster }) else {
             return .init(type: "static")
         }
         let status = discovery.status
@@ -182,13 +194,15 @@ final class AdminState: Sendable {
 
     var endpointsDocument: EndpointsDocument {
         let format = Date.ISO8601FormatStyle(includingFractionalSeconds: true)
+        let running = self.running()
         return EndpointsDocument(
-            upstreams: self.clusters.map { cluster in
+            configuration: .init(generation: running.generation, loaded_at: running.loadedAt.formatted(format)),
+            upstreams: running.clusters.map { cluster in
                 let health = cluster.healthSummary
                 return EndpointsDocument.Upstream(
-                    name: cluster.configuration.name,
+                    name: cluster.name,
                     policy: cluster.configuration.policy.rawValue,
-                    discovery: self.discoveryDocument(for: cluster),
+                    discovery: self.discoveryDocument(for: cluster, among: running.discoveries),
                     health_checks: cluster.configuration.healthCheck?.summary ?? "off",
                     healthy_endpoints: health.healthy,
                     panic_mode: health.isInPanic,

@@ -28,7 +28,7 @@ struct ShutdownSequence: Sendable {
         case draining
     }
 
-    let delay: TimeAmount
+    private(set) var delay: TimeAmount
     private(set) var phase: Phase = .serving
 
     init(delay: TimeAmount) {
@@ -46,6 +46,11 @@ struct ShutdownSequence: Sendable {
         case (.draining, _):
             return .none
         }
+    }
+
+    /// A reload's `shutdown_delay`; a delay already running keeps the length it started with.
+    mutating func delayChanged(to delay: TimeAmount) {
+        if self.phase == .serving { self.delay = delay }
     }
 
     mutating func delayElapsed() -> Action {

@@ -65,9 +65,9 @@ final class DNSDiscovery: Service, Sendable {
         self.machine = NIOLockedValueBox(StateMachine(settings: settings))
         self.cluster = cluster
         self.threadPool = threadPool
-        self.metrics = metrics.discoveryMetrics(upstream: cluster.configuration.name)
+        self.metrics = metrics.discoveryMetrics(upstream: cluster.name)
         var logger = logger
-        logger[metadataKey: "upstream"] = "\(cluster.configuration.name)"
+        logger[metadataKey: "upstream"] = "\(cluster.name)"
         logger[metadataKey: "dns.name"] = "\(settings.name)"
         self.logger = logger
     }

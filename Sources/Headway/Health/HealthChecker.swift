@@ -1,6 +1,5 @@
 import Logging
 import NIOCore
-import ServiceLifecycle
 import Synchronization
 
 #if canImport(FoundationEssentials)
@@ -12,36 +11,40 @@ import Foundation
 /// The active health checks of one upstream: a ``HealthProbe`` per endpoint, spread over the event loops
 /// (never a thread per pod), and the thresholds that turn check results into health.
 ///
-/// The cluster tells it which endpoints to watch as the set changes. As a `Service` it only waits: when the
-/// process shuts down (after the listeners have drained) it stops every probe.
-final class HealthChecker: Service, Sendable {
-    let settings: HealthCheckSettings
+/// The cluster tells it which endpoints to watch as the set changes, and a reload may change its settings
+/// or turn checks on or off. The application stops it when the process shuts down (after the listeners have
+/// drained) or when its upstream is removed.
+final class HealthChecker: Sendable {
     private let eventLoops: [any EventLoop]
     private let logger: Logger
-    private let state = Mutex(State())
+    private let state: Mutex<State>
 
     private struct State {
+        /// `nil`: active checks are off (passive checks only) and no probe runs.
+        var settings: HealthCheckSettings?
         var probes: [ObjectIdentifier: HealthProbe] = [:]
         var nextLoop = 0
         var isStopped = false
     }
 
-    init(settings: HealthCheckSettings, eventLoops: [any EventLoop], logger: Logger) {
-        self.settings = settings
+    init(settings: HealthCheckSettings?, eventLoops: [any EventLoop], logger: Logger) {
+        self.state = Mutex(State(settings: settings))
         self.eventLoops = eventLoops
         self.logger = logger
     }
+
+    var settings: HealthCheckSettings? { self.state.withLock { $0.settings } }
 
     /// Starts checking `endpoints` (new in the set), each on the next loop in turn; health changes are
     /// reported to `cluster`.
     func watch(_ endpoints: [Endpoint], notifying cluster: UpstreamCluster) {
         let probes = self.state.withLock { state -> [HealthProbe] in
-            guard !state.isStopped else { return [] }
+            guard !state.isStopped, let settings = state.settings else { return [] }
             return endpoints.compactMap { endpoint in
                 guard state.probes[ObjectIdentifier(endpoint)] == nil else { return nil }
                 let loop = self.eventLoops[state.nextLoop % self.eventLoops.count]
                 state.nextLoop += 1
-                let probe = HealthProbe(endpoint: endpoint, eventLoop: loop, settings: self.settings) {
+                let probe = HealthProbe(endpoint: endpoint, eventLoop: loop, settings: settings) {
                     [weak self, weak cluster] endpoint, passed, detail in
                     guard let self, let cluster else { return }
                     let healthChanged = self.record(endpoint, passed: passed, detail: detail)
@@ -64,8 +67,21 @@ final class HealthChecker: Service, Sendable {
         }
     }
 
-    func run() async throws {
-        try? await gracefulShutdown()
+    /// A reload's new settings: every probe starts again with them (none when checks are now off).
+    func update(_ settings: HealthCheckSettings?, endpoints: [Endpoint], notifying cluster: UpstreamCluster) {
+        let old = self.state.withLock { state in
+            state.settings = settings
+            defer { state.probes.removeAll() }
+            return Array(state.probes.values)
+        }
+        for probe in old {
+            probe.eventLoop.execute { probe.stop() }
+        }
+        self.watch(endpoints, notifying: cluster)
+    }
+
+    /// Stops every probe for good.
+    func stop() {
         let probes = self.state.withLock { state in
             state.isStopped = true
             defer { state.probes.removeAll() }
@@ -79,14 +95,15 @@ final class HealthChecker: Service, Sendable {
     /// A probe finished a check of `endpoint`; returns whether its health changed.
     private func record(_ endpoint: Endpoint, passed: Bool, detail: String) -> Bool {
         endpoint.metrics.checkFinished(passed: passed)
+        guard let settings = self.settings else { return false }  // Turned off by a reload meanwhile.
         let (transition, failures) = endpoint.record.withLock { record -> (Endpoint.Health?, Int) in
             record.lastCheckPassed = passed
             record.lastCheckDetail = detail
             record.lastCheckAt = Date()
             let transition = record.checks.record(
                 passed: passed,
-                healthyThreshold: self.settings.healthyThreshold,
-                unhealthyThreshold: self.settings.unhealthyThreshold
+                healthyThreshold: settings.healthyThreshold,
+                unhealthyThreshold: settings.unhealthyThreshold
             )
             return (transition, record.checks.consecutiveFailures)
         }

@@ -17,7 +17,8 @@ import NIOCore
 ///   HAProxy's `rise`): a pod that was ejected for refusing connections and then restarted is back as soon as
 ///   its checks say so, not 30 s later.
 struct OutlierDetector: Sendable {
-    let settings: OutlierDetectionSettings
+    /// A reload may change them; ejections in progress keep the duration they were given.
+    var settings: OutlierDetectionSettings
     private var records: [SocketAddress: Record] = [:]
 
     init(settings: OutlierDetectionSettings) {

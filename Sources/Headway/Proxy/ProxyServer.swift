@@ -9,21 +9,37 @@ import Synchronization
 
 /// One listener: accepts client connections and hands each to a ``DownstreamHandler`` on its own loop.
 ///
-/// On graceful shutdown it stops accepting, lets every connection finish its current exchange (responses
-/// then carry `Connection: close`), and returns once all have closed or `drainTimeout` has passed.
-package final class ProxyServer: Service, Sendable {
+/// ``bind()`` takes the address (so that start-up and a reload learn at once when it is taken), ``serve()``
+/// runs until the listener drains. A drain (graceful shutdown, or ``stopAccepting()`` when a reload removes
+/// the listener) stops accepting, lets every connection finish its current exchange (responses then carry
+/// `Connection: close`), and ends once all have closed or `drain_timeout` has passed.
+package final class ProxyServer: Sendable {
     let address: SocketAddress
     let cluster: UpstreamCluster
     let group: any EventLoopGroup
-    let client: ClientSettings
+    /// Client limits and the drain timeout, which a reload may change for connections accepted afterwards.
+    private let settings: Mutex<Settings>
     /// Client connections open on this listener, against `client.max_connections`.
     let openConnections = Atomic<Int>(0)
     private let openConnectionsGauge: Gauge
-    let drainTimeout: TimeAmount
     let accessLog: AccessLog?
     let logger: Logger
-    let onBound: @Sendable (SocketAddress) -> Void
-    let onDrainStarted: @Sendable () -> Void
+    private let drainStarted = Atomic<Bool>(false)
+    /// Set by ``bind()``.
+    private let listening: Mutex<Listening?> = Mutex(nil)
+
+    private struct Listening: Sendable {
+        let channel: any Channel
+        /// Released once drained: its deinit completes a promise on a loop, which must still run then.
+        var quiesce: ServerQuiescingHelper?
+        /// Succeeded when the listener has drained.
+        let drained: EventLoopPromise<Void>
+    }
+
+    struct Settings: Sendable {
+        var client: ClientSettings
+        var drainTimeout: TimeAmount
+    }
 
     init(
         address: SocketAddress,
@@ -33,21 +49,27 @@ package final class ProxyServer: Service, Sendable {
         drainTimeout: TimeAmount,
         accessLog: AccessLog?,
         metrics: ProxyMetrics,
-        logger: Logger,
-        onBound: @escaping @Sendable (SocketAddress) -> Void,
-        onDrainStarted: @escaping @Sendable () -> Void
+        logger: Logger
     ) {
-        self.client = client
+        self.settings = Mutex(Settings(client: client, drainTimeout: drainTimeout))
         self.openConnectionsGauge = metrics.clientConnections(listener: UpstreamCluster.label(for: address))
         self.address = address
         self.cluster = cluster
         self.group = group
-        self.drainTimeout = drainTimeout
         self.accessLog = accessLog
         self.logger = logger
-        self.onBound = onBound
-        self.onDrainStarted = onDrainStarted
     }
+
+    /// A reload's client limits and drain timeout; connections open now keep the limits they started with.
+    func update(client: ClientSettings, drainTimeout: TimeAmount) {
+        self.settings.withLock { $0 = Settings(client: client, drainTimeout: drainTimeout) }
+    }
+
+    /// The address the listener is bound to (the kernel's pick when the configuration said port 0).
+    var boundAddress: SocketAddress? { self.listening.withLock { $0?.channel.localAddress } }
+
+    /// Completes when the listener has drained; `nil` if it was never bound.
+    var drained: EventLoopFuture<Void>? { self.listening.withLock { $0?.drained.futureResult } }
 
     /// The pipeline of an accepted client connection: ``DownstreamHandler`` alone.
     ///
@@ -66,10 +88,11 @@ package final class ProxyServer: Service, Sendable {
         )
     }
 
-    package func run() async throws {
-        let quiesce = ServerQuiescingHelper(group: self.group)
+    /// Takes the address; throws ``BindError`` naming it and this listener when that fails.
+    func bind() async throws {
         let cluster = self.cluster
         let logger = self.logger
+        let quiesce = ServerQuiescingHelper(group: self.group)
         let bootstrap = ServerBootstrap(group: self.group)
             .serverChannelOption(.backlog, value: 1024)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
@@ -82,23 +105,24 @@ package final class ProxyServer: Service, Sendable {
             .childChannelOption(.allowRemoteHalfClosure, value: true)
             .childChannelInitializer { [self] channel in
                 channel.eventLoop.makeCompletedFuture {
+                    let client = self.settings.withLock { $0.client }
                     let open = self.openConnections.add(1, ordering: .relaxed).newValue
                     self.openConnectionsGauge.increment()
                     channel.closeFuture.whenComplete { _ in
                         self.openConnections.subtract(1, ordering: .relaxed)
                         self.openConnectionsGauge.decrement()
                     }
-                    guard open <= self.client.maxConnections else {
+                    guard open <= client.maxConnections else {
                         // Past the cap a client gets a fast, clear answer rather than a connection that hangs.
                         try channel.pipeline.syncOperations.addHandler(
-                            RefuseConnectionHandler(error: .tooManyConnections(limit: self.client.maxConnections))
+                            RefuseConnectionHandler(error: .tooManyConnections(limit: client.maxConnections))
                         )
                         return
                     }
                     try Self.configureClientPipeline(
                         channel.pipeline.syncOperations,
                         cluster: cluster.loopCluster(for: channel.eventLoop),
-                        client: self.client,
+                        client: client,
                         accessLog: self.accessLog?.loop(for: channel.eventLoop),
                         logger: logger
                     )
@@ -110,47 +134,70 @@ package final class ProxyServer: Service, Sendable {
         } catch {
             throw BindError.binding(
                 self.address,
-                for: "the listener for upstream '\(self.cluster.configuration.name)'",
+                for: "the listener for upstream '\(self.cluster.name)'",
                 failedWith: error
             )
         }
-        let boundAddress = channel.localAddress ?? self.address
-        let bound = UpstreamCluster.label(for: boundAddress)
+        let drained = channel.eventLoop.makePromise(of: Void.self)
+        self.listening.withLock { $0 = Listening(channel: channel, quiesce: quiesce, drained: drained) }
+        drained.futureResult.whenComplete { _ in
+            self.listening.withLock { $0?.quiesce = nil }
+        }
         self.logger.info(
             "listening",
-            metadata: ["listen.address": "\(bound)", "upstream": "\(self.cluster.configuration.name)"]
+            metadata: [
+                "listen.address": "\(UpstreamCluster.label(for: channel.localAddress ?? self.address))",
+                "upstream": "\(self.cluster.name)",
+            ]
         )
-        self.onBound(boundAddress)
+    }
 
-        let drained = channel.eventLoop.makePromise(of: Void.self)
-        let drainTimeout = self.drainTimeout
-        let onDrainStarted = self.onDrainStarted
+    /// Serves until the listener has drained: after graceful shutdown, or after ``stopAccepting()``.
+    func serve() async throws {
+        guard let listening = self.listening.withLock({ $0 }) else { return }
+        let bound = UpstreamCluster.label(for: listening.channel.localAddress ?? self.address)
         try await withTaskCancellationHandler {
             try await withGracefulShutdownHandler {
-                try await channel.closeFuture.get()
-                try await drained.futureResult.get()
+                try await listening.channel.closeFuture.get()
+                try await listening.drained.futureResult.get()
             } onGracefulShutdown: {
-                onDrainStarted()
-                logger.info("draining connections", metadata: ["listen.address": "\(bound)"])
-                quiesce.initiateShutdown(promise: drained)
-                let deadline = channel.eventLoop.scheduleTask(in: drainTimeout) {
-                    logger.warning(
-                        "drain_timeout reached with requests still in flight; closing",
-                        metadata: ["listen.address": "\(bound)"]
-                    )
-                    drained.succeed()
-                }
-                drained.futureResult.whenComplete { _ in deadline.cancel() }
+                self.startDrain()
             }
         } onCancel: {
             // Not a graceful shutdown: stop waiting for connections; the event loops close them.
-            channel.close(promise: nil)
-            drained.succeed()
-        }
-        for loop in self.cluster.loops {
-            loop.eventLoop.execute { loop.shutdown() }
+            listening.channel.close(promise: nil)
+            listening.drained.succeed()
         }
         self.logger.info("listener stopped", metadata: ["listen.address": "\(bound)"])
+    }
+
+    /// A reload removed this listener: the drain starts now; returns once the address is free again.
+    func stopAccepting() async {
+        self.startDrain()
+        try? await self.listening.withLock({ $0 })?.channel.closeFuture.get()
+    }
+
+    private func startDrain() {
+        guard let listening = self.listening.withLock({ $0 }), let quiesce = listening.quiesce,
+            !self.drainStarted.exchange(true, ordering: .relaxed)
+        else {
+            return
+        }
+        let channel = listening.channel
+        let bound = UpstreamCluster.label(for: channel.localAddress ?? self.address)
+        let logger = self.logger
+        let drained = listening.drained
+        logger.info("draining connections", metadata: ["listen.address": "\(bound)"])
+        quiesce.initiateShutdown(promise: drained)
+        let drainTimeout = self.settings.withLock { $0.drainTimeout }
+        let deadline = channel.eventLoop.scheduleTask(in: drainTimeout) {
+            logger.warning(
+                "drain_timeout reached with requests still in flight; closing",
+                metadata: ["listen.address": "\(bound)"]
+            )
+            drained.succeed()
+        }
+        drained.futureResult.whenComplete { _ in deadline.cancel() }
     }
 }
 

@@ -11,7 +11,8 @@ import NIOCore
 /// `eventLoop`; every method asserts it runs there, and no state is read or written from another thread.
 final class LoopCluster: @unchecked Sendable {
     let eventLoop: any EventLoop
-    let configuration: HeadwayConfiguration.Upstream
+    /// Replaced by a reload (``reconfigure(_:)``); read on this loop only.
+    private(set) var configuration: HeadwayConfiguration.Upstream
     let metrics: UpstreamMetrics
     let logger: Logger
     /// The control plane, told of outliers and pending requests; set once by the cluster that owns this loop.
@@ -27,7 +28,8 @@ final class LoopCluster: @unchecked Sendable {
     private(set) var healthyCount = 0
     /// Pools of removed endpoints that still have connections; dropped once empty.
     private var drainingPools: [UpstreamPool] = []
-    private let balancer: any LoadBalancer
+    private var balancer: any LoadBalancer
+    private let loopCount: Int
     private var snapshotVersion = 0
     /// Why the set is empty, when it is and discovery said why; quoted in the 503 answer.
     private(set) var emptyReason: String?
@@ -55,12 +57,48 @@ final class LoopCluster: @unchecked Sendable {
         self.configuration = configuration
         self.metrics = metrics
         self.logger = logger
+        self.loopCount = loopCount
         self.balancer = configuration.policy.makeBalancer(ewmaDecay: configuration.ewmaDecay)
-        // Each loop serves its share of the requests, so it keeps its share of the budget's floor.
-        self.retryBudget = RetryBudget(
+        self.retryBudget = Self.retryBudget(for: configuration, loopCount: loopCount)
+    }
+
+    /// Each loop serves its share of the requests, so it keeps its share of the budget's floor.
+    private static func retryBudget(for configuration: HeadwayConfiguration.Upstream, loopCount: Int) -> RetryBudget {
+        RetryBudget(
             percent: configuration.retries.budgetPercent,
             minPerSecond: Double(configuration.retries.budgetMinPerSecond) / Double(max(loopCount, 1))
         )
+    }
+
+    /// A reload's new settings for this upstream: requests that start from now on use them. A new policy
+    /// gets a new balancer (its state, such as ewma estimates, starts afresh); pools and their idle
+    /// connections stay.
+    func reconfigure(_ configuration: HeadwayConfiguration.Upstream) {
+        self.eventLoop.assertInEventLoop()
+        guard !self.isShutDown else { return }
+        let old = self.configuration
+        self.configuration = configuration
+        if old.policy != configuration.policy || old.ewmaDecay != configuration.ewmaDecay {
+            self.balancer = configuration.policy.makeBalancer(ewmaDecay: configuration.ewmaDecay)
+        }
+        if old.retries.budgetPercent != configuration.retries.budgetPercent
+            || old.retries.budgetMinPerSecond != configuration.retries.budgetMinPerSecond
+        {
+            self.retryBudget = Self.retryBudget(for: configuration, loopCount: self.loopCount)
+        }
+        // The sweeps' periods follow the timeouts: start them again with the new ones.
+        if self.deadlineSweep != nil {
+            self.deadlineSweep?.cancel()
+            self.deadlineSweep = nil
+            self.startDeadlineSweep()
+        }
+        self.idleSweep?.cancel()
+        self.idleSweep = nil
+        self.startIdleSweepIfNeeded()
+        if old.minIdleConnectionsPerEndpoint != configuration.minIdleConnectionsPerEndpoint {
+            for pool in self.pools { pool.minIdleChanged(to: configuration.minIdleConnectionsPerEndpoint) }
+        }
+        self.refreshRoutable()
     }
 
     /// Installs a new endpoint set: new endpoints get a pool, unchanged ones keep theirs, removed ones drain.
@@ -198,16 +236,20 @@ final class LoopCluster: @unchecked Sendable {
     /// Registers `waiter` until `deadline`; returns its slot for the calls below.
     func startClock(_ waiter: any ResponseDeadlineWaiter, deadline: NIODeadline) -> Int {
         if self.deadlineSweep == nil {
-            let shortest = min(self.configuration.requestTimeout, self.configuration.idleTimeout)
-            let period = ResponseDeadlines.sweepPeriod(for: shortest)
-            self.deadlineSweep = self.eventLoop.scheduleRepeatedTask(initialDelay: period, delay: period) {
-                [weak self] (_: RepeatedTask) in
-                guard let self else { return }
-                self.coarseNow = .now()
-                self.deadlines.sweep(now: self.coarseNow)
-            }
+            self.startDeadlineSweep()
         }
         return self.deadlines.add(waiter, deadline: deadline)
+    }
+
+    private func startDeadlineSweep() {
+        let shortest = min(self.configuration.requestTimeout, self.configuration.idleTimeout)
+        let period = ResponseDeadlines.sweepPeriod(for: shortest)
+        self.deadlineSweep = self.eventLoop.scheduleRepeatedTask(initialDelay: period, delay: period) {
+            [weak self] (_: RepeatedTask) in
+            guard let self else { return }
+            self.coarseNow = .now()
+            self.deadlines.sweep(now: self.coarseNow)
+        }
     }
 
     /// The waiter in `slot` now waits until `deadline`.

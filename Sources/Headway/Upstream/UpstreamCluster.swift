@@ -18,11 +18,12 @@ import Foundation
 /// reports from the loops) change an endpoint's health here, and every loop is then told to recompute which
 /// endpoints take requests, with panic mode when too few are healthy.
 package final class UpstreamCluster: Sendable {
-    package let configuration: HeadwayConfiguration.Upstream
+    /// The upstream's name, which a reload never changes (a renamed upstream is a removed one and a new one).
+    package let name: String
     let loops: [LoopCluster]
     let metrics: UpstreamMetrics
-    /// Active checks, when `health_check` is configured.
-    let healthChecker: HealthChecker?
+    /// Active checks; it runs no probe while `health_check` is off.
+    let healthChecker: HealthChecker
     /// Requests waiting for a connection to open, over all loops (bounded by `max_pending_requests`).
     let pendingRequests = Atomic<Int>(0)
     /// Set when the process starts serving: endpoints routable before then are spared slow start (unless
@@ -33,6 +34,7 @@ package final class UpstreamCluster: Sendable {
     private let state: Mutex<State>
 
     private struct State {
+        var configuration: HeadwayConfiguration.Upstream
         var active: [Endpoint] = []
         /// Removed endpoints that still have requests in flight or open connections.
         var draining: [Endpoint] = []
@@ -41,6 +43,9 @@ package final class UpstreamCluster: Sendable {
         var isInPanic = false
         var outliers: OutlierDetector
     }
+
+    /// The upstream's settings; a reload replaces them with ``reconfigure(_:)``.
+    package var configuration: HeadwayConfiguration.Upstream { self.state.withLock { $0.configuration } }
 
     /// Whether a new endpoint waits for its first passing check before it takes requests.
     var gatesUnknownEndpoints: Bool {
@@ -53,17 +58,17 @@ package final class UpstreamCluster: Sendable {
         metrics: ProxyMetrics,
         logger: Logger
     ) {
-        self.configuration = configuration
+        self.name = configuration.name
         self.proxyMetrics = metrics
-        self.state = Mutex(State(outliers: OutlierDetector(settings: configuration.outlierDetection)))
+        self.state = Mutex(
+            State(configuration: configuration, outliers: OutlierDetector(settings: configuration.outlierDetection))
+        )
         let upstreamMetrics = metrics.upstreamMetrics(upstream: configuration.name)
         self.metrics = upstreamMetrics
         var logger = logger
         logger[metadataKey: "upstream"] = "\(configuration.name)"
         self.logger = logger
-        self.healthChecker = configuration.healthCheck.map { settings in
-            HealthChecker(settings: settings, eventLoops: eventLoops, logger: logger)
-        }
+        self.healthChecker = HealthChecker(settings: configuration.healthCheck, eventLoops: eventLoops, logger: logger)
         self.loops = eventLoops.map {
             LoopCluster(
                 eventLoop: $0,
@@ -121,7 +126,7 @@ package final class UpstreamCluster: Sendable {
                             label: label,
                             health: initialHealth,
                             metrics: self.proxyMetrics.endpointMetrics(
-                                upstream: self.configuration.name,
+                                upstream: self.name,
                                 endpoint: label
                             )
                         )
@@ -150,12 +155,45 @@ package final class UpstreamCluster: Sendable {
             self.logger.info("endpoint removed; draining", metadata: ["endpoint.address": "\(endpoint.label)"])
         }
         self.metrics.endpointCountsChanged(active: snapshot.endpoints.count, draining: draining)
-        self.healthChecker?.unwatch(removed)
-        self.healthChecker?.watch(added, notifying: self)
+        self.healthChecker.unwatch(removed)
+        self.healthChecker.watch(added, notifying: self)
         for loop in self.loops {
             loop.eventLoop.execute { loop.install(snapshot) }
         }
         self.availabilityChanged()
+    }
+
+    /// A reload's new settings (same name): loops use them for requests that start from now on, outlier
+    /// detection keeps its ejections, and active checks restart only when their settings changed. The
+    /// endpoint set is the caller's to change (static endpoints, or discovery's next answer).
+    func reconfigure(_ configuration: HeadwayConfiguration.Upstream) {
+        precondition(configuration.name == self.name)
+        let (old, endpoints) = self.state.withLock { state in
+            let old = state.configuration
+            state.configuration = configuration
+            state.outliers.settings = configuration.outlierDetection
+            return (old, state.active)
+        }
+        for loop in self.loops {
+            loop.eventLoop.execute { loop.reconfigure(configuration) }
+        }
+        if old.healthCheck != configuration.healthCheck {
+            if configuration.healthCheck == nil {
+                // Passive checks only, as for an upstream that never had active ones: every endpoint is healthy
+                // unless ejected.
+                for endpoint in endpoints { endpoint.health = .healthy }
+            }
+            self.healthChecker.update(configuration.healthCheck, endpoints: endpoints, notifying: self)
+        }
+        self.availabilityChanged()
+    }
+
+    /// The upstream was removed by a reload and its listeners have drained: loops close what is left.
+    func shutDown() async {
+        self.healthChecker.stop()
+        for loop in self.loops {
+            try? await loop.eventLoop.submit { loop.shutdown() }.get()
+        }
     }
 
     // MARK: Health

@@ -16,7 +16,8 @@ extension UpstreamPool {
     /// - `owned` counts the connections opening or open, so the pool is empty exactly when it is zero;
     /// - while the endpoint is routable and the pool not draining, `minIdle` connections are idle or warming.
     struct StateMachine<Connection: AnyObject> {
-        let minIdle: Int
+        /// A reload may change it; the next ``UpstreamPool/keepWarm()`` opens or keeps accordingly.
+        var minIdle: Int
         /// Idle connections, most recently used last: leasing from the end keeps the warmest connection busy
         /// and lets the others reach the keep-alive timeout.
         private var idle: [(connection: Connection, since: NIODeadline)] = []

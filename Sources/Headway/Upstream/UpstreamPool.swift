@@ -71,6 +71,13 @@ final class UpstreamPool {
         self.keepWarm()
     }
 
+    /// A reload changed `min_idle_connections_per_endpoint`: open up to the new count now; extra idle
+    /// connections beyond it expire with `keepalive_timeout` as any idle one does.
+    func minIdleChanged(to minIdle: Int) {
+        self.machine.minIdle = minIdle
+        self.keepWarm()
+    }
+
     func keepWarm() {
         let wanted = self.machine.warmConnectionsWanted()
         for _ in 0..<wanted {

@@ -1,0 +1,160 @@
+import Foundation
+import Headway
+import HeadwayTestSupport
+import Testing
+
+extension IntegrationTests {
+    /// SIGHUP reads the file again and applies it while serving; a bad file changes nothing.
+    @Suite struct Reload {
+        /// The sum of a metric's samples whose line contains `labels`, from an admin endpoint's `/metrics`.
+        private func metric(_ name: String, _ labels: String = "", admin: String) async throws -> Double {
+            let text = try await curl(["\(admin)/metrics"]).stdout
+            return text.split(separator: "\n").filter { $0.hasPrefix(name) && $0.contains(labels) }
+                .compactMap { Double($0.split(separator: " ").last ?? "") }.reduce(0, +)
+        }
+
+        @Test func tenReloadsUnderLoadLoseNoRequest() async throws {
+            let pods = try await NginxPods.start()
+            defer { pods.stop() }
+            let listen = FreePort.onAll(["127.0.0.1"])
+            let extra = FreePort.onAll(["127.0.0.1"], except: [listen])
+            let adminPort = FreePort.onAll(["127.0.0.1"], except: [listen, extra])
+            let admin = "http://127.0.0.1:\(adminPort)"
+            let file = temporaryFile("reload.yaml")
+            defer { try? FileManager.default.removeItem(at: file) }
+            func write(policy: String, endpoints: [String], extraListener: Bool) throws {
+                let listeners =
+                    "  - {listen: 127.0.0.1:\(listen), upstream: web}\n"
+                    + (extraListener ? "  - {listen: 127.0.0.1:\(extra), upstream: web}\n" : "")
+                try """
+                admin: 127.0.0.1:\(adminPort)
+                threads: 2
+                listeners:
+                \(listeners)upstreams:
+                  web:
+                    policy: \(policy)
+                    endpoints: [\(endpoints.joined(separator: ", "))]
+                """.write(to: file, atomically: true, encoding: .utf8)
+            }
+            try write(policy: "round-robin", endpoints: pods.endpoints, extraListener: false)
+            let headway = try HeadwayProcess(["--config", file.path])
+            try await headway.waitUntilListening(on: listen)
+            let load = Task {
+                try await Command.run(["wrk", "-t1", "-c8", "-d7s", "http://127.0.0.1:\(listen)/"], timeout: 30)
+            }
+            let two = Array(pods.endpoints.prefix(2))
+            let steps: [(policy: String, endpoints: [String], extraListener: Bool)] = [
+                ("least-connections", pods.endpoints, false), ("p2c", two, false), ("random", two, true),
+                ("ewma", pods.endpoints, true), ("round-robin", pods.endpoints, false), ("p2c", pods.endpoints, true),
+                ("least-connections", two, true), ("random", pods.endpoints, false), ("ewma", two, false),
+                ("round-robin", pods.endpoints, false),
+            ]
+            for (index, step) in steps.enumerated() {
+                try await Task.sleep(for: .milliseconds(300))
+                try write(policy: step.policy, endpoints: step.endpoints, extraListener: step.extraListener)
+                headway.signal(SIGHUP)
+                let applied = try await waitFor(timeout: .seconds(5)) {
+                    try await EndpointsDocument.fetch(admin: admin).configuration.generation == index + 2
+                }
+                #expect(applied != nil, "reload \(index + 1) was not applied: \(headway.log)")
+                let document = try await EndpointsDocument.fetch(admin: admin)
+                #expect(document.upstreams[0].policy == step.policy)
+                #expect(
+                    Set(document.upstreams[0].endpoints.filter { $0.state == "active" }.map(\.address))
+                        == Set(step.endpoints)
+                )
+                if step.extraListener {
+                    let answer = try await curl([
+                        "--write-out", "%{http_code}", "--output", "/dev/null", "http://127.0.0.1:\(extra)/",
+                    ])
+                    #expect(answer.stdout == "200", "the added listener does not serve (reload \(index + 1))")
+                } else {
+                    #expect(!RawHTTP.canConnect(host: "127.0.0.1", port: extra), "a removed listener still accepts")
+                }
+            }
+            // A file with a mistake is refused whole: the running configuration stays.
+            try """
+            admin: 127.0.0.1:\(adminPort)
+            listeners:
+              - {listen: 127.0.0.1:\(listen), upstream: web}
+            upstreams:
+              web: {policy: fastest, endpoints: [\(pods.endpoints[0])]}
+            """.write(to: file, atomically: true, encoding: .utf8)
+            headway.signal(SIGHUP)
+            let refused = try await waitFor(timeout: .seconds(5)) {
+                try await self.metric("headway_config_reloads_total", "error", admin: admin) == 1
+            }
+            let wrk = try await load.value
+            let document = try await EndpointsDocument.fetch(admin: admin)
+            let succeeded = try await self.metric("headway_config_reloads_total", "success", admin: admin)
+            headway.signal(SIGTERM)
+            #expect(try await headway.waitForExit(timeout: .seconds(15)))
+            #expect(refused != nil, "\(headway.log)")
+            #expect(document.configuration.generation == steps.count + 1)
+            #expect(document.upstreams[0].policy == "round-robin" && document.upstreams[0].endpoints.count == 3)
+            #expect(succeeded == Double(steps.count))
+            #expect(headway.log.contains("configuration problem: upstreams.web.policy: unknown policy 'fastest'"))
+            let summary = WrkSummary(wrk.stdout)
+            #expect(summary.requests > 1000, "\(wrk.stdout)")
+            #expect(summary.non2xx == 0 && summary.socketErrors == 0, "\(wrk.stdout)\n\(headway.log)")
+            #expect(headway.process.terminationStatus == 0)
+        }
+
+        @Test func flagsKeepOverridingTheFileAfterAReload() async throws {
+            let listen = FreePort.onAll(["127.0.0.1"])
+            let adminPort = FreePort.onAll(["127.0.0.1"], except: [listen])
+            let file = temporaryFile("flags.yaml")
+            defer { try? FileManager.default.removeItem(at: file) }
+            let yaml = { (policy: String) in
+                "admin: 127.0.0.1:\(adminPort)\nlisteners:\n  - {listen: 127.0.0.1:\(listen), upstream: web}\n"
+                    + "upstreams:\n  web: {policy: \(policy), endpoints: [127.0.0.2:1]}\n"
+            }
+            try yaml("round-robin").write(to: file, atomically: true, encoding: .utf8)
+            let headway = try HeadwayProcess(["--config", file.path, "--policy", "p2c"])
+            try await headway.waitUntilListening(on: listen)
+            try yaml("random").write(to: file, atomically: true, encoding: .utf8)
+            headway.signal(SIGHUP)
+            let admin = "http://127.0.0.1:\(adminPort)"
+            let applied = try await waitFor(timeout: .seconds(5)) {
+                try await EndpointsDocument.fetch(admin: admin).configuration.generation == 2
+            }
+            let policy = try await EndpointsDocument.fetch(admin: admin).upstreams[0].policy
+            headway.signal(SIGTERM)
+            _ = try await headway.waitForExit(timeout: .seconds(10))
+            #expect(applied != nil, "\(headway.log)")
+            #expect(policy == "p2c", "--policy must still override the file's policy")
+        }
+
+        /// Endpoints that stay keep their keep-alive connections: a reload that changes the policy and
+        /// removes one endpoint opens no new connection to the others.
+        @Test func endpointsThatStayKeepTheirConnections() async throws {
+            let pods = try await NginxPods.start()
+            defer { pods.stop() }
+            let headway = try await InProcessHeadway.start { $0[list: "--endpoints"] = pods.endpoints }
+            _ = try await curl((1...9).flatMap { ["--output", "/dev/null", "\(headway.listenURL)/w\($0)"] })
+            let opened = { (endpoint: String) in
+                try await self.metric(
+                    "headway_upstream_connections_opened_total",
+                    "endpoint=\"\(endpoint)\"",
+                    admin: headway.adminURL
+                )
+            }
+            let before = try await opened(pods.endpoints[0]) + opened(pods.endpoints[1])
+            var overrides = ConfigurationOverrides()
+            overrides["--admin"] = "127.0.0.1:0"
+            overrides["--listen"] = "127.0.0.1:0"
+            overrides["--threads"] = "1"
+            overrides["--policy"] = "least-connections"
+            overrides[list: "--endpoints"] = Array(pods.endpoints.prefix(2))
+            try await headway.application.reload(try HeadwayConfiguration.load(yaml: nil, overrides: overrides))
+            let results = try await sequentialGets("\(headway.listenURL)/after", count: 10)
+            let after = try await opened(pods.endpoints[0]) + opened(pods.endpoints[1])
+            let document = try await EndpointsDocument.fetch(from: headway)
+            try await headway.stop()
+            #expect(results.count == 10 && results.allSatisfy { $0.status == 200 })
+            #expect(before >= 2 && after == before, "connections opened: \(before) before, \(after) after")
+            #expect(document.upstreams[0].policy == "least-connections")
+            #expect(document.upstreams[0].endpoints.filter { $0.state == "active" }.count == 2)
+        }
+    }
+}
