@@ -12,7 +12,8 @@ import FoundationEssentials
 import Foundation
 #endif
 
-/// The operator's window: `GET /endpoints` (JSON), `GET /ready` and `GET /metrics` (Prometheus text).
+/// The operator's window: `GET /` (the live page, fed by `/live.json`), `GET /endpoints` (JSON), `GET /healthz`,
+/// `GET /ready` and `GET /metrics` (Prometheus text).
 ///
 /// It runs as the first service, so it stops last: while the listeners drain it still answers, and `/ready`
 /// says 503 so that Kubernetes stops sending new traffic.
@@ -59,6 +60,14 @@ package final class AdminServer: Service, Sendable {
             metadata: ["admin.address": "\(UpstreamCluster.label(for: bound))"]
         )
         self.onBound(bound)
+        // The live page's figures: a sample a second while the process runs.
+        let sampler = Task {
+            while !Task.isCancelled {
+                await state.live.sample(state.clusters)
+                try? await Task.sleep(for: .seconds(1))
+            }
+        }
+        defer { sampler.cancel() }
         // The channel closes on graceful shutdown and on cancellation: waiting on its close future is not
         // cancellable by itself, and a service that does not return would hold the whole group.
         try await withTaskCancellationHandler {
@@ -86,6 +95,8 @@ final class AdminState: Sendable {
 
     private let running: @Sendable () -> Running
     let metrics: ProxyMetrics
+    /// The last minute of samples behind the live page.
+    let live = LiveStats()
     let readyRequiresEndpoints: Bool
     private let shuttingDown = Atomic<Bool>(false)
 
@@ -96,6 +107,7 @@ final class AdminState: Sendable {
     }
 
     var clusters: [UpstreamCluster] { self.running().clusters }
+    var runningNow: Running { self.running() }
 
     var isShuttingDown: Bool {
         get { self.shuttingDown.load(ordering: .relaxed) }
@@ -169,7 +181,7 @@ final class AdminState: Sendable {
         var upstreams: [Upstream]
     }
 
-    private func discoveryDocument(
+    func discoveryDocument(
         for cluster: UpstreamCluster,
         among discoveries: [DNSDiscovery]
     ) -> EndpointsDocument.Discovery {
@@ -282,6 +294,13 @@ private final class AdminHandler: ChannelInboundHandler {
         }
         let path = head.uri.split(separator: "?", maxSplits: 1).first.map(String.init) ?? head.uri
         switch path {
+        case "/":
+            return (.ok, "text/html; charset=utf-8", LivePage.html)
+        case "/live.json":
+            let encoder = JSONEncoder()
+            encoder.dateEncodingStrategy = .iso8601
+            let body = (try? encoder.encode(self.state.liveDocument)).map(Array.init) ?? []
+            return (.ok, "application/json", body)
         case "/endpoints":
             let encoder = JSONEncoder()
             encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
@@ -298,7 +317,7 @@ private final class AdminHandler: ChannelInboundHandler {
         default:
             return (
                 .notFound, "text/plain; charset=utf-8",
-                Array("not found; try /endpoints, /healthz, /ready or /metrics\n".utf8)
+                Array("not found; try /, /endpoints, /healthz, /ready or /metrics\n".utf8)
             )
         }
     }

@@ -51,6 +51,7 @@ final class DNSDiscovery: Service, Sendable {
     private let threadPool: NIOThreadPool
     private let logger: Logger
     private let metrics: DiscoveryMetrics
+    private let events: EventLog
     private let machine: NIOLockedValueBox<StateMachine>
 
     var settings: DNSDiscoverySettings { self.machine.withLockedValue { $0.settings } }
@@ -66,6 +67,7 @@ final class DNSDiscovery: Service, Sendable {
         self.cluster = cluster
         self.threadPool = threadPool
         self.metrics = metrics.discoveryMetrics(upstream: cluster.name)
+        self.events = metrics.events
         var logger = logger
         logger[metadataKey: "upstream"] = "\(cluster.name)"
         logger[metadataKey: "dns.name"] = "\(settings.name)"
@@ -125,11 +127,13 @@ final class DNSDiscovery: Service, Sendable {
             break
         case .recovered(let addresses):
             self.logger.notice("DNS resolution recovered", metadata: ["dns.addresses": "\(addresses)"])
+            self.events.record(upstream: self.cluster.name, "DNS resolution recovered: \(addresses) addresses")
         case .confirmedEmpty(let error):
             self.logger.warning(
                 "DNS confirms the service has no pods; requests now get 503",
                 metadata: ["error": "\(error)"]
             )
+            self.events.record(upstream: self.cluster.name, "DNS confirms no pods: \(error)")
         case .awaitingConfirmation(let error):
             self.logger.info(
                 "DNS answered with no pods; confirming before emptying the set",
@@ -140,6 +144,7 @@ final class DNSDiscovery: Service, Sendable {
                 "DNS resolution failing; keeping the last known endpoints",
                 metadata: ["error": "\(error)", "dns.addresses": "\(keeping)"]
             )
+            self.events.record(upstream: self.cluster.name, "DNS failing (keeping \(keeping) endpoints): \(error)")
         }
         switch action.update {
         case .none:

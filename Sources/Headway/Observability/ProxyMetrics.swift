@@ -70,6 +70,8 @@ package enum MetricFamily: String, CaseIterable, Sendable {
 /// made on the registry itself (not through swift-metrics) so that every family carries its `# HELP` line.
 package struct ProxyMetrics: Sendable {
     package let registry: PrometheusCollectorRegistry
+    /// What happened to the pods lately, for the live page (beside the counters, which say how often).
+    package let events = EventLog()
     static let durationBuckets: [Duration] = [
         .microseconds(500), .milliseconds(1), .milliseconds(2), .milliseconds(5), .milliseconds(10),
         .milliseconds(25), .milliseconds(50), .milliseconds(100), .milliseconds(250), .milliseconds(500),

@@ -170,10 +170,9 @@ extension DownstreamHandler {
         // The request ends before the release, which may close the last connection of a drained endpoint.
         pool.endpoint.requestEnded()
         pool.release(connection, reusable: completion.connectionIsReusable)
-        pool.endpoint.metrics.recordResponse(
-            status: exchange.responseStatus,
-            duration: NIODeadline.now() - exchange.start
-        )
+        let duration = NIODeadline.now() - exchange.start
+        pool.endpoint.metrics.recordResponse(status: exchange.responseStatus, duration: duration)
+        pool.responseFinished(after: duration)
         self.cluster.responseFinished(pool.endpoint, status: exchange.responseStatus)
         self.logAccess(
             exchange,

@@ -120,6 +120,11 @@ package final class Endpoint: Sendable {
     // MARK: Slow start
 
     /// When the endpoint last became routable; `nil` if that was at start-up and slow start spares it.
+    /// Requests and failures so far, for the live page's rates.
+    var countersForLivePage: (requests: Int, failures: Int) {
+        (self.requests.load(ordering: .relaxed), self.failures.load(ordering: .relaxed))
+    }
+
     var routableSince: NIODeadline? {
         let value = self.routableSinceValue.load(ordering: .relaxed)
         return value == 0 ? nil : .uptimeNanoseconds(value)

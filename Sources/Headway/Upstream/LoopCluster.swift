@@ -296,6 +296,12 @@ final class LoopCluster: @unchecked Sendable {
         self.clients.removeLast()
     }
 
+    /// Each endpoint's response times on this loop, for the live page.
+    func latencySnapshot() -> [(endpoint: Endpoint, latency: LatencyHistogram)] {
+        self.eventLoop.assertInEventLoop()
+        return (self.pools + self.drainingPools).map { ($0.endpoint, $0.latency) }
+    }
+
     /// Closes every idle connection and stops opening new ones; busy connections close after their response.
     func shutdown() {
         self.eventLoop.assertInEventLoop()

@@ -30,6 +30,7 @@ package final class UpstreamCluster: Sendable {
     /// `slow_start_at_startup`).
     private let started = Atomic<Bool>(false)
     private let proxyMetrics: ProxyMetrics
+    private var events: EventLog { self.proxyMetrics.events }
     private let logger: Logger
     private let state: Mutex<State>
 
@@ -150,9 +151,11 @@ package final class UpstreamCluster: Sendable {
         }
         for endpoint in added {
             self.logger.info("endpoint added", metadata: ["endpoint.address": "\(endpoint.label)"])
+            self.events.record(upstream: self.name, endpoint: endpoint.label, "joined")
         }
         for endpoint in removed {
             self.logger.info("endpoint removed; draining", metadata: ["endpoint.address": "\(endpoint.label)"])
+            self.events.record(upstream: self.name, endpoint: endpoint.label, "left; draining")
         }
         self.metrics.endpointCountsChanged(active: snapshot.endpoints.count, draining: draining)
         self.healthChecker.unwatch(removed)
@@ -297,6 +300,14 @@ package final class UpstreamCluster: Sendable {
                 now: .now()
             )
         }
+        if healthChanged {
+            let detail = endpoint.record.withLock { $0.lastCheckDetail } ?? ""
+            self.events.record(
+                upstream: self.name,
+                endpoint: endpoint.label,
+                endpoint.health == .healthy ? "healthy: \(detail)" : "unhealthy: \(detail)"
+            )
+        }
         if decision != .none {
             self.perform(decision, for: endpoint, reason: "\(threshold) passing active checks in a row")
         } else if healthChanged {
@@ -328,6 +339,11 @@ package final class UpstreamCluster: Sendable {
             endpoint.isEjected = true
             endpoint.metrics.ejected()
             self.logger.warning("endpoint ejected for \(DurationText.format(duration))", metadata: metadata)
+            self.events.record(
+                upstream: self.name,
+                endpoint: endpoint.label,
+                "ejected for \(DurationText.format(duration)): \(reason)"
+            )
             self.loops[0].eventLoop.scheduleTask(in: duration) { [weak self] in
                 self?.ejectionTimeEnded(endpoint, ejection: ejection)
             }
@@ -336,6 +352,7 @@ package final class UpstreamCluster: Sendable {
             endpoint.isEjected = false
             if endpoint.state == .active {
                 self.logger.info("ejection ended; endpoint back in rotation", metadata: metadata)
+                self.events.record(upstream: self.name, endpoint: endpoint.label, "back in rotation (\(reason))")
             }
         }
         self.availabilityChanged()
@@ -365,6 +382,7 @@ package final class UpstreamCluster: Sendable {
             for endpoint in finished {
                 endpoint.metrics.destroy()
                 state.outliers.endpointRemoved(endpoint.address)
+                self.events.record(upstream: self.name, endpoint: endpoint.label, "drained; gone")
             }
             state.draining.removeAll { endpoint in finished.contains { $0 === endpoint } }
             self.metrics.endpointCountsChanged(active: state.active.count, draining: state.draining.count)

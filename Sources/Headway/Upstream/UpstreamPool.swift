@@ -15,6 +15,8 @@ final class UpstreamPool {
     let endpoint: Endpoint
     unowned let cluster: LoopCluster
     private var machine: StateMachine<UpstreamConnection>
+    /// Response times of this loop's requests to the endpoint, summed over the loops by the live page.
+    private(set) var latency = LatencyHistogram()
 
     init(endpoint: Endpoint, cluster: LoopCluster) {
         self.endpoint = endpoint
@@ -128,6 +130,10 @@ final class UpstreamPool {
         for connection in self.machine.drain() {
             connection.close()
         }
+    }
+
+    func responseFinished(after duration: TimeAmount) {
+        self.latency.record(duration)
     }
 
     /// The endpoint came back into the set while its pool was still draining.
