@@ -8,8 +8,9 @@ FROM swift:6.3-bookworm AS build
 RUN apt-get update && apt-get install -y --no-install-recommends libcurl4-openssl-dev libnghttp2-dev libxml2-dev \
     && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
-COPY Package.swift ./
-RUN swift package resolve
+# Package.resolved pins every dependency: the image builds from the versions the tests ran with.
+COPY Package.swift Package.resolved ./
+RUN swift package resolve --force-resolved-versions
 COPY Sources ./Sources
 # The same release build as `swift build -c release` anywhere: its speed settings live in Package.swift.
 RUN swift build -c release --product headway --static-swift-stdlib \

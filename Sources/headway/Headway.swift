@@ -34,6 +34,8 @@ struct HeadwayCommand: AsyncParsableCommand {
 struct ConfigurationOptions: ParsableArguments {
     @Option(name: [.short, .long], help: "YAML configuration file.")
     var config: String?
+    @Flag(help: "Reload when the configuration file changes (checked every 2 s), as on SIGHUP.")
+    var watchConfig = false
 
     // One option per flag of the settings tables (HeadwayConfiguration+Settings.swift), which give the help
     // line; every value stays text, so that the flag is checked exactly as the file's key would be.
@@ -158,14 +160,21 @@ struct Run: AsyncParsableCommand {
     @OptionGroup var options: ConfigurationOptions
 
     func run() async throws {
+        if self.options.watchConfig && self.options.config == nil {
+            FileHandle.standardError.write(Data("headway: --watch-config: needs --config FILE to watch\n".utf8))
+            throw ExitCode(2)
+        }
         let configuration = try self.options.load()
         let logger = makeLogger(level: configuration.logLevel, format: configuration.logFormat)
         do {
             // SIGHUP reads the same file again, with the same flags over it.
             let (path, overrides) = (self.options.config, self.options.overrides)
-            let application = try HeadwayApplication(configuration: configuration, logger: logger) {
-                try ConfigurationOptions.read(path: path, overrides: overrides)
-            }
+            let application = try HeadwayApplication(
+                configuration: configuration,
+                logger: logger,
+                reloadSource: { try ConfigurationOptions.read(path: path, overrides: overrides) },
+                watchedFile: self.options.watchConfig ? path : nil
+            )
             try await application.run()
         } catch let error as BindError {
             // An address in use is a configuration problem: one line naming the address and its owner, exit 2.

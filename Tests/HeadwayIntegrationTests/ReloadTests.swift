@@ -125,6 +125,39 @@ extension IntegrationTests {
             #expect(policy == "p2c", "--policy must still override the file's policy")
         }
 
+        /// `--watch-config`: a changed file reloads with nobody sending SIGHUP (a ConfigMap in Kubernetes).
+        @Test func aChangedFileReloadsWithWatchConfig() async throws {
+            let listen = FreePort.onAll(["127.0.0.1"])
+            let adminPort = FreePort.onAll(["127.0.0.1"], except: [listen])
+            let file = temporaryFile("watched.yaml")
+            defer { try? FileManager.default.removeItem(at: file) }
+            let yaml = { (policy: String) in
+                "admin: 127.0.0.1:\(adminPort)\nlisteners:\n  - {listen: 127.0.0.1:\(listen), upstream: web}\n"
+                    + "upstreams:\n  web: {policy: \(policy), endpoints: [127.0.0.2:1]}\n"
+            }
+            try yaml("round-robin").write(to: file, atomically: true, encoding: .utf8)
+            let headway = try HeadwayProcess(["--config", file.path, "--watch-config"])
+            try await headway.waitUntilListening(on: listen)
+            try yaml("least-connections").write(to: file, atomically: true, encoding: .utf8)
+            let admin = "http://127.0.0.1:\(adminPort)"
+            let applied = try await waitFor(timeout: .seconds(6)) {
+                try await EndpointsDocument.fetch(admin: admin).upstreams[0].policy == "least-connections"
+            }
+            let generation = try await EndpointsDocument.fetch(admin: admin).configuration.generation
+            headway.signal(SIGTERM)
+            _ = try await headway.waitForExit(timeout: .seconds(10))
+            #expect(applied != nil, "\(headway.log)")
+            #expect(generation == 2)
+            #expect(headway.log.contains("configuration file changed; reloading"))
+            let alone = try await Command.run([
+                IntegrationEnvironment.headwayBinary, "--endpoints", "127.0.0.2:1", "--watch-config",
+            ])
+            #expect(
+                alone.status == 2 && alone.stderr.contains("--watch-config: needs --config FILE"),
+                "\(alone.stderr)"
+            )
+        }
+
         /// Endpoints that stay keep their keep-alive connections: a reload that changes the policy and
         /// removes one endpoint opens no new connection to the others.
         @Test func endpointsThatStayKeepTheirConnections() async throws {

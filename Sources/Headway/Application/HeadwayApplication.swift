@@ -35,6 +35,8 @@ package final class HeadwayApplication: Sendable {
     private let running: NIOLockedValueBox<Running>
     /// Reads the configuration again for SIGHUP: the file, with the command line's flags laid over it.
     private let reloadSource: (@Sendable () throws -> HeadwayConfiguration)?
+    /// `--watch-config`: this file is read every couple of seconds and a change reloads as SIGHUP does.
+    private let watchedFile: String?
     private let reloadsSucceeded: Counter
     private let reloadsFailed: Counter
     private let bound = NIOLockedValueBox(BoundAddresses())
@@ -63,17 +65,21 @@ package final class HeadwayApplication: Sendable {
         var listeners = false
     }
 
-    /// - Parameter reloadSource: how SIGHUP reads the configuration again; without it SIGHUP only reopens the
-    ///   access log.
+    /// - Parameters:
+    ///   - reloadSource: how SIGHUP reads the configuration again; without it SIGHUP only reopens the access log.
+    ///   - watchedFile: a file whose every change reloads (a ConfigMap's file in Kubernetes, which changes
+    ///     without anyone to send SIGHUP); needs `reloadSource`.
     package init(
         configuration: HeadwayConfiguration,
         logger: Logger,
         handleSignals: Bool = true,
-        reloadSource: (@Sendable () throws -> HeadwayConfiguration)? = nil
+        reloadSource: (@Sendable () throws -> HeadwayConfiguration)? = nil,
+        watchedFile: String? = nil
     ) throws {
         self.logger = logger
         self.handlesSignals = handleSignals
         self.reloadSource = reloadSource
+        self.watchedFile = watchedFile
         self.shutdown = Mutex(ShutdownSequence(delay: configuration.shutdownDelay))
         self.group = MultiThreadedEventLoopGroup(numberOfThreads: configuration.threads)
         let loops = Array(self.group.makeIterator())
@@ -259,6 +265,9 @@ package final class HeadwayApplication: Sendable {
                             }
                         }
                     }
+                }
+                if let path = self.watchedFile {
+                    tasks.addTask { await self.watch(path) }
                 }
                 try await self.serviceGroup.run()
                 tasks.cancelAll()
@@ -536,6 +545,22 @@ package final class HeadwayApplication: Sendable {
             metadata: ["generation": "\(generation)", "changes": "\(plan.summary)"]
         )
     }
+
+    /// Polls `path` (a ConfigMap's file is replaced through a symlink, which no inotify watch on the file
+    /// itself would see) and reloads when its content changed.
+    private func watch(_ path: String) async {
+        var last = FileManager.default.contents(atPath: path)
+        while !Task.isCancelled {
+            try? await Task.sleep(for: Self.watchInterval)
+            let now = FileManager.default.contents(atPath: path)
+            guard let now, now != last else { continue }
+            last = now
+            self.logger.info("configuration file changed; reloading", metadata: ["config.path": "\(path)"])
+            await self.reloadFromSource()
+        }
+    }
+
+    static let watchInterval: Duration = .seconds(2)
 
     private func makeDiscovery(_ settings: DNSDiscoverySettings, for cluster: UpstreamCluster) -> DNSDiscovery {
         DNSDiscovery(
