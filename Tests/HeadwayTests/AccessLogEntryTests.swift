@@ -10,7 +10,7 @@ import Glibc
 /// The two access log formats, byte for byte, at a fixed time.
 struct AccessLogEntryTests {
     /// 2026-12-02T07:30:05.042Z.
-    private let time = timespec(tv_sec: 1_796_196_605, tv_nsec: 42_500_000)
+    private let time = AccessLogTime(timespec(tv_sec: 1_796_196_605, tv_nsec: 42_500_000))
 
     private var retried: AccessLogEntry {
         AccessLogEntry(
@@ -25,7 +25,8 @@ struct AccessLogEntryTests {
             duration: .microseconds(1234),
             upstreamFirstByte: .microseconds(987),
             endpoint: "127.0.0.3:8080",
-            endpointsTried: ["127.0.0.2:8080", "127.0.0.3:8080"],
+            firstEndpointTried: "127.0.0.2:8080",
+            laterEndpointsTried: ["127.0.0.3:8080"],
             localReason: nil,
             referer: nil,
             userAgent: "curl/7.88.1"
@@ -45,7 +46,7 @@ struct AccessLogEntryTests {
             duration: .milliseconds(2),
             upstreamFirstByte: nil,
             endpoint: nil,
-            endpointsTried: [],
+            firstEndpointTried: nil,
             localReason: "no endpoint for upstream 'web'\tnow",
             referer: "http://a/",
             userAgent: nil

@@ -380,20 +380,21 @@ struct RequestHead {
 }
 
 extension RequestHead {
-    /// The first value of the field `name` (lowercase), if the head has it; for the access log.
-    func fieldValue(named name: String) -> String? {
-        let wanted = Array(name.utf8)
-        return self.bytes.withUnsafeReadableBytes { raw -> String? in
-            var found: String?
+    /// The first `Referer` and `User-Agent` values, for the access log: one walk over the fields.
+    var refererAndUserAgent: (referer: String?, userAgent: String?) {
+        self.bytes.withUnsafeReadableBytes { raw in
+            var referer: String?
+            var userAgent: String?
             _ = HTTPSyntax.scanFields(raw, from: self.fieldsStart) { field in
-                if found == nil,
-                    HTTPSyntax.equalsIgnoringCase(UnsafeRawBufferPointer(rebasing: raw[field.name]), wanted)
-                {
-                    found = String(decoding: UnsafeRawBufferPointer(rebasing: raw[field.value]), as: UTF8.self)
+                let name = UnsafeRawBufferPointer(rebasing: raw[field.name])
+                if referer == nil, HTTPSyntax.equalsIgnoringCase(name, "referer") {
+                    referer = String(decoding: UnsafeRawBufferPointer(rebasing: raw[field.value]), as: UTF8.self)
+                } else if userAgent == nil, HTTPSyntax.equalsIgnoringCase(name, "user-agent") {
+                    userAgent = String(decoding: UnsafeRawBufferPointer(rebasing: raw[field.value]), as: UTF8.self)
                 }
                 return nil
             }
-            return found
+            return (referer, userAgent)
         }
     }
 }

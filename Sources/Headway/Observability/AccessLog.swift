@@ -116,6 +116,7 @@ final class LoopAccessLog: @unchecked Sendable {
     weak var log: AccessLog?
     private var pending: ByteBuffer
     private var flushTimer: Scheduled<Void>?
+    private var time = AccessLogTime()
 
     static let flushBytes = 64 * 1024
     static let flushDelay: TimeAmount = .milliseconds(500)
@@ -131,7 +132,8 @@ final class LoopAccessLog: @unchecked Sendable {
         self.eventLoop.preconditionInEventLoop()
         var now = timespec()
         clock_gettime(CLOCK_REALTIME, &now)
-        entry.write(self.format, at: now, into: &self.pending)
+        self.time.update(to: now)
+        entry.write(self.format, at: self.time, into: &self.pending)
         if self.pending.readableBytes >= Self.flushBytes {
             self.flush()
         } else if self.flushTimer == nil {

@@ -27,14 +27,18 @@ struct AccessLogEntry: Equatable {
     var upstreamFirstByte: TimeAmount?
     /// The pod whose answer the client got; `nil` when Headway answered itself.
     var endpoint: String?
-    /// Every pod an attempt went to, in order.
-    var endpointsTried: [String]
+    /// Every pod an attempt went to, in order: the first apart, so that a request without a retry allocates
+    /// no array.
+    var firstEndpointTried: String?
+    var laterEndpointsTried: [String] = []
     /// Why Headway answered itself (or cut the connection), when it did.
     var localReason: String?
     var referer: String?
     var userAgent: String?
 
-    func write(_ format: AccessLogFormat, at time: timespec, into buffer: inout ByteBuffer) {
+    var attempts: Int { self.firstEndpointTried == nil ? 0 : 1 + self.laterEndpointsTried.count }
+
+    func write(_ format: AccessLogFormat, at time: AccessLogTime, into buffer: inout ByteBuffer) {
         switch format {
         case .json: self.writeJSON(at: time, into: &buffer)
         case .combined: self.writeCombined(at: time, into: &buffer)
@@ -42,18 +46,11 @@ struct AccessLogEntry: Equatable {
     }
 
     /// `{"time":"2026-12-02T07:30:00.123Z","client":"127.0.0.1:40512",...}`, keys always in the same order.
-    private func writeJSON(at time: timespec, into buffer: inout ByteBuffer) {
-        var fields = Self.brokenDown(time)
+    private func writeJSON(at time: AccessLogTime, into buffer: inout ByteBuffer) {
         buffer.writeStaticString("{\"time\":\"")
-        Self.writeDigits(Int(fields.tm_year) + 1900, width: 4, into: &buffer)
-        buffer.writeInteger(UInt8(ascii: "-"))
-        Self.writeDigits(Int(fields.tm_mon) + 1, width: 2, into: &buffer)
-        buffer.writeInteger(UInt8(ascii: "-"))
-        Self.writeDigits(Int(fields.tm_mday), width: 2, into: &buffer)
-        buffer.writeInteger(UInt8(ascii: "T"))
-        Self.writeClock(&fields, into: &buffer)
+        buffer.writeString(time.isoSeconds)
         buffer.writeInteger(UInt8(ascii: "."))
-        Self.writeDigits(Int(time.tv_nsec) / 1_000_000, width: 3, into: &buffer)
+        Self.writeDigits(time.milliseconds, width: 3, into: &buffer)
         buffer.writeStaticString("Z\",\"client\":")
         Self.writeJSONString(
             self.clientHost.contains(":")
@@ -82,11 +79,14 @@ struct AccessLogEntry: Equatable {
         buffer.writeStaticString(",\"endpoint\":")
         Self.writeJSONString(self.endpoint, into: &buffer)
         buffer.writeStaticString(",\"attempts\":")
-        buffer.writeString(String(self.endpointsTried.count))
+        buffer.writeString(String(self.attempts))
         buffer.writeStaticString(",\"endpoints_tried\":[")
-        for (index, endpoint) in self.endpointsTried.enumerated() {
-            if index > 0 { buffer.writeInteger(UInt8(ascii: ",")) }
-            Self.writeJSONString(endpoint, into: &buffer)
+        if let first = self.firstEndpointTried {
+            Self.writeJSONString(first, into: &buffer)
+            for endpoint in self.laterEndpointsTried {
+                buffer.writeInteger(UInt8(ascii: ","))
+                Self.writeJSONString(endpoint, into: &buffer)
+            }
         }
         buffer.writeStaticString("],\"local_reason\":")
         Self.writeJSONString(self.localReason, into: &buffer)
@@ -100,17 +100,10 @@ struct AccessLogEntry: Equatable {
     /// Apache's combined format, then Headway's own fields as `key=value` (times in seconds, as nginx writes
     /// `$request_time`): `127.0.0.1 - - [02/Dec/2026:07:30:00 +0000] "GET / HTTP/1.1" 200 612 "-" "curl/8.0"
     /// rt=0.001 uft=0.001 endpoint=127.0.0.2:8080 attempts=1 tried=127.0.0.2:8080 bytes_in=0 reason="-"`.
-    private func writeCombined(at time: timespec, into buffer: inout ByteBuffer) {
-        var fields = Self.brokenDown(time)
+    private func writeCombined(at time: AccessLogTime, into buffer: inout ByteBuffer) {
         buffer.writeString(self.clientHost)
         buffer.writeStaticString(" - - [")
-        Self.writeDigits(Int(fields.tm_mday), width: 2, into: &buffer)
-        buffer.writeInteger(UInt8(ascii: "/"))
-        buffer.writeString(Self.months[Int(fields.tm_mon)])
-        buffer.writeInteger(UInt8(ascii: "/"))
-        Self.writeDigits(Int(fields.tm_year) + 1900, width: 4, into: &buffer)
-        buffer.writeInteger(UInt8(ascii: ":"))
-        Self.writeClock(&fields, into: &buffer)
+        buffer.writeString(time.combinedSeconds)
         buffer.writeStaticString(" +0000] \"")
         Self.writeQuotedContent(self.method, into: &buffer)
         buffer.writeInteger(UInt8(ascii: " "))
@@ -134,9 +127,13 @@ struct AccessLogEntry: Equatable {
         buffer.writeStaticString(" endpoint=")
         buffer.writeString(self.endpoint ?? "-")
         buffer.writeStaticString(" attempts=")
-        buffer.writeString(String(self.endpointsTried.count))
+        buffer.writeString(String(self.attempts))
         buffer.writeStaticString(" tried=")
-        buffer.writeString(self.endpointsTried.isEmpty ? "-" : self.endpointsTried.joined(separator: ","))
+        buffer.writeString(self.firstEndpointTried ?? "-")
+        for endpoint in self.laterEndpointsTried {
+            buffer.writeInteger(UInt8(ascii: ","))
+            buffer.writeString(endpoint)
+        }
         buffer.writeStaticString(" bytes_in=")
         buffer.writeString(String(self.bytesIn))
         buffer.writeStaticString(" reason=\"")
@@ -144,25 +141,7 @@ struct AccessLogEntry: Equatable {
         buffer.writeStaticString("\"\n")
     }
 
-    private static let months = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"]
-
-    private static func brokenDown(_ time: timespec) -> tm {
-        var seconds = time.tv_sec
-        var fields = tm()
-        gmtime_r(&seconds, &fields)
-        return fields
-    }
-
-    /// `HH:MM:SS`.
-    private static func writeClock(_ fields: inout tm, into buffer: inout ByteBuffer) {
-        Self.writeDigits(Int(fields.tm_hour), width: 2, into: &buffer)
-        buffer.writeInteger(UInt8(ascii: ":"))
-        Self.writeDigits(Int(fields.tm_min), width: 2, into: &buffer)
-        buffer.writeInteger(UInt8(ascii: ":"))
-        Self.writeDigits(Int(fields.tm_sec), width: 2, into: &buffer)
-    }
-
-    private static func writeDigits(_ value: Int, width: Int, into buffer: inout ByteBuffer) {
+    static func writeDigits(_ value: Int, width: Int, into buffer: inout ByteBuffer) {
         var divisor = 1
         for _ in 1..<width { divisor *= 10 }
         var rest = value
@@ -195,6 +174,11 @@ struct AccessLogEntry: Equatable {
             return
         }
         buffer.writeInteger(UInt8(ascii: "\""))
+        if !text.utf8.contains(where: Self.needsEscape) {
+            buffer.writeString(text)
+            buffer.writeInteger(UInt8(ascii: "\""))
+            return
+        }
         for byte in text.utf8 {
             switch byte {
             case UInt8(ascii: "\""), UInt8(ascii: "\\"):
@@ -212,6 +196,10 @@ struct AccessLogEntry: Equatable {
 
     /// Inside the combined format's quotes: `"` and `\` escaped, control bytes as `\xHH` (as nginx does).
     private static func writeQuotedContent(_ text: String, into buffer: inout ByteBuffer) {
+        guard text.utf8.contains(where: Self.needsEscape) else {
+            buffer.writeString(text)
+            return
+        }
         for byte in text.utf8 {
             switch byte {
             case UInt8(ascii: "\""), UInt8(ascii: "\\"):
@@ -226,6 +214,10 @@ struct AccessLogEntry: Equatable {
         }
     }
 
+    private static func needsEscape(_ byte: UInt8) -> Bool {
+        byte < 0x20 || byte == 0x7F || byte == UInt8(ascii: "\"") || byte == UInt8(ascii: "\\")
+    }
+
     private static func writeHex(_ byte: UInt8, into buffer: inout ByteBuffer) {
         let digits: StaticString = "0123456789ABCDEF"
         digits.withUTF8Buffer { hex in
@@ -233,4 +225,40 @@ struct AccessLogEntry: Equatable {
             buffer.writeInteger(hex[Int(byte & 0x0F)])
         }
     }
+}
+
+/// The time of a line, with the whole seconds formatted once a second (per loop) rather than once a line.
+struct AccessLogTime: Sendable {
+    /// `2026-12-02T07:30:05`.
+    private(set) var isoSeconds = ""
+    /// `02/Dec/2026:07:30:05`.
+    private(set) var combinedSeconds = ""
+    private(set) var milliseconds = 0
+    private var second: Int = -1
+
+    /// Moves to `time`, formatting its seconds only when they changed.
+    mutating func update(to time: timespec) {
+        self.milliseconds = Int(time.tv_nsec) / 1_000_000
+        guard Int(time.tv_sec) != self.second else { return }
+        self.second = Int(time.tv_sec)
+        var seconds = time.tv_sec
+        var fields = tm()
+        gmtime_r(&seconds, &fields)
+        func digits(_ value: Int32, _ width: Int) -> String {
+            let text = String(value)
+            return String(repeating: "0", count: max(width - text.count, 0)) + text
+        }
+        let clock = "\(digits(fields.tm_hour, 2)):\(digits(fields.tm_min, 2)):\(digits(fields.tm_sec, 2))"
+        let year = digits(fields.tm_year + 1900, 4)
+        self.isoSeconds = "\(year)-\(digits(fields.tm_mon + 1, 2))-\(digits(fields.tm_mday, 2))T\(clock)"
+        self.combinedSeconds = "\(digits(fields.tm_mday, 2))/\(Self.months[Int(fields.tm_mon)])/\(year):\(clock)"
+    }
+
+    init() {}
+
+    init(_ time: timespec) {
+        self.update(to: time)
+    }
+
+    private static let months = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"]
 }

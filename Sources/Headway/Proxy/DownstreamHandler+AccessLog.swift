@@ -14,6 +14,7 @@ extension DownstreamHandler {
     ) {
         guard let accessLog = self.accessLog else { return }
         let head = head ?? exchange?.requestHead
+        let fields = head?.refererAndUserAgent
         accessLog.record(
             AccessLogEntry(
                 clientHost: self.clientIP ?? "-",
@@ -27,10 +28,11 @@ extension DownstreamHandler {
                 duration: exchange.map { NIODeadline.now() - $0.start } ?? .zero,
                 upstreamFirstByte: exchange?.upstreamFirstByte,
                 endpoint: endpoint,
-                endpointsTried: exchange?.endpointsTried ?? [],
+                firstEndpointTried: exchange?.firstEndpointTried,
+                laterEndpointsTried: exchange?.laterEndpointsTried ?? [],
                 localReason: localReason,
-                referer: head?.fieldValue(named: "referer"),
-                userAgent: head?.fieldValue(named: "user-agent")
+                referer: fields?.referer,
+                userAgent: fields?.userAgent
             )
         )
     }

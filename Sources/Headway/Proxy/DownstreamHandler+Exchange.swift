@@ -88,7 +88,11 @@ extension DownstreamHandler: UpstreamLessee, ResponseDeadlineWaiter {
         self.exchange!.attempt = self.attemptCounter
         self.exchange!.pool = pool
         if self.accessLog != nil {
-            self.exchange!.endpointsTried.append(pool.endpoint.label)
+            if self.exchange!.firstEndpointTried == nil {
+                self.exchange!.firstEndpointTried = pool.endpoint.label
+            } else {
+                self.exchange!.laterEndpointsTried.append(pool.endpoint.label)
+            }
         }
         pool.endpoint.requestStarted()
         switch pool.lease(for: self, attempt: self.attemptCounter) {

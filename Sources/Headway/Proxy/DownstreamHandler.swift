@@ -95,7 +95,8 @@ final class DownstreamHandler: ChannelDuplexHandler {
         var responseBodyBytes = 0
         /// For the access log (gathered only while it is on): every endpoint an attempt went to, and the time
         /// from sending the request to the response head on the attempt that answered.
-        var endpointsTried: [String] = []
+        var firstEndpointTried: String?
+        var laterEndpointsTried: [String] = []
         var upstreamFirstByte: TimeAmount?
 
         var isHeadRequest: Bool { self.requestHead.method == .head }
