@@ -304,13 +304,14 @@ package final class HeadwayApplication: Sendable {
     }
 
     private func perform(_ action: ShutdownSequence.Action, after signal: ShutdownSequence.Signal?) async {
+        guard action != .none else { return }
+        self.adminState.isShuttingDown = true
+        self.running.withLockedValue { $0.isServing = false }
         let name = signal.map { $0 == .interrupt ? "SIGINT" : "SIGTERM" }
         switch action {
         case .none:
             break
         case .reportNotReadyAndWait(let delay):
-            self.adminState.isShuttingDown = true
-            self.running.withLockedValue { $0.isServing = false }
             self.logger.notice(
                 "\(name ?? "stop") received: /ready is 503, still serving for shutdown_delay, then draining (a second SIGTERM drains now)",
                 metadata: ["shutdown_delay": "\(DurationText.format(delay))"]
@@ -321,8 +322,6 @@ package final class HeadwayApplication: Sendable {
                 await self.perform(next, after: nil)
             }
         case .drain:
-            self.adminState.isShuttingDown = true
-            self.running.withLockedValue { $0.isServing = false }
             self.logger.notice(
                 signal == nil ? "shutdown_delay over: draining" : "\(name ?? "stop") received: draining"
             )
@@ -403,6 +402,17 @@ package final class HeadwayApplication: Sendable {
         let clusterNamed = { (name: String) -> UpstreamCluster? in
             addedClusters.first { $0.name == name } ?? self.running.withLockedValue { $0.cluster(named: name) }
         }
+        let makeServer = { (listener: HeadwayConfiguration.Listener) in
+            try Self.makeServer(
+                listener,
+                cluster: clusterNamed(listener.upstream)!,
+                configuration: configuration,
+                group: self.group,
+                accessLog: self.accessLog,
+                metrics: self.metrics,
+                logger: self.logger
+            )
+        }
 
         // Bind the listeners on free addresses first: one that cannot bind refuses the whole reload.
         let freedAddresses = Set(plan.listenersRemoved.map(\.listen))
@@ -413,15 +423,7 @@ package final class HeadwayApplication: Sendable {
                 rebinding.append(listener)
                 continue
             }
-            let server = try Self.makeServer(
-                listener,
-                cluster: clusterNamed(listener.upstream)!,
-                configuration: configuration,
-                group: self.group,
-                accessLog: self.accessLog,
-                metrics: self.metrics,
-                logger: self.logger
-            )
+            let server = try makeServer(listener)
             do {
                 try await server.bind()
             } catch {
@@ -441,9 +443,7 @@ package final class HeadwayApplication: Sendable {
                 let previous = self.running.withLockedValue { $0.discoveries.removeValue(forKey: name) }
                 previous?.task?.cancel()
                 if let dns = upstream.dns {
-                    let discovery = self.makeDiscovery(dns, for: cluster)
-                    self.running.withLockedValue { $0.discoveries[name] = (discovery, nil) }
-                    discoveriesToStart.append(discovery)
+                    discoveriesToStart.append(self.makeDiscovery(dns, for: cluster))
                 }
             }
             if plan.staticEndpointsChanged.contains(name) {
@@ -453,9 +453,7 @@ package final class HeadwayApplication: Sendable {
         for cluster in addedClusters {
             let upstream = cluster.configuration
             if let dns = upstream.dns {
-                let discovery = self.makeDiscovery(dns, for: cluster)
-                self.running.withLockedValue { $0.discoveries[upstream.name] = (discovery, nil) }
-                discoveriesToStart.append(discovery)
+                discoveriesToStart.append(self.makeDiscovery(dns, for: cluster))
             } else {
                 try Self.setStaticEndpoints(of: cluster, from: upstream)
             }
@@ -474,15 +472,7 @@ package final class HeadwayApplication: Sendable {
             await server.stopAccepting()
         }
         for listener in rebinding {
-            let server = try Self.makeServer(
-                listener,
-                cluster: clusterNamed(listener.upstream)!,
-                configuration: configuration,
-                group: self.group,
-                accessLog: self.accessLog,
-                metrics: self.metrics,
-                logger: self.logger
-            )
+            let server = try makeServer(listener)
             do {
                 try await server.bind()
                 boundServers.append((listener, server))

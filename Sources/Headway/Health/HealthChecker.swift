@@ -69,21 +69,19 @@ final class HealthChecker: Sendable {
 
     /// A reload's new settings: every probe starts again with them (none when checks are now off).
     func update(_ settings: HealthCheckSettings?, endpoints: [Endpoint], notifying cluster: UpstreamCluster) {
-        let old = self.state.withLock { state in
-            state.settings = settings
-            defer { state.probes.removeAll() }
-            return Array(state.probes.values)
-        }
-        for probe in old {
-            probe.eventLoop.execute { probe.stop() }
-        }
+        self.stopEveryProbe { $0.settings = settings }
         self.watch(endpoints, notifying: cluster)
     }
 
     /// Stops every probe for good.
     func stop() {
+        self.stopEveryProbe { $0.isStopped = true }
+    }
+
+    /// Applies `change` and forgets every probe under one lock, then stops those probes on their loops.
+    private func stopEveryProbe(after change: (inout State) -> Void) {
         let probes = self.state.withLock { state in
-            state.isStopped = true
+            change(&state)
             defer { state.probes.removeAll() }
             return Array(state.probes.values)
         }

@@ -174,28 +174,18 @@ struct AccessLogEntry: Equatable {
             return
         }
         buffer.writeInteger(UInt8(ascii: "\""))
-        if !text.utf8.contains(where: Self.needsEscape) {
-            buffer.writeString(text)
-            buffer.writeInteger(UInt8(ascii: "\""))
-            return
-        }
-        for byte in text.utf8 {
-            switch byte {
-            case UInt8(ascii: "\""), UInt8(ascii: "\\"):
-                buffer.writeInteger(UInt8(ascii: "\\"))
-                buffer.writeInteger(byte)
-            case 0..<0x20, 0x7F:
-                buffer.writeStaticString("\\u00")
-                Self.writeHex(byte, into: &buffer)
-            default:
-                buffer.writeInteger(byte)
-            }
-        }
+        Self.writeEscaped(text, controlPrefix: "\\u00", into: &buffer)
         buffer.writeInteger(UInt8(ascii: "\""))
     }
 
     /// Inside the combined format's quotes: `"` and `\` escaped, control bytes as `\xHH` (as nginx does).
     private static func writeQuotedContent(_ text: String, into buffer: inout ByteBuffer) {
+        Self.writeEscaped(text, controlPrefix: "\\x", into: &buffer)
+    }
+
+    /// `text` with `"` and `\` escaped by a backslash and control bytes as `controlPrefix` and two hex digits;
+    /// a text with nothing to escape is written whole.
+    private static func writeEscaped(_ text: String, controlPrefix: StaticString, into buffer: inout ByteBuffer) {
         guard text.utf8.contains(where: Self.needsEscape) else {
             buffer.writeString(text)
             return
@@ -206,7 +196,7 @@ struct AccessLogEntry: Equatable {
                 buffer.writeInteger(UInt8(ascii: "\\"))
                 buffer.writeInteger(byte)
             case 0..<0x20, 0x7F:
-                buffer.writeStaticString("\\x")
+                buffer.writeStaticString(controlPrefix)
                 Self.writeHex(byte, into: &buffer)
             default:
                 buffer.writeInteger(byte)

@@ -50,7 +50,8 @@ package final class UpstreamCluster: Sendable {
 
     /// Whether a new endpoint waits for its first passing check before it takes requests.
     var gatesUnknownEndpoints: Bool {
-        self.configuration.healthCheck != nil && self.configuration.gateNewEndpoints
+        let configuration = self.configuration
+        return configuration.healthCheck != nil && configuration.gateNewEndpoints
     }
 
     init(
@@ -204,7 +205,9 @@ package final class UpstreamCluster: Sendable {
     /// An endpoint's health or ejection changed: recompute panic mode and tell every loop.
     func availabilityChanged() {
         let gate = self.gatesUnknownEndpoints
-        let threshold = self.configuration.panicThresholdPercent
+        let configuration = self.configuration
+        let threshold = configuration.panicThresholdPercent
+        let startsSlow = configuration.slowStart != nil && (self.isStarted || configuration.slowStartAtStartup)
         let (active, healthy, panic, panicChanged) = self.state.withLock { state in
             let healthy = state.active.filter { $0.isRoutable(gateUnknown: gate) }.count
             // Endpoints waiting for their first check are not failing: while they are many (at start-up),
@@ -225,11 +228,9 @@ package final class UpstreamCluster: Sendable {
         for endpoint in active {
             let isRoutable = endpoint.isRoutable(gateUnknown: gate)
             endpoint.metrics.routableChanged(isRoutable)
-            let startsSlow =
-                self.configuration.slowStart != nil && (self.isStarted || self.configuration.slowStartAtStartup)
             if endpoint.noteRoutable(isRoutable, now: now, startsSlow: startsSlow), startsSlow {
                 self.logger.info(
-                    "endpoint in slow start for \(DurationText.format(self.configuration.slowStart!))",
+                    "endpoint in slow start for \(DurationText.format(configuration.slowStart!))",
                     metadata: ["endpoint.address": "\(endpoint.label)"]
                 )
             }
