@@ -100,21 +100,43 @@ extension IntegrationTests {
             #expect(headway.process.terminationStatus == 0)
         }
 
-        @Test func flagsKeepOverridingTheFileAfterAReload() async throws {
+        /// The binary on a one-upstream file whose policy ``write(policy:)`` changes.
+        private struct PolicyFile {
             let listen = FreePort.onAll(["127.0.0.1"])
-            let adminPort = FreePort.onAll(["127.0.0.1"], except: [listen])
-            let file = temporaryFile("flags.yaml")
-            defer { try? FileManager.default.removeItem(at: file) }
-            let yaml = { (policy: String) in
-                "admin: 127.0.0.1:\(adminPort)\nlisteners:\n  - {listen: 127.0.0.1:\(listen), upstream: web}\n"
-                    + "upstreams:\n  web: {policy: \(policy), endpoints: [127.0.0.2:1]}\n"
+            let adminPort: Int
+            let file = temporaryFile("policy.yaml")
+            var admin: String { "http://127.0.0.1:\(self.adminPort)" }
+
+            init() {
+                self.adminPort = FreePort.onAll(["127.0.0.1"], except: [self.listen])
             }
-            try yaml("round-robin").write(to: file, atomically: true, encoding: .utf8)
-            let headway = try HeadwayProcess(["--config", file.path, "--policy", "p2c"])
-            try await headway.waitUntilListening(on: listen)
-            try yaml("random").write(to: file, atomically: true, encoding: .utf8)
+
+            func write(policy: String) throws {
+                try """
+                admin: 127.0.0.1:\(self.adminPort)
+                listeners:
+                  - {listen: 127.0.0.1:\(self.listen), upstream: web}
+                upstreams:
+                  web: {policy: \(policy), endpoints: [127.0.0.2:1]}
+                """.write(to: self.file, atomically: true, encoding: .utf8)
+            }
+
+            /// Writes `policy` and starts Headway on the file with `flags`.
+            func start(policy: String, flags: [String]) async throws -> HeadwayProcess {
+                try self.write(policy: policy)
+                let headway = try HeadwayProcess(["--config", self.file.path] + flags)
+                try await headway.waitUntilListening(on: self.listen)
+                return headway
+            }
+        }
+
+        @Test func flagsKeepOverridingTheFileAfterAReload() async throws {
+            let config = PolicyFile()
+            defer { try? FileManager.default.removeItem(at: config.file) }
+            let headway = try await config.start(policy: "round-robin", flags: ["--policy", "p2c"])
+            try config.write(policy: "random")
             headway.signal(SIGHUP)
-            let admin = "http://127.0.0.1:\(adminPort)"
+            let admin = config.admin
             let applied = try await waitFor(timeout: .seconds(5)) {
                 try await EndpointsDocument.fetch(admin: admin).configuration.generation == 2
             }
@@ -127,19 +149,11 @@ extension IntegrationTests {
 
         /// `--watch-config`: a changed file reloads with nobody sending SIGHUP (a ConfigMap in Kubernetes).
         @Test func aChangedFileReloadsWithWatchConfig() async throws {
-            let listen = FreePort.onAll(["127.0.0.1"])
-            let adminPort = FreePort.onAll(["127.0.0.1"], except: [listen])
-            let file = temporaryFile("watched.yaml")
-            defer { try? FileManager.default.removeItem(at: file) }
-            let yaml = { (policy: String) in
-                "admin: 127.0.0.1:\(adminPort)\nlisteners:\n  - {listen: 127.0.0.1:\(listen), upstream: web}\n"
-                    + "upstreams:\n  web: {policy: \(policy), endpoints: [127.0.0.2:1]}\n"
-            }
-            try yaml("round-robin").write(to: file, atomically: true, encoding: .utf8)
-            let headway = try HeadwayProcess(["--config", file.path, "--watch-config"])
-            try await headway.waitUntilListening(on: listen)
-            try yaml("least-connections").write(to: file, atomically: true, encoding: .utf8)
-            let admin = "http://127.0.0.1:\(adminPort)"
+            let config = PolicyFile()
+            defer { try? FileManager.default.removeItem(at: config.file) }
+            let headway = try await config.start(policy: "round-robin", flags: ["--watch-config"])
+            try config.write(policy: "least-connections")
+            let admin = config.admin
             let applied = try await waitFor(timeout: .seconds(6)) {
                 try await EndpointsDocument.fetch(admin: admin).upstreams[0].policy == "least-connections"
             }
