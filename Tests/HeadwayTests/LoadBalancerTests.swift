@@ -62,11 +62,55 @@ struct RoundRobinBalancerTests {
     @Test func noBurstAfterASetChange() throws {
         let balancer = RoundRobinBalancer()
         let endpoints = try makeEndpoints(4)
-        for _ in 0..<20 {
-            balancer.endpointsChanged(endpoints, weights: [3, 3, 3, 1])
-            let first = histogram(balancer, count: 4, picks: 10)
+        for round in 0..<20 {
+            // The light endpoint leaves and comes back: its return must not take a run of turns.
+            let present = round.isMultiple(of: 2) ? endpoints : Array(endpoints.prefix(3))
+            balancer.endpointsChanged(present, weights: [3, 3, 3, 1].prefix(present.count).map { $0 })
+            let first = histogram(balancer, count: present.count, picks: 10)
             #expect(first.max()! <= 4, "a burst to one endpoint after a set change: \(first)")
         }
+    }
+
+    @Test func aRepeatedSetKeepsTheRotation() throws {
+        // Discovery and health checks hand the balancer the same set again and again; the shares stay exact.
+        let balancer = RoundRobinBalancer()
+        let endpoints = try makeEndpoints(3)
+        var hits = [0, 0, 0]
+        for pick in 0..<300 {
+            if pick.isMultiple(of: 7) { balancer.endpointsChanged(endpoints, weights: [1, 1, 1]) }
+            hits[balancer.pick()!] += 1
+        }
+        #expect(hits == [100, 100, 100])
+    }
+
+    @Test func theEndpointsThatStayKeepTheirTurnsWhenOneLeaves() throws {
+        let balancer = RoundRobinBalancer()
+        let endpoints = try makeEndpoints(4)
+        balancer.endpointsChanged(endpoints, weights: [1, 1, 1, 1])
+        let before = (0..<3).map { _ in endpoints[balancer.pick()!] }
+        let leaving = before.last!
+        let staying = endpoints.filter { $0 !== leaving }
+        balancer.endpointsChanged(staying, weights: [1, 1, 1])
+        let after = (0..<3).map { _ in staying[balancer.pick()!] }
+        // The rotation goes on where it was, without the one that left: the pod that had not had its turn yet
+        // comes first, then the two that had.
+        let expected = endpoints.filter { candidate in !before.contains { $0 === candidate } } + before.dropLast()
+        #expect(after.map(\.label) == expected.map(\.label))
+    }
+
+    @Test func weightedTurnsFollowTheEndpointsThroughAReorderedSet() throws {
+        let balancer = RoundRobinBalancer()
+        let endpoints = try makeEndpoints(3)
+        let weights = [1, 2, 5]
+        var hits: [String: Int] = [:]
+        for cycle in 0..<100 {
+            // The same set and weights in another order each cycle: turns belong to endpoints, not positions.
+            let order = cycle.isMultiple(of: 2) ? [0, 1, 2] : [2, 0, 1]
+            balancer.endpointsChanged(order.map { endpoints[$0] }, weights: order.map { weights[$0] })
+            for _ in 0..<8 { hits[endpoints[order[balancer.pick()!]].label, default: 0] += 1 }
+        }
+        let shares = endpoints.map { hits[$0.label] ?? 0 }
+        #expect(abs(shares[0] - 100) <= 1 && abs(shares[1] - 200) <= 1 && abs(shares[2] - 500) <= 1, "\(shares)")
     }
 
     @Test func aRetryDoesNotShiftTheRotation() throws {

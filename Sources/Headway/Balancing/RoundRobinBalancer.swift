@@ -3,25 +3,54 @@
 ///
 /// Each endpoint's next turn is a deadline `k / weight`; a pick takes the earliest (ties by position) and
 /// moves it on by `1 / weight`: O(log n) with a binary heap. With equal weights it is a plain rotation, O(1).
-/// Every loop and every new set starts at a random point of the rotation, so that a fleet of sidecars
-/// restarted together does not send its first requests to the same pod, and a set change causes no burst.
+/// Every loop starts at a random point of the rotation, so that a fleet of sidecars restarted together does
+/// not send its first requests to the same pod. A set change (a pod joins or leaves, turns healthy or not, or
+/// ramps its slow-start weight) carries the rotation on: the endpoints that stay keep their turns, so neither
+/// a change nor a repeat of the same set skews the shares.
 final class RoundRobinBalancer: LoadBalancer {
-    private var count = 0
+    private var endpoints: [ObjectIdentifier] = []
     private var weights = Weights()
     /// Equal weights: the next position of the rotation.
     private var next = 0
     /// Weighted: the endpoints by their next deadline.
     private var schedule = DeadlineHeap()
+    /// Weighted: the deadline of the last pick, the schedule's present.
+    private var now = 0.0
+
+    private var count: Int { self.endpoints.count }
 
     func endpointsChanged(_ endpoints: [Endpoint], weights: [Int]) {
-        self.count = endpoints.count
-        self.weights = Weights(weights)
-        self.next = self.count > 0 ? Int.random(in: 0..<self.count) : 0
+        let identities = endpoints.map(ObjectIdentifier.init)
+        let weights = Weights(weights)
+        guard identities != self.endpoints || weights.values != self.weights.values else { return }
+        let wasUniform = self.weights.areUniform
+        let previous = self.endpoints
+        let previousSchedule = self.schedule
+        self.endpoints = identities
+        self.weights = weights
         self.schedule = DeadlineHeap()
-        guard !self.weights.areUniform else { return }
+        guard self.count > 0 else { return }
+        var newIndex: [ObjectIdentifier: Int] = [:]
+        for (index, identity) in identities.enumerated() { newIndex[identity] = index }
+
+        if weights.areUniform {
+            // Go on from the first endpoint, in the old rotation's order, that is still here.
+            let survivor =
+                wasUniform && !previous.isEmpty
+                ? previous.indices.lazy.compactMap { newIndex[previous[(self.next + $0) % previous.count]] }.first
+                : nil
+            self.next = survivor ?? Int.random(in: 0..<self.count)
+            return
+        }
+        var deadlines: [ObjectIdentifier: Double] = [:]
+        if !wasUniform {
+            for entry in previousSchedule.entries { deadlines[previous[entry.index]] = entry.deadline }
+        }
         for index in 0..<self.count {
-            // A random phase within each endpoint's first period: no burst, no common starting pod.
-            self.schedule.push(deadline: Double.random(in: 0..<1) / Double(self.weights[index]), index: index)
+            // A newcomer gets a random phase within its first period: no burst, no common starting pod.
+            let deadline =
+                deadlines[identities[index]] ?? self.now + Double.random(in: 0..<1) / Double(weights[index])
+            self.schedule.push(deadline: deadline, index: index)
         }
     }
 
@@ -44,6 +73,7 @@ final class RoundRobinBalancer: LoadBalancer {
             self.schedule.push(deadline: first.deadline, index: first.index)
             first = second
         }
+        self.now = first.deadline
         self.schedule.push(deadline: first.deadline + 1 / Double(self.weights[first.index]), index: first.index)
         return first.index
     }
@@ -51,7 +81,7 @@ final class RoundRobinBalancer: LoadBalancer {
 
 /// A binary min-heap of (deadline, index), ties broken by the lower index so that a schedule is exact.
 struct DeadlineHeap {
-    private var entries: [(deadline: Double, index: Int)] = []
+    private(set) var entries: [(deadline: Double, index: Int)] = []
 
     var isEmpty: Bool { self.entries.isEmpty }
 

@@ -40,6 +40,8 @@ package final class UpstreamCluster: Sendable {
         /// Removed endpoints that still have requests in flight or open connections.
         var draining: [Endpoint] = []
         var version = 0
+        /// The last snapshot's, so that a repeated answer for an empty set is recognised too.
+        var emptyReason: String?
         var healthy = 0
         var isInPanic = false
         var outliers: OutlierDetector
@@ -104,8 +106,17 @@ package final class UpstreamCluster: Sendable {
         emptyReason: String? = nil
     ) {
         let initialHealth: Endpoint.Health = self.configuration.healthCheck == nil ? .healthy : .unknown
-        let (snapshot, added, removed, draining) = self.state.withLock {
-            state -> (EndpointSnapshot, [Endpoint], [Endpoint], Int) in
+        let change = self.state.withLock {
+            state -> (snapshot: EndpointSnapshot, added: [Endpoint], removed: [Endpoint], draining: Int)? in
+            let reason = addresses.isEmpty ? emptyReason : nil
+            // Discovery repeats its answer at every refresh: the same set is no change, so the loops keep their
+            // balancers' state (a round-robin's rotation) instead of starting again from a random point.
+            let isRepeat =
+                addresses.count == state.active.count && reason == state.emptyReason
+                && zip(addresses, state.active).allSatisfy { address, endpoint in
+                    address == endpoint.address && endpoint.weight == weights[address] ?? 1
+                }
+            if isRepeat { return nil }
             var byAddress: [SocketAddress: Endpoint] = [:]
             for endpoint in state.active { byAddress[endpoint.address] = endpoint }
             var next: [Endpoint] = []
@@ -143,13 +154,11 @@ package final class UpstreamCluster: Sendable {
             state.draining.append(contentsOf: removed)
             state.active = next
             state.version += 1
-            let snapshot = EndpointSnapshot(
-                version: state.version,
-                endpoints: next,
-                emptyReason: next.isEmpty ? emptyReason : nil
-            )
+            state.emptyReason = next.isEmpty ? emptyReason : nil
+            let snapshot = EndpointSnapshot(version: state.version, endpoints: next, emptyReason: state.emptyReason)
             return (snapshot, added, removed, state.draining.count)
         }
+        guard let (snapshot, added, removed, draining) = change else { return }
         for endpoint in added {
             self.logger.info("endpoint added", metadata: ["endpoint.address": "\(endpoint.label)"])
             self.events.record(upstream: self.name, endpoint: endpoint.label, "joined")
