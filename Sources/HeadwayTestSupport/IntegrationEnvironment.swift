@@ -5,7 +5,9 @@ import Foundation
 /// On a developer's machine a missing program skips the tests that need it, with a message saying which.
 /// With `HEADWAY_REQUIRE_INTEGRATION=1` (set by `.ci/run`) nothing is skipped: a missing program fails.
 package enum IntegrationEnvironment {
-    package static let requiredPrograms = ["nginx", "curl", "wrk", "dnsmasq", "promtool", "chromium"]
+    package static let requiredPrograms = [
+        "nginx", "curl", "wrk", "dnsmasq", "promtool", "chromium", "h2load", "nghttp",
+    ]
 
     package static var missingPrograms: [String] {
         Self.requiredPrograms.filter { Self.path(of: $0) == nil }

@@ -283,6 +283,11 @@ extension ClientSettings {
         .duration("idle_timeout", \.idleTimeout, help: "A quiet keep-alive client connection closes after this."),
         .duration("write_timeout", \.writeTimeout, help: "A client taking no response byte this long is cut off."),
         .positiveInt("max_connections", \.maxConnections, help: "Client connections per listener (503 past it)."),
+        .positiveInt(
+            "max_concurrent_streams",
+            \.maxConcurrentStreams,
+            help: "HTTP/2 streams open at once on one client connection (default 100)."
+        ),
         .init("max_request_body", help: "Largest request body (413), or unlimited.") {
             reader,
             value,

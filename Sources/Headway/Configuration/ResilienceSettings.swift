@@ -86,6 +86,8 @@ package struct ClientSettings: Sendable, Equatable {
     package var writeTimeout: TimeAmount = .seconds(30)
     /// Client connections per listener; past it a new connection gets 503 and is closed.
     package var maxConnections = 10_000
+    /// HTTP/2 streams one client connection may have open at once (SETTINGS_MAX_CONCURRENT_STREAMS).
+    package var maxConcurrentStreams = 100
     /// Largest request body accepted; `nil`: unlimited. Past it: 413.
     package var maxRequestBody: Int?
     /// Request head limits: past them 414 (request line) or 431 (the head, or its field count).
@@ -96,7 +98,8 @@ package struct ClientSettings: Sendable, Equatable {
     var summary: String {
         "header_timeout=\(DurationText.format(self.headerTimeout)) body_timeout=\(DurationText.format(self.bodyTimeout))"
             + " idle_timeout=\(DurationText.format(self.idleTimeout)) write_timeout=\(DurationText.format(self.writeTimeout))"
-            + " max_connections=\(self.maxConnections) max_request_body=\(self.maxRequestBody.map { "\($0)" } ?? "unlimited")"
+            + " max_connections=\(self.maxConnections) max_concurrent_streams=\(self.maxConcurrentStreams)"
+            + " max_request_body=\(self.maxRequestBody.map { "\($0)" } ?? "unlimited")"
             + " max_request_line=\(self.requestLimits.requestLineBytes) max_request_head=\(self.requestLimits.headBytes)"
             + " max_header_fields=\(self.requestLimits.fieldCount)"
     }

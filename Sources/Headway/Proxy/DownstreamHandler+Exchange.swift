@@ -34,7 +34,8 @@ extension DownstreamHandler: UpstreamLessee, ResponseDeadlineWaiter {
                 maxRetries: configuration.retries.maxRetries,
                 retryStatuses: configuration.retries.statuses,
                 replayBufferLimit: configuration.retries.bufferLimit,
-                requestTimeout: configuration.requestTimeout,
+                // A client's own deadline shortens request_timeout, never lengthens it.
+                requestTimeout: min(configuration.requestTimeout, self.clientDeadline.take() ?? .nanoseconds(.max)),
                 idleTimeout: configuration.idleTimeout
             ),
             requestEndReceived: endReceived

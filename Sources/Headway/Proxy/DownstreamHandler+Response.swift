@@ -215,6 +215,8 @@ extension DownstreamHandler {
     func respondLocally(_ error: ProxyError, clientVersionMinor: UInt8) {
         guard let context = self.context else { return }
         self.cluster.metrics.localResponseSent()
+        // A gRPC stream below answers in its own way (see HTTP2StreamBridge).
+        context.triggerUserOutboundEvent(LocalAnswerEvent(error: error), promise: nil)
         let bytes = error.response(
             clientVersionMinor: clientVersionMinor,
             closeConnection: self.closeAfterResponse,

@@ -64,6 +64,8 @@ final class DownstreamHandler: ChannelDuplexHandler {
     var notWritableSince: NIODeadline?
     /// Body bytes of the current request so far, against `max_request_body`.
     var requestBodyBytes = 0
+    /// The deadline the client gave the next request (`grpc-timeout`, told by ``HTTP2StreamBridge``).
+    var clientDeadline: TimeAmount?
 
     init(cluster: LoopCluster, client: ClientSettings, accessLog: LoopAccessLog?, logger: Logger) {
         self.cluster = cluster
@@ -211,6 +213,8 @@ final class DownstreamHandler: ChannelDuplexHandler {
 
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
         switch event {
+        case let deadline as ClientDeadlineEvent:
+            self.clientDeadline = deadline.timeout
         case is ChannelShouldQuiesceEvent:
             // Graceful shutdown: finish the current exchange, then close.
             self.closeAfterResponse = true

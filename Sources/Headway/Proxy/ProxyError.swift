@@ -102,6 +102,20 @@ struct ProxyError: Error, Hashable, CustomStringConvertible {
     }
 
     /// Whether a client may try again later; such answers carry `Retry-After`.
+    /// The gRPC status code that answers this error for a gRPC client, which reads `grpc-status`, not the HTTP
+    /// status: UNAVAILABLE (14) when no pod could take the call, DEADLINE_EXCEEDED (4) for timeouts,
+    /// RESOURCE_EXHAUSTED (8) for limits, UNIMPLEMENTED (12) for a refused method, INTERNAL (13) for a
+    /// malformed request (the HTTP-to-gRPC mapping of 400).
+    var grpcStatus: Int {
+        switch self.code {
+        case .noEndpoint, .noHealthyEndpoint, .connectFailed, .upstreamClosedEarly, .badUpstreamResponse: 14
+        case .connectTimeout, .upstreamTimeout, .requestTimeout: 4
+        case .connectionLimit, .pendingLimit, .requestTooLarge, .tooManyConnections: 8
+        case .methodNotAllowed: 12
+        case .malformedRequest: 13
+        }
+    }
+
     var isRetryableLater: Bool { self.status == .serviceUnavailable }
 
     /// Headway's own answer: the status, a plain-text body saying why, and the connection fields.

@@ -2,6 +2,7 @@ import Logging
 import NIOCore
 import NIOExtras
 import NIOHTTP1
+import NIOHTTP2
 import NIOPosix
 import Prometheus
 import ServiceLifecycle
@@ -71,9 +72,11 @@ package final class ProxyServer: Sendable {
     /// Completes when the listener has drained; `nil` if it was never bound.
     var drained: EventLoopFuture<Void>? { self.listening.withLock { $0?.drained.futureResult } }
 
-    /// The pipeline of an accepted client connection: ``DownstreamHandler`` alone.
+    /// The pipeline of an accepted client connection: its first bytes tell HTTP/1 from HTTP/2 (prior
+    /// knowledge, h2c), then HTTP/1 is ``DownstreamHandler`` alone, and HTTP/2 is swift-nio-http2's framing
+    /// with a ``HTTP2StreamBridge`` and a ``DownstreamHandler`` on each stream.
     ///
-    /// No NIO HTTP codec and no pipelining helper: requests are parsed by ``RequestParser``, responses
+    /// No NIO HTTP/1 codec and no pipelining helper: requests are parsed by ``RequestParser``, responses
     /// leave as bytes that Headway framed, and ``DownstreamHandler`` orders pipelined requests itself
     /// (NIO's helper would drop and re-arm read interest on every request, two `epoll_ctl` calls each).
     static func configureClientPipeline(
@@ -83,9 +86,68 @@ package final class ProxyServer: Sendable {
         accessLog: LoopAccessLog?,
         logger: Logger
     ) throws {
+        let eventLoop = cluster.eventLoop
         try pipeline.addHandler(
-            DownstreamHandler(cluster: cluster, client: client, accessLog: accessLog, logger: logger)
+            ClientProtocolDetector { detected, pipeline in
+                switch detected {
+                case .http1:
+                    try pipeline.addHandler(
+                        DownstreamHandler(cluster: cluster, client: client, accessLog: accessLog, logger: logger)
+                    )
+                case .http2:
+                    try Self.configureHTTP2(
+                        pipeline,
+                        eventLoop: eventLoop,
+                        client: client,
+                        makeStreamHandlers: {
+                            [
+                                HTTP2StreamBridge(logger: logger),
+                                DownstreamHandler(
+                                    cluster: cluster,
+                                    client: client,
+                                    accessLog: accessLog,
+                                    logger: logger
+                                ),
+                            ]
+                        }
+                    )
+                }
+            }
         )
+    }
+
+    /// HTTP/2 framing for a client connection: the limits it advertises (`max_concurrent_streams`, the header
+    /// list size from `max_request_head`), swift-nio-http2's defences against resets and other floods
+    /// (CVE-2023-44487 among them), and a graceful close (GOAWAY, then the open streams finish) on quiesce.
+    private static func configureHTTP2(
+        _ pipeline: ChannelPipeline.SynchronousOperations,
+        eventLoop: any EventLoop,
+        client: ClientSettings,
+        makeStreamHandlers: @escaping () -> [any ChannelHandler]
+    ) throws {
+        var connection = NIOHTTP2Handler.ConnectionConfiguration()
+        connection.initialSettings = [
+            HTTP2Setting(parameter: .maxConcurrentStreams, value: client.maxConcurrentStreams),
+            HTTP2Setting(parameter: .maxHeaderListSize, value: client.requestLimits.headBytes),
+        ]
+        let manager = NIOHTTP2ServerConnectionManagementHandler(
+            eventLoop: eventLoop,
+            configuration: .init(maxIdleTime: client.idleTimeout, maxAge: nil, maxGraceTime: nil, keepalive: nil)
+        )
+        let http2 = NIOHTTP2Handler(
+            mode: .server,
+            eventLoop: eventLoop,
+            connectionConfiguration: connection,
+            streamConfiguration: .init(),
+            streamDelegate: manager.http2StreamDelegate
+        ) { [makeStreamHandlers = NIOLoopBound(makeStreamHandlers, eventLoop: eventLoop)] stream in
+            // A stream shares its connection's loop, where the handlers' loop-confined state lives.
+            stream.eventLoop.makeCompletedFuture {
+                try stream.pipeline.syncOperations.addHandlers(makeStreamHandlers.value())
+            }
+        }
+        try pipeline.addHandler(http2)
+        try pipeline.addHandler(manager)
     }
 
     /// Takes the address; throws ``BindError`` naming it and this listener when that fails.

@@ -1,0 +1,158 @@
+import NIOCore
+import NIOHPACK
+
+/// Between an HTTP/2 stream's header lists and the HTTP/1.1 messages that Headway's exchange speaks.
+///
+/// A request's HEADERS become the HTTP/1.1 head that ``RequestParser`` then reads like any client's, so that
+/// an HTTP/2 request meets every check, limit and rewrite an HTTP/1 request does. Nothing the client sent
+/// can change the framing: a field that would (or a byte that would end a line) makes the stream malformed.
+enum HTTP2Translation {
+    /// How the request body follows the translated head.
+    enum RequestBody: Equatable {
+        /// END_STREAM came with the HEADERS.
+        case none
+        /// `content-length` was given; the DATA frames are the body as they are (swift-nio-http2 holds them to it).
+        case contentLength
+        /// No length: the DATA frames are sent as chunks.
+        case chunked
+    }
+
+    /// Why a request's header list is malformed (RFC 9113 §8.1.1): the stream is reset with PROTOCOL_ERROR.
+    struct MalformedRequest: Error, Equatable, CustomStringConvertible {
+        var description: String
+    }
+
+    /// Writes the HTTP/1.1 head for `headers` (a request's header list, pseudo-fields first) into `buffer`.
+    ///
+    /// `:authority` becomes `Host` (and wins over a `host` field, RFC 9113 §8.3.1), split `cookie` fields are
+    /// joined with "; " (§8.2.3), and the body is framed by `content-length` or else chunked.
+    static func writeRequestHead(
+        _ headers: HPACKHeaders,
+        endStream: Bool,
+        into buffer: inout ByteBuffer
+    ) throws(MalformedRequest) -> RequestBody {
+        var method: String?
+        var path: String?
+        var authority: String?
+        var hasContentLength = false
+        var cookies: [String] = []
+        for field in headers where field.name.utf8.first == UInt8(ascii: ":") {
+            switch field.name {
+            case ":method": method = field.value
+            case ":path": path = field.value
+            case ":authority": authority = field.value
+            case ":scheme", ":protocol": break
+            default: throw MalformedRequest(description: "unknown pseudo-header \(field.name)")
+            }
+        }
+        guard let method, Self.isToken(method) else {
+            throw MalformedRequest(description: "missing or invalid :method")
+        }
+        // CONNECT has no :path; its authority goes in the request line, and the exchange refuses it.
+        let target = method == "CONNECT" ? authority : path
+        guard let target, !target.isEmpty, target.utf8.allSatisfy(Self.isTargetByte) else {
+            throw MalformedRequest(description: "missing or invalid :path")
+        }
+        buffer.writeString(method)
+        buffer.writeStaticString(" ")
+        buffer.writeString(target)
+        buffer.writeStaticString(" HTTP/1.1\r\n")
+        if let authority {
+            guard authority.utf8.allSatisfy(Self.isTargetByte) else {
+                throw MalformedRequest(description: "invalid :authority")
+            }
+            buffer.writeStaticString("host: ")
+            buffer.writeString(authority)
+            buffer.writeStaticString("\r\n")
+        }
+        for field in headers where field.name.utf8.first != UInt8(ascii: ":") {
+            guard Self.isToken(field.name), field.value.utf8.allSatisfy(Self.isValueByte) else {
+                throw MalformedRequest(description: "invalid header field \(field.name)")
+            }
+            switch field.name {
+            case "connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade":
+                throw MalformedRequest(description: "connection-specific header field \(field.name)")
+            case "host" where authority != nil:
+                continue
+            case "cookie":
+                cookies.append(field.value)
+                continue
+            case "content-length":
+                hasContentLength = true
+            default:
+                break
+            }
+            buffer.writeString(field.name)
+            buffer.writeStaticString(": ")
+            buffer.writeString(field.value)
+            buffer.writeStaticString("\r\n")
+        }
+        if !cookies.isEmpty {
+            buffer.writeStaticString("cookie: ")
+            buffer.writeString(cookies.joined(separator: "; "))
+            buffer.writeStaticString("\r\n")
+        }
+        let body: RequestBody = hasContentLength ? .contentLength : endStream ? .none : .chunked
+        if body == .chunked {
+            buffer.writeStaticString("transfer-encoding: chunked\r\n")
+        }
+        buffer.writeStaticString("\r\n")
+        return body
+    }
+
+    /// The HEADERS of a response head (or a 1xx): `:status`, then every field with its name in lower case,
+    /// without the connection-specific ones HTTP/2 forbids (RFC 9113 §8.2.2).
+    static func responseHeaders(_ head: ResponseHead) -> HPACKHeaders {
+        var headers = HPACKHeaders()
+        headers.reserveCapacity(12)
+        headers.add(name: ":status", value: String(head.status))
+        head.forEachField { name, value in
+            if Self.isConnectionSpecific(name) { return }
+            headers.add(
+                name: String(decoding: name.lazy.map(HTTPSyntax.lowercased), as: UTF8.self),
+                value: String(decoding: value, as: UTF8.self)
+            )
+        }
+        return headers
+    }
+
+    /// A `grpc-timeout` value: at most 8 digits and a unit (H, M, S, m, u, n); `nil` if malformed.
+    static func grpcTimeout(_ value: String) -> TimeAmount? {
+        guard let unit = value.last, let amount = Int64(value.dropLast()), amount >= 0, value.count <= 9 else {
+            return nil
+        }
+        switch unit {
+        case "H": return .hours(amount)
+        case "M": return .minutes(amount)
+        case "S": return .seconds(amount)
+        case "m": return .milliseconds(amount)
+        case "u": return .microseconds(amount)
+        case "n": return .nanoseconds(amount)
+        default: return nil
+        }
+    }
+
+    private static func isConnectionSpecific(_ name: UnsafeRawBufferPointer) -> Bool {
+        switch name.count {
+        case 7: HTTPSyntax.equalsIgnoringCase(name, "upgrade")
+        case 10: HTTPSyntax.equalsIgnoringCase(name, "connection") || HTTPSyntax.equalsIgnoringCase(name, "keep-alive")
+        case 16: HTTPSyntax.equalsIgnoringCase(name, "proxy-connection")
+        case 17: HTTPSyntax.equalsIgnoringCase(name, "transfer-encoding")
+        default: false
+        }
+    }
+
+    private static func isToken(_ text: String) -> Bool {
+        !text.isEmpty && text.utf8.allSatisfy(HTTPSyntax.isTokenCharacter)
+    }
+
+    /// A request target or authority byte: visible ASCII and beyond, never space or a control.
+    private static func isTargetByte(_ byte: UInt8) -> Bool {
+        byte > 0x20 && byte != 0x7F
+    }
+
+    /// A field value byte: anything but NUL, CR and LF (RFC 9113 §8.2.1); the HTTP/1 parser checks the rest.
+    private static func isValueByte(_ byte: UInt8) -> Bool {
+        byte != 0 && byte != UInt8(ascii: "\r") && byte != UInt8(ascii: "\n")
+    }
+}

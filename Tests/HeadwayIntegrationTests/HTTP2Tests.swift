@@ -1,0 +1,152 @@
+import Foundation
+import Headway
+import HeadwayTestSupport
+import NIOCore
+import Testing
+
+extension IntegrationTests {
+    /// HTTP/2 clients (h2c with prior knowledge, on the HTTP/1 port) to HTTP/1 pods: every stream is a
+    /// request of its own, balanced on its own, whatever connection it came on.
+    @Suite struct HTTP2 {
+        /// `nghttp -v` output: the header fields received on each stream, by stream id.
+        private func receivedFields(_ output: String) -> [Int: [String: String]] {
+            var fields: [Int: [String: String]] = [:]
+            for line in output.split(separator: "\n") {
+                // e.g. "[  0.007] recv (stream_id=13) :status: 200"
+                guard let open = line.range(of: "recv (stream_id="), let close = line.range(of: ") ") else { continue }
+                guard let stream = Int(line[open.upperBound..<close.lowerBound]) else { continue }
+                let field = line[close.upperBound...]
+                let nameEnd = field.dropFirst().firstIndex(of: ":") ?? field.endIndex
+                let name = String(field[..<nameEnd])
+                let value = field[nameEnd...].dropFirst().trimmingCharacters(in: .whitespaces)
+                fields[stream, default: [:]][name] = value
+            }
+            return fields
+        }
+
+        @Test func streamsOfOneConnectionAreBalancedOneByOne() async throws {
+            let pods = try await NginxPods.start()
+            defer { pods.stop() }
+            let headway = try await InProcessHeadway.start { $0[list: "--endpoints"] = pods.endpoints }
+            // One connection, ten streams at a time: a connection balancer would put all 300 on one pod.
+            let load = try await Command.run(
+                ["h2load", "-c1", "-m10", "-n300", "\(headway.listenURL)/"],
+                timeout: 60
+            )
+            try await headway.stop()
+            #expect(load.stdout.contains("300 succeeded, 0 failed"), "\(load.stdout)")
+            #expect(load.stdout.contains("300 2xx"))
+            #expect(try pods.pods.map { try $0.accessLog().count } == [100, 100, 100])
+        }
+
+        @Test func http1AndHTTP2ClientsShareTheListener() async throws {
+            let pods = try await NginxPods.start(count: 1)
+            defer { pods.stop() }
+            let headway = try await InProcessHeadway.start { $0[list: "--endpoints"] = pods.endpoints }
+            let http2 = try await curl(
+                ["--http2-prior-knowledge", "--dump-header", "-", "\(headway.listenURL)/over-h2?q=1"]
+            )
+            let http1 = try await curl(["--http1.1", "--dump-header", "-", "\(headway.listenURL)/over-h1"])
+            try await headway.stop()
+            #expect(http2.stdout.hasPrefix("HTTP/2 200"), "\(http2.stdout)")
+            #expect(http2.stdout.contains("x-pod: pod-1"))
+            #expect(http1.stdout.hasPrefix("HTTP/1.1 200 OK"), "\(http1.stdout)")
+            // The pod saw ordinary HTTP/1.1 requests, with the path and query the client sent.
+            #expect(try pods.pods[0].accessLog().map(\.uri) == ["/over-h2?q=1", "/over-h1"])
+        }
+
+        @Test(arguments: [false, true])
+        func aRequestBodyGoesToTheHTTP1PodAndBack(lengthKnown: Bool) async throws {
+            let pods = try await EchoPods.start(count: 1)
+            let body = temporaryFile("body")
+            defer { try? FileManager.default.removeItem(at: body) }
+            try TestData.writeRandomFile(to: body, size: 1 << 20)
+            let headway = try await InProcessHeadway.start { $0[list: "--endpoints"] = pods.endpoints }
+            let echoed = temporaryFile("echoed")
+            defer { try? FileManager.default.removeItem(at: echoed) }
+            // `-T -` reads the body from stdin: its length is unknown, so it crosses as chunked HTTP/1.1.
+            let upload =
+                lengthKnown ? "--data-binary @\(body.path)" : "-T - < \(body.path)"
+            let result = try await Command.run(
+                [
+                    "sh", "-c",
+                    "curl --silent --show-error --http2-prior-knowledge -X POST \(upload) "
+                        + "--output \(echoed.path) --write-out '%{http_code} %{http_version}' \(headway.listenURL)/echo",
+                ],
+                timeout: 60
+            )
+            try await headway.stop()
+            try await pods.stop()
+            #expect(result.stdout == "200 2", "\(result.stdout) \(result.stderr)")
+            #expect(try Data(contentsOf: echoed) == Data(contentsOf: body))
+        }
+
+        @Test func aGRPCCallThatNoPodCanTakeGetsUnavailableInTrailers() async throws {
+            // Nothing listens on the endpoint: the connect is refused on every attempt.
+            let headway = try await InProcessHeadway.start { $0[list: "--endpoints"] = ["127.0.0.9:1"] }
+            let message = temporaryFile("grpc-message")
+            defer { try? FileManager.default.removeItem(at: message) }
+            // A gRPC message: no compression flag, a length of 0.
+            try Data([0, 0, 0, 0, 0]).write(to: message)
+            let started = ContinuousClock.now
+            let call = try await Command.run(
+                [
+                    "nghttp", "-v", "-H", "content-type: application/grpc", "-H", "te: trailers",
+                    "-d", message.path, "\(headway.listenURL)/echo.Echo/Unary",
+                ],
+                timeout: 30
+            )
+            let took = ContinuousClock.now - started
+            let plain = try await Command.run(["nghttp", "-v", "\(headway.listenURL)/not-grpc"], timeout: 30)
+            try await headway.stop()
+            let fields = self.receivedFields(call.stdout).values.first ?? [:]
+            #expect(fields[":status"] == "200", "\(call.stdout)")
+            #expect(fields["content-type"] == "application/grpc")
+            #expect(fields["grpc-status"] == "14")
+            #expect(fields["grpc-message"]?.contains("127.0.0.9:1") == true, "the message names the pod: \(fields)")
+            #expect(took < .seconds(1), "UNAVAILABLE took \(took)")
+            // A request that is not gRPC gets the HTTP answer, as an HTTP/1 client would: 502, or 503 once the
+            // failed connects took the pod out of rotation.
+            let plainFields = self.receivedFields(plain.stdout).values.first ?? [:]
+            #expect(["502", "503"].contains(plainFields[":status"]), "\(plain.stdout)")
+            #expect(plainFields["grpc-status"] == nil)
+        }
+
+        @Test func aGRPCDeadlineShorterThanThePodsDelayEndsTheCallAtTheDeadline() async throws {
+            let pods = try await EchoPods.start(count: 1, latency: .seconds(3))
+            let headway = try await InProcessHeadway.start { $0[list: "--endpoints"] = pods.endpoints }
+            let started = ContinuousClock.now
+            let call = try await Command.run(
+                [
+                    "nghttp", "-v", "-H", "content-type: application/grpc", "-H", "grpc-timeout: 300m",
+                    "\(headway.listenURL)/slow.Slow/Call",
+                ],
+                timeout: 30
+            )
+            let took = ContinuousClock.now - started
+            try await headway.stop()
+            try await pods.stop()
+            let fields = self.receivedFields(call.stdout).values.first ?? [:]
+            #expect(fields["grpc-status"] == "4", "\(call.stdout)")
+            #expect(took >= .milliseconds(300) && took < .milliseconds(1500), "DEADLINE_EXCEEDED after \(took)")
+        }
+
+        @Test func aGracefulStopSendsGoAwayAndTheStreamInFlightFinishes() async throws {
+            let pods = try await EchoPods.start(count: 1, latency: .seconds(1))
+            let headway = try await InProcessHeadway.start { $0[list: "--endpoints"] = pods.endpoints }
+            let call = Task {
+                try await Command.run(["nghttp", "-v", "\(headway.listenURL)/slow"], timeout: 30)
+            }
+            try await Task.sleep(for: .milliseconds(400))
+            let stopping = ContinuousClock.now
+            try await headway.stop()
+            let drain = ContinuousClock.now - stopping
+            let output = try await call.value.stdout
+            try await pods.stop()
+            let fields = self.receivedFields(output).values.first ?? [:]
+            #expect(fields[":status"] == "200", "the stream in flight was answered: \(output)")
+            #expect(output.contains("recv GOAWAY frame"), "\(output)")
+            #expect(drain < .seconds(3), "the drain waited \(drain) for a connection with nothing left in flight")
+        }
+    }
+}
