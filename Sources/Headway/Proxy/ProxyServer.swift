@@ -99,6 +99,7 @@ package final class ProxyServer: Sendable {
                         pipeline,
                         eventLoop: eventLoop,
                         client: client,
+                        logger: logger,
                         makeStreamHandlers: {
                             [
                                 HTTP2StreamBridge(logger: logger),
@@ -123,6 +124,7 @@ package final class ProxyServer: Sendable {
         _ pipeline: ChannelPipeline.SynchronousOperations,
         eventLoop: any EventLoop,
         client: ClientSettings,
+        logger: Logger,
         makeStreamHandlers: @escaping () -> [any ChannelHandler]
     ) throws {
         var connection = NIOHTTP2Handler.ConnectionConfiguration()
@@ -148,6 +150,7 @@ package final class ProxyServer: Sendable {
         }
         try pipeline.addHandler(http2)
         try pipeline.addHandler(manager)
+        try pipeline.addHandler(HTTP2ConnectionErrorLogger(logger: logger))
     }
 
     /// Takes the address; throws ``BindError`` naming it and this listener when that fails.
@@ -287,4 +290,25 @@ final class RefuseConnectionHandler: ChannelInboundHandler {
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {}
+}
+
+/// The last handler of an HTTP/2 client connection: a connection error (a protocol violation, a flood of
+/// resets or control frames) ends the connection in swift-nio-http2; this says so, once, naming the client.
+final class HTTP2ConnectionErrorLogger: ChannelInboundHandler {
+    typealias InboundIn = HTTP2Frame
+
+    private var logger: Logger
+
+    init(logger: Logger) {
+        self.logger = logger
+    }
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        self.logger[metadataKey: "client.address"] = "\(context.channel.remoteAddress.map { "\($0)" } ?? "?")"
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        self.logger.warning("HTTP/2 client connection closed on an error", metadata: ["error": "\(error)"])
+        context.close(promise: nil)
+    }
 }
