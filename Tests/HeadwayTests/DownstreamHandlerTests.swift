@@ -10,16 +10,9 @@ import Testing
 struct DownstreamHandlerTests {
     private func makeChannel() throws -> EmbeddedChannel {
         let channel = EmbeddedChannel()
-        let cluster = LoopCluster(
-            eventLoop: channel.embeddedEventLoop,
-            configuration: .init(name: "web"),
-            loopCount: 1,
-            metrics: ProxyMetrics().upstreamMetrics(upstream: "web"),
-            logger: Logger(label: "test")
-        )
         try ProxyServer.configureClientPipeline(
             channel.pipeline.syncOperations,
-            cluster: cluster,
+            cluster: .withoutEndpoints(on: channel.embeddedEventLoop),
             client: .init(),
             accessLog: nil,
             logger: Logger(label: "test")
@@ -75,5 +68,18 @@ struct DownstreamHandlerTests {
         #expect(response.hasPrefix("HTTP/1.1 503"), "\(response)")
         #expect(response.contains("Connection: close\r\n"))
         #expect(!channel.isActive)
+    }
+}
+
+extension LoopCluster {
+    /// A loop's cluster of upstream `web` with no endpoint, for a handler on an `EmbeddedChannel`.
+    static func withoutEndpoints(on eventLoop: EmbeddedEventLoop) -> LoopCluster {
+        LoopCluster(
+            eventLoop: eventLoop,
+            configuration: .init(name: "web"),
+            loopCount: 1,
+            metrics: ProxyMetrics().upstreamMetrics(upstream: "web"),
+            logger: Logger(label: "test")
+        )
     }
 }

@@ -20,6 +20,37 @@ struct ClientProtocolTests {
     }
 }
 
+/// A connection that never sends a byte has only the detector: it must still end.
+struct ClientProtocolDetectorTests {
+    private func makeChannel() throws -> EmbeddedChannel {
+        let channel = EmbeddedChannel()
+        try channel.pipeline.syncOperations.addHandler(
+            ClientProtocolDetector(idleTimeout: .seconds(60)) { _, _ in
+                Issue.record("nothing was received to decide on")
+            }
+        )
+        try channel.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 1)).wait()
+        return channel
+    }
+
+    @Test func aSilentConnectionClosesAfterTheIdleTimeout() throws {
+        let channel = try self.makeChannel()
+        channel.embeddedEventLoop.advanceTime(by: .seconds(59))
+        #expect(channel.isActive)
+        channel.embeddedEventLoop.advanceTime(by: .seconds(1))
+        #expect(!channel.isActive)
+    }
+
+    @Test func aHalfCloseOrADrainClosesIt() throws {
+        let halfClosed = try self.makeChannel()
+        halfClosed.pipeline.fireUserInboundEventTriggered(ChannelEvent.inputClosed)
+        #expect(!halfClosed.isActive)
+        let drained = try self.makeChannel()
+        drained.pipeline.fireUserInboundEventTriggered(ChannelShouldQuiesceEvent())
+        #expect(!drained.isActive)
+    }
+}
+
 struct HTTP2TranslationTests {
     private func translate(
         _ headers: HPACKHeaders,
@@ -119,13 +150,7 @@ struct HTTP2TranslationTests {
 struct HTTP2StreamBridgeTests {
     private func makeStream() throws -> EmbeddedChannel {
         let channel = EmbeddedChannel()
-        let cluster = LoopCluster(
-            eventLoop: channel.embeddedEventLoop,
-            configuration: .init(name: "web"),
-            loopCount: 1,
-            metrics: ProxyMetrics().upstreamMetrics(upstream: "web"),
-            logger: Logger(label: "test")
-        )
+        let cluster = LoopCluster.withoutEndpoints(on: channel.embeddedEventLoop)
         try channel.pipeline.syncOperations.addHandlers([
             HTTP2StreamBridge(logger: Logger(label: "test")),
             DownstreamHandler(cluster: cluster, client: .init(), accessLog: nil, logger: Logger(label: "test")),

@@ -459,7 +459,7 @@ struct ResilienceConfigurationTests {
                 error.problems.map(\.description).sorted() == [
                     "client.max_request_head: is smaller than max_request_line",
                     "client.slow: unknown key (known: header_timeout, body_timeout, idle_timeout, write_timeout, max_connections,"
-                        + " max_request_body, max_request_line, max_request_head, max_header_fields)",
+                        + " max_concurrent_streams, max_request_body, max_request_line, max_request_head, max_header_fields)",
                 ]
             )
         }

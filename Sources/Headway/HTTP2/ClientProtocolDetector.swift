@@ -25,17 +25,36 @@ enum ClientProtocol: Equatable {
 /// pipeline configured for that protocol, then hands on what it read and removes itself.
 ///
 /// An HTTP/1 request that differs from the preface in its first bytes (every method but `PRI`) is decided
-/// on its first read, so HTTP/1 pays one handler removal per connection, never anything per request.
+/// on its first read, so HTTP/1 pays one handler removal per connection, never anything per request. Until
+/// then the connection has nothing to answer: it closes when the client half-closes, when Headway drains, or
+/// after `idle_timeout` without a byte (a port probe, or a client that connects and waits).
 final class ClientProtocolDetector: ChannelInboundHandler, RemovableChannelHandler {
     typealias InboundIn = ByteBuffer
     typealias InboundOut = ByteBuffer
 
+    private let idleTimeout: TimeAmount
     private let configure: (ClientProtocol, ChannelPipeline.SynchronousOperations) throws -> Void
     private var received: ByteBuffer?
+    private var idleTimer: Scheduled<Void>?
 
     /// - Parameter configure: adds the handlers of the protocol after this one.
-    init(configure: @escaping (ClientProtocol, ChannelPipeline.SynchronousOperations) throws -> Void) {
+    init(
+        idleTimeout: TimeAmount,
+        configure: @escaping (ClientProtocol, ChannelPipeline.SynchronousOperations) throws -> Void
+    ) {
+        self.idleTimeout = idleTimeout
         self.configure = configure
+    }
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        self.idleTimer = context.eventLoop.assumeIsolated().scheduleTask(in: self.idleTimeout) {
+            context.close(promise: nil)
+        }
+    }
+
+    func handlerRemoved(context: ChannelHandlerContext) {
+        self.idleTimer?.cancel()
+        self.idleTimer = nil
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
@@ -64,9 +83,20 @@ final class ClientProtocolDetector: ChannelInboundHandler, RemovableChannelHandl
         // Only reached while undecided (the handler is gone once it decides): nothing after it has read yet.
     }
 
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        switch event {
+        case ChannelEvent.inputClosed, is ChannelShouldQuiesceEvent:
+            // No request has begun: nothing to answer, and nothing to wait for.
+            context.close(promise: nil)
+        default:
+            context.fireUserInboundEventTriggered(event)
+        }
+    }
+
     func channelInactive(context: ChannelHandlerContext) {
-        // Closed before a request or a preface could be told apart: nothing to serve.
         self.received = nil
+        self.idleTimer?.cancel()
+        self.idleTimer = nil
         context.fireChannelInactive()
     }
 }

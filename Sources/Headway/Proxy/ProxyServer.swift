@@ -88,7 +88,7 @@ package final class ProxyServer: Sendable {
     ) throws {
         let eventLoop = cluster.eventLoop
         try pipeline.addHandler(
-            ClientProtocolDetector { detected, pipeline in
+            ClientProtocolDetector(idleTimeout: client.idleTimeout) { detected, pipeline in
                 switch detected {
                 case .http1:
                     try pipeline.addHandler(
