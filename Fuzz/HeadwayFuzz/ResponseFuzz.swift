@@ -29,7 +29,7 @@ func responseFuzz(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
                 switch event {
                 case .head(let head), .informational(let head):
                     checkRebuiltHead(head)
-                case .body, .end:
+                case .body, .trailers, .end:
                     break
                 }
             }

@@ -36,8 +36,14 @@ package final class NginxPod: @unchecked Sendable {
     ///
     /// - Parameter moreHosts: further addresses the same nginx listens on (pods by the hundred); then
     ///   `X-Pod` and the body name the address that answered instead of `name`.
-    package static func start(name: String, host: String, port: Int, moreHosts: [String] = []) async throws -> NginxPod
-    {
+    /// - Parameter http2: the pod speaks h2c with prior knowledge only (nginx's `listen … http2` without TLS).
+    package static func start(
+        name: String,
+        host: String,
+        port: Int,
+        moreHosts: [String] = [],
+        http2: Bool = false
+    ) async throws -> NginxPod {
         // Another server on the address would answer in this pod's place and make every assertion lie.
         guard !RawHTTP.canConnect(host: host, port: port) else {
             throw CommandError(description: "\(host):\(port) is already in use by another process; stop it first")
@@ -52,7 +58,9 @@ package final class NginxPod: @unchecked Sendable {
             )
         }
         let p = prefix.path
-        let listens = ([host] + moreHosts).map { "listen \($0):\(port);" }.joined(separator: "\n                    ")
+        let listens = ([host] + moreHosts).map { "listen \($0):\(port)\(http2 ? " http2" : "");" }.joined(
+            separator: "\n                    "
+        )
         let podName = moreHosts.isEmpty ? name : "$server_addr"
         let config = """
             \(getuid() == 0 ? "user root;" : "")

@@ -53,6 +53,7 @@ struct ConfigurationOptions: ParsableArguments {
     @Flag(help: .init(HeadwayConfiguration.help(forFlag: "--respect-ttl"))) var respectTTL = false
     @Option(help: .init(HeadwayConfiguration.help(forFlag: "--policy"))) var policy: String?
     @Option(help: .init(HeadwayConfiguration.help(forFlag: "--hash-key"))) var hashKey: String?
+    @Option(help: .init(HeadwayConfiguration.help(forFlag: "--upstream-protocol"))) var upstreamProtocol: String?
     @Option(help: .init(HeadwayConfiguration.help(forFlag: "--slow-start"))) var slowStart: String?
     @Option(help: .init(HeadwayConfiguration.help(forFlag: "--connect-timeout"))) var connectTimeout: String?
     @Option(help: .init(HeadwayConfiguration.help(forFlag: "--request-timeout"))) var requestTimeout: String?
@@ -79,7 +80,8 @@ struct ConfigurationOptions: ParsableArguments {
             ("--listen", self.listen), ("--service", self.service), ("--admin", self.admin),
             ("--threads", self.threads), ("--resolv-conf", self.resolvConf), ("--refresh", self.refresh),
             ("--respect-ttl", self.respectTTL ? "true" : nil), ("--policy", self.policy),
-            ("--hash-key", self.hashKey), ("--slow-start", self.slowStart),
+            ("--hash-key", self.hashKey), ("--upstream-protocol", self.upstreamProtocol),
+            ("--slow-start", self.slowStart),
             ("--connect-timeout", self.connectTimeout), ("--request-timeout", self.requestTimeout),
             ("--idle-timeout", self.idleTimeout), ("--keepalive-timeout", self.keepaliveTimeout),
             ("--max-connections-per-endpoint", self.maxConnectionsPerEndpoint), ("--health-path", self.healthPath),

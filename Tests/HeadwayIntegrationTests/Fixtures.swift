@@ -14,11 +14,17 @@ struct NginxPods {
     static let port = FreePort.onAll(podHosts)
     let pods: [NginxPod]
 
-    static func start(count: Int = 3) async throws -> NginxPods {
+    /// - Parameter http2: the pods speak h2c only (prior knowledge), as an upstream with `protocol: h2c` does.
+    static func start(count: Int = 3, http2: Bool = false) async throws -> NginxPods {
         var pods: [NginxPod] = []
         for index in 0..<count {
             pods.append(
-                try await NginxPod.start(name: "pod-\(index + 1)", host: "127.0.0.\(index + 2)", port: Self.port)
+                try await NginxPod.start(
+                    name: "pod-\(index + 1)",
+                    host: "127.0.0.\(index + 2)",
+                    port: Self.port,
+                    http2: http2
+                )
             )
         }
         return NginxPods(pods: pods)

@@ -24,6 +24,7 @@ struct ResponseParserTests {
                 } else {
                     events.append("body " + String(buffer: body))
                 }
+            case .trailers(let trailers): events.append("trailers " + String(buffer: trailers))
             case .end: events.append("end")
             }
         }
@@ -50,7 +51,25 @@ struct ResponseParserTests {
     func chunkedBodyIsDecoded(step: Int) throws {
         let wire =
             "HTTP/1.1 200 OK\r\nTransfer-Encoding: Chunked\r\n\r\n5;ext=1\r\nhello\r\n6\r\n world\r\n0\r\nX-Trailer: t\r\n\r\n"
-        #expect(try self.parse(wire, step: step) == ["head 200 chunked keepAlive=true", "body hello world", "end"])
+        #expect(
+            try self.parse(wire, step: step) == [
+                "head 200 chunked keepAlive=true", "body hello world", "trailers X-Trailer: t\r\n\r\n", "end",
+            ]
+        )
+    }
+
+    @Test(arguments: [1, 5, 1000])
+    func trailerSectionsAreKeptWholeAndEmptyOnesCostNothing(step: Int) throws {
+        let grpc =
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n1\r\nx\r\n0\r\ngrpc-status: 0\r\ngrpc-message: ok\r\n\r\n"
+        #expect(
+            try self.parse(grpc, step: step) == [
+                "head 200 chunked keepAlive=true", "body x", "trailers grpc-status: 0\r\ngrpc-message: ok\r\n\r\n",
+                "end",
+            ]
+        )
+        let empty = "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n1\r\nx\r\n0\r\n\r\n"
+        #expect(try self.parse(empty, step: step) == ["head 200 chunked keepAlive=true", "body x", "end"])
     }
 
     @Test func closeDelimitedBodyEndsAtClose() throws {
@@ -116,6 +135,9 @@ struct ResponseParserTests {
         "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nabc\r\n0\r\n\r\n",
         "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\nab\r\n0\r\n\r\n",
         "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nabEXTRA",
+        "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n0\r\nno colon here\r\n\r\n",
+        "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n0\r\nbad name: x\r\n\r\n",
+        "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n folded: x\r\n\r\n",
     ])
     func malformedResponsesAreRefused(wire: String) {
         #expect(throws: HTTP1ParseError.self) { try self.parse(wire) }

@@ -33,6 +33,10 @@ struct ReloadPlan: Equatable, Sendable {
         for upstream in new.upstreams {
             guard let previous = old.upstream(named: upstream.name), previous != upstream else { continue }
             self.upstreamsChanged.append(upstream.name)
+            if previous.httpProtocol != upstream.httpProtocol {
+                // Pools are built for one protocol; their connections cannot change what they speak.
+                self.needsRestart.append("upstreams.\(upstream.name).protocol")
+            }
             if previous.dns != upstream.dns {
                 self.discoveryChanged.append(upstream.name)
             }

@@ -93,6 +93,12 @@ extension HeadwayConfiguration.Upstream {
             upstream in
             if let key = reader.hashKey(value.scalar?.string ?? "", at: keyPath) { upstream.hashKey = key }
         },
+        .choice(
+            "protocol",
+            flag: "--upstream-protocol",
+            \.httpProtocol,
+            help: "What Headway speaks to the pods: http1 (default) or h2c (HTTP/2 without TLS, for gRPC)."
+        ),
         .duration("ewma_decay", \.ewmaDecay, help: "How fast the ewma policy forgets a slow response (default 10s)."),
         .optionalDuration(
             "slow_start",

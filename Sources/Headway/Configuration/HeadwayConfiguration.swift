@@ -59,6 +59,8 @@ package struct HeadwayConfiguration: Sendable, Equatable {
         /// DNS discovery: the headless service's name, resolved continuously; `nil` for static upstreams.
         package var dns: DNSDiscoverySettings?
         package var policy: LoadBalancingPolicy
+        /// What Headway speaks to the pods, whatever its clients speak.
+        package var httpProtocol: UpstreamProtocol
         /// What the `hash` policy hashes; required by it.
         package var hashKey: HashKey?
         /// How fast the `ewma` policy forgets a slow response.
@@ -93,6 +95,7 @@ package struct HeadwayConfiguration: Sendable, Equatable {
             name: String,
             endpoints: [HostAndPort] = [],
             policy: LoadBalancingPolicy = .roundRobin,
+            httpProtocol: UpstreamProtocol = .http1,
             hashKey: HashKey? = nil,
             ewmaDecay: TimeAmount = .seconds(10),
             slowStart: TimeAmount? = nil,
@@ -113,6 +116,7 @@ package struct HeadwayConfiguration: Sendable, Equatable {
             self.name = name
             self.endpoints = endpoints
             self.policy = policy
+            self.httpProtocol = httpProtocol
             self.hashKey = hashKey
             self.ewmaDecay = ewmaDecay
             self.slowStart = slowStart
@@ -166,7 +170,7 @@ package struct HeadwayConfiguration: Sendable, Equatable {
                         + " respect_ttl=\(dns.respectTTL) family=\(dns.family.rawValue)"
                 } ?? "endpoints=[\(upstream.endpoints.map(\.description).joined(separator: ","))]"
             return "\(upstream.name){\(discovery)"
-                + " policy=\(upstream.policy.rawValue)"
+                + " protocol=\(upstream.httpProtocol.rawValue) policy=\(upstream.policy.rawValue)"
                 + (upstream.hashKey.map { " hash_key=\($0)" } ?? "")
                 + (upstream.policy == .peakEWMA ? " ewma_decay=\(DurationText.format(upstream.ewmaDecay))" : "")
                 + " slow_start=\(upstream.slowStart.map(DurationText.format) ?? "off")"
@@ -194,6 +198,13 @@ package struct HeadwayConfiguration: Sendable, Equatable {
             + " shutdown_delay=\(DurationText.format(self.shutdownDelay)) log_level=\(self.logLevel) log_format=\(self.logFormat.rawValue)"
             + " access_log=\(self.accessLog?.summary ?? "off") upstreams: \(upstreams)"
     }
+}
+
+/// An upstream's `protocol`: HTTP/1.1 keep-alive connections, one request at a time on each, or HTTP/2 with
+/// prior knowledge (h2c), many streams on each connection, as gRPC servers speak it.
+package enum UpstreamProtocol: String, Sendable, CaseIterable {
+    case http1
+    case h2c
 }
 
 /// `log_format`: `text` (swift-log's standard lines) or `json` (one object per line, for log pipelines).

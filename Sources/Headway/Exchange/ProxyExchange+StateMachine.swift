@@ -249,6 +249,9 @@ extension ProxyExchange {
             case connectFailed(endpoint: String, error: any Error, noneHealthy: (upstream: String, total: Int)?)
             /// The connection closed before the response ended.
             case upstreamClosed(endpoint: String, error: (any Error)?)
+            /// An HTTP/2 pod refused the stream (REFUSED_STREAM, or GOAWAY below it): it processed nothing, so
+            /// any request may go elsewhere, even one sent whole (RFC 9113 §8.7).
+            case streamRefused(endpoint: String)
             case invalidResponse(endpoint: String, reason: String)
 
             /// How the operator reads it, in logs and in outlier reasons.
@@ -259,6 +262,7 @@ extension ProxyExchange {
                 case .connectFailed(_, let error, _): "connect failed: \(ProxyError.describe(error))"
                 case .upstreamClosed(_, let error):
                     "connection closed before the response ended" + (error.map { ": \(ProxyError.describe($0))" } ?? "")
+                case .streamRefused: "stream refused by the endpoint before processing"
                 case .invalidResponse(_, let reason): "invalid response: \(reason)"
                 }
             }
@@ -308,6 +312,9 @@ extension ProxyExchange {
             case .upstreamClosed(let endpoint, let error):
                 answer = .upstreamClosed(endpoint: endpoint, error: error)
                 replayIsSafe = self.request.isIdempotent || !self.requestEndSent
+            case .streamRefused(let endpoint):
+                answer = .upstreamClosed(endpoint: endpoint, error: nil)
+                replayIsSafe = true
             case .invalidResponse(let endpoint, let reason):
                 answer = .badUpstreamResponse(endpoint: endpoint, reason: reason)
                 replayIsSafe = self.request.isIdempotent || !self.requestEndSent

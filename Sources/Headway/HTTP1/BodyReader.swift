@@ -10,6 +10,8 @@ struct BodyReader {
     }
 
     private var state: State
+    /// A chunked body's trailer section (its field lines and closing CRLF), once complete; `nil` if it had none.
+    private(set) var trailers: ByteBuffer?
 
     init(_ framing: MessageFraming) {
         switch framing {
@@ -18,6 +20,11 @@ struct BodyReader {
         case .chunked: self.state = .chunked(ChunkedDecoder())
         case .untilClose: self.state = .untilClose
         }
+    }
+
+    /// Hands the trailer section over once (the response parser relays it before the end).
+    mutating func takeTrailers() -> ByteBuffer? {
+        self.trailers.take()
     }
 
     var isComplete: Bool {
@@ -42,7 +49,12 @@ struct BodyReader {
             return buffer.readSlice(length: count)!
         case .chunked(var decoder):
             let data = try decoder.next(from: &buffer)
-            self.state = decoder.isComplete ? .complete : .chunked(decoder)
+            if decoder.isComplete {
+                self.trailers = decoder.trailers
+                self.state = .complete
+            } else {
+                self.state = .chunked(decoder)
+            }
             return data
         case .untilClose:
             guard buffer.readableBytes > 0 else { return nil }

@@ -1,7 +1,8 @@
 import NIOCore
 
-/// Decodes a chunked body (RFC 9112 §7.1) into its data, strictly; extensions and trailers are checked and
-/// dropped. Shared by the request and the response parser.
+/// Decodes a chunked body (RFC 9112 §7.1) into its data, strictly; extensions are checked and dropped, the
+/// trailer section is checked and kept (gRPC's status travels in it). Shared by the request and the response
+/// parser.
 struct ChunkedDecoder {
     /// Longest accepted chunk-size line (size and extensions) and trailer section.
     static let maximumLineLength = 4 * 1024
@@ -15,6 +16,9 @@ struct ChunkedDecoder {
     }
 
     private var state = State.size(value: 0, digits: 0, lineLength: 0, inExtension: false, sawCR: false)
+    /// The trailer section's field lines and its closing empty line, once a field arrived; `nil` for the
+    /// usual empty section, which costs no allocation.
+    private(set) var trailers: ByteBuffer?
 
     /// The last chunk and the trailer section have been read.
     var isComplete: Bool {
@@ -86,13 +90,19 @@ struct ChunkedDecoder {
                 )
 
             case .trailers(var lineLength, var sectionLength, let sawCR):
-                // Trailer fields are read and dropped (RFC 9112 §7.1.2 lets a recipient discard them).
                 let byte = buffer.readInteger(as: UInt8.self)!
                 sectionLength += 1
                 guard sectionLength <= Self.maximumLineLength else { throw .init("trailer section too long") }
+                if self.trailers != nil {
+                    self.trailers!.writeInteger(byte)
+                } else if byte != UInt8(ascii: "\r") && byte != UInt8(ascii: "\n") {
+                    // The section has a field: keep it whole (an empty one is only its CRLF).
+                    self.trailers = ByteBuffer(integer: byte)
+                }
                 if sawCR {
                     guard byte == UInt8(ascii: "\n") else { throw .init("bare CR in the trailer section") }
                     if lineLength == 0 {
+                        try self.checkTrailerFields()
                         self.state = .complete
                         return nil
                     }
@@ -110,6 +120,13 @@ struct ChunkedDecoder {
             }
         }
         return nil
+    }
+
+    /// Each kept trailer line is a field (`name: value`), as a head's are: they may be relayed.
+    private func checkTrailerFields() throws(HTTP1ParseError) {
+        guard let trailers = self.trailers else { return }
+        let problem = trailers.withUnsafeReadableBytes { raw in HTTPSyntax.scanFields(raw, from: 0) { _ in nil } }
+        if let problem { throw .init("invalid trailer section: \(problem)") }
     }
 
     private static func hexValue(_ byte: UInt8) -> UInt8? {

@@ -201,6 +201,23 @@ enum HTTPSyntax {
         }
     }
 
+    /// Calls `body` with the name and value of each field of a head that was validated when it was parsed.
+    static func forEachField(
+        of head: ByteBuffer,
+        from start: Int,
+        _ body: (_ name: UnsafeRawBufferPointer, _ value: UnsafeRawBufferPointer) -> Void
+    ) {
+        head.withUnsafeReadableBytes { raw in
+            _ = Self.scanFields(raw, from: start) { field in
+                body(
+                    UnsafeRawBufferPointer(rebasing: raw[field.name]),
+                    UnsafeRawBufferPointer(rebasing: raw[field.value])
+                )
+                return nil
+            }
+        }
+    }
+
     /// The size line that precedes a chunk of `length` bytes in a chunked body (RFC 9112 §7.1).
     static func chunkHeader(for length: Int, allocator: ByteBufferAllocator) -> ByteBuffer {
         var header = allocator.buffer(capacity: 18)

@@ -49,6 +49,11 @@ struct RequestHead {
     var methodName: String { self.string(self.methodRange) }
     var target: String { self.string(self.targetRange) }
 
+    /// Calls `body` with each field's name and value, in order (for a protocol that carries fields as a list).
+    func forEachField(_ body: (_ name: UnsafeRawBufferPointer, _ value: UnsafeRawBufferPointer) -> Void) {
+        HTTPSyntax.forEachField(of: self.bytes, from: self.fieldsStart, body)
+    }
+
     /// Idempotent methods (RFC 9110 §9.2.2) may be retried after bytes were sent.
     var isIdempotent: Bool {
         switch self.method {

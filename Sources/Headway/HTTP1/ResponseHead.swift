@@ -128,16 +128,7 @@ struct ResponseHead {
 
     /// Calls `body` with each field's name and value, in order (for a protocol that carries fields as a list).
     func forEachField(_ body: (_ name: UnsafeRawBufferPointer, _ value: UnsafeRawBufferPointer) -> Void) {
-        self.bytes.withUnsafeReadableBytes { raw in
-            // Validated at parse time, so the scan finds no problem here.
-            _ = HTTPSyntax.scanFields(raw, from: self.fieldsStart) { field in
-                body(
-                    UnsafeRawBufferPointer(rebasing: raw[field.name]),
-                    UnsafeRawBufferPointer(rebasing: raw[field.value])
-                )
-                return nil
-            }
-        }
+        HTTPSyntax.forEachField(of: self.bytes, from: self.fieldsStart, body)
     }
 
     /// Writes the head for the client: Headway's own version, HTTP/1.1, whatever the client's (RFC 9110 §6.2;

@@ -11,8 +11,9 @@ import NIOCore
 /// `Transfer-Encoding` other than `chunked`, both framings at once, or bytes after a complete response all
 /// make the response invalid, and the connection is never reused.
 ///
-/// Chunked bodies are decoded here (extensions and trailers are dropped), so the relayed data is always
-/// plain; the downstream side frames it again for its client.
+/// Chunked bodies are decoded here (extensions are dropped), so the relayed data is always plain; the
+/// downstream side frames it again for its client. A trailer section is relayed as it came (gRPC's status is
+/// in it).
 struct ResponseParser {
     /// Longest accepted response head; longer ones are refused (U11).
     static let maximumHeadLength = 64 * 1024
@@ -22,6 +23,8 @@ struct ResponseParser {
         case informational(ResponseHead)
         case head(ResponseHead)
         case body(ByteBuffer)
+        /// A chunked body's trailer fields, as lines ending with the empty line; `.end` follows.
+        case trailers(ByteBuffer)
         case end
     }
 
@@ -63,6 +66,10 @@ struct ResponseParser {
                 return .body(data)
             }
             if reader.isComplete {
+                if let trailers = reader.takeTrailers() {
+                    self.state = .body(reader)
+                    return .trailers(trailers)
+                }
                 self.state = .done
                 return .end
             }

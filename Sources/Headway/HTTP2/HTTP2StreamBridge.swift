@@ -28,6 +28,8 @@ final class HTTP2StreamBridge: ChannelDuplexHandler {
     private var responseParser = ResponseParser()
     /// The response's HEADERS, held until the next piece shows whether they also end the stream.
     private var pendingHeaders: HPACKHeaders?
+    /// The response's trailer fields, sent as the HEADERS that end the stream.
+    private var pendingTrailers: HPACKHeaders?
     /// Announced by the handler behind just before it writes Headway's own answer.
     private var localAnswer: ProxyError?
     /// A gRPC answer went out trailers-only: the HTTP/1 answer's body is not for this client.
@@ -153,8 +155,15 @@ final class HTTP2StreamBridge: ChannelDuplexHandler {
                 frames.append(.headers(.init(headers: headers)))
             }
             frames.append(.data(.init(data: .byteBuffer(bytes))))
+        case .trailers(let section):
+            self.pendingTrailers = HTTP2Translation.trailerFields(section)
         case .end:
-            if let headers = self.pendingHeaders.take() {
+            if let trailers = self.pendingTrailers.take() {
+                if let headers = self.pendingHeaders.take() {
+                    frames.append(.headers(.init(headers: headers)))
+                }
+                frames.append(.headers(.init(headers: trailers, endStream: true)))
+            } else if let headers = self.pendingHeaders.take() {
                 frames.append(.headers(.init(headers: headers, endStream: true)))
             } else if case .data(var last) = frames.last {
                 // The body's last piece came in the same write: it ends the stream, no empty frame needed.

@@ -116,6 +116,25 @@ enum HTTP2Translation {
         return headers
     }
 
+    /// The fields of an HTTP/1 trailer section (lines ending with the empty line, checked by the parser), with
+    /// names in lower case and without the connection-specific ones.
+    static func trailerFields(_ section: ByteBuffer) -> HPACKHeaders {
+        var headers = HPACKHeaders()
+        section.withUnsafeReadableBytes { raw in
+            _ = HTTPSyntax.scanFields(raw, from: 0) { field in
+                let name = UnsafeRawBufferPointer(rebasing: raw[field.name])
+                if !Self.isConnectionSpecific(name) {
+                    headers.add(
+                        name: String(decoding: name.lazy.map(HTTPSyntax.lowercased), as: UTF8.self),
+                        value: String(decoding: UnsafeRawBufferPointer(rebasing: raw[field.value]), as: UTF8.self)
+                    )
+                }
+                return nil
+            }
+        }
+        return headers
+    }
+
     /// A `grpc-timeout` value: at most 8 digits and a unit (H, M, S, m, u, n); `nil` if malformed.
     static func grpcTimeout(_ value: String) -> TimeAmount? {
         guard let unit = value.last, let amount = Int64(value.dropLast()), amount >= 0, value.count <= 9 else {

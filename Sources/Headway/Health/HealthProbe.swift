@@ -185,7 +185,7 @@ final class HealthCheckConnection: ChannelInboundHandler {
         do {
             while let event = try self.parser.next(from: &buffer, isHeadRequest: false) {
                 switch event {
-                case .informational, .body:
+                case .informational, .body, .trailers:
                     continue
                 case .head(let head):
                     self.answer = Answer(status: head.status, keepAlive: head.isKeepAlive)

@@ -264,6 +264,8 @@ extension DownstreamHandler: UpstreamLessee, ResponseDeadlineWaiter {
         let failure: ProxyExchange.StateMachine.Failure =
             if let invalid = error as? HTTP1ParseError {
                 .invalidResponse(endpoint: pool.endpoint.label, reason: invalid.reason)
+            } else if let reset = error as? UpstreamStreamReset, reset.wasRefused {
+                .streamRefused(endpoint: pool.endpoint.label)
             } else {
                 .upstreamClosed(endpoint: pool.endpoint.label, error: error)
             }

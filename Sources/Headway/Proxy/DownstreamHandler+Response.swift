@@ -40,6 +40,8 @@ extension DownstreamHandler {
             } else {
                 self.writeToClient(buffer, context: context)
             }
+        case .trailers(let trailers):
+            self.exchange!.responseTrailers = trailers
         case .end:
             self.finishExchange(context: context)
         }
@@ -185,7 +187,19 @@ extension DownstreamHandler {
             "request done",
             metadata: ["endpoint.address": "\(pool.endpoint.label)", "status": "\(exchange.responseStatus)"]
         )
-        self.writeEndAndContinue(context: context, lastBytes: exchange.chunksResponse ? Self.lastChunk : nil)
+        var lastBytes: ByteBuffer?
+        if exchange.chunksResponse {
+            if var trailers = exchange.responseTrailers {
+                // Trailers follow the last chunk; a body that is not chunked (to HTTP/1.0) drops them.
+                var last = context.channel.allocator.buffer(capacity: trailers.readableBytes + 3)
+                last.writeStaticString("0\r\n")
+                last.writeBuffer(&trailers)
+                lastBytes = last
+            } else {
+                lastBytes = Self.lastChunk
+            }
+        }
+        self.writeEndAndContinue(context: context, lastBytes: lastBytes)
     }
 
     /// Answers the current request (or a request that never became an exchange) with Headway's own response.

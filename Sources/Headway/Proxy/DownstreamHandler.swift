@@ -92,6 +92,8 @@ final class DownstreamHandler: ChannelDuplexHandler {
         var responseStatus: UInt = 0
         /// The response body goes to the client in chunks that Headway frames.
         var chunksResponse = false
+        /// The response's trailer section, relayed after the last chunk.
+        var responseTrailers: ByteBuffer?
         /// Body bytes read from the client, and relayed to it.
         var requestBodyBytes = 0
         var responseBodyBytes = 0

@@ -13,6 +13,8 @@ final class LoopCluster: @unchecked Sendable {
     let eventLoop: any EventLoop
     /// Replaced by a reload (``reconfigure(_:)``); read on this loop only.
     private(set) var configuration: HeadwayConfiguration.Upstream
+    /// What the pools speak; fixed at start (a reload that changes it says it needs a restart).
+    let httpProtocol: UpstreamProtocol
     let metrics: UpstreamMetrics
     let logger: Logger
     /// The control plane, told of outliers and pending requests; set once by the cluster that owns this loop.
@@ -55,6 +57,7 @@ final class LoopCluster: @unchecked Sendable {
     ) {
         self.eventLoop = eventLoop
         self.configuration = configuration
+        self.httpProtocol = configuration.httpProtocol
         self.metrics = metrics
         self.logger = logger
         self.loopCount = loopCount

@@ -4,6 +4,9 @@ import NIOCore
 /// The only handler of an upstream connection's pipeline: it writes the request bytes its lessee gives it
 /// and parses the response bytes with a ``ResponseParser``, handing the events to the lessee.
 ///
+/// To an h2c pod, it is the last handler of one request stream, behind an ``HTTP2UpstreamStreamCodec``: the
+/// exchange leases a stream as it leases a connection, and a stream serves one request only.
+///
 /// Loop-confined: it shares its event loop with its ``UpstreamPool`` and with every lessee, so the two
 /// halves of an exchange call each other directly.
 final class UpstreamConnection: ChannelDuplexHandler {
@@ -12,6 +15,8 @@ final class UpstreamConnection: ChannelDuplexHandler {
     typealias OutboundOut = ByteBuffer
 
     let endpoint: Endpoint
+    /// The h2c connection this stream belongs to; `nil` for an HTTP/1 connection.
+    let multiplexedOn: HTTP2UpstreamConnection?
     private let logger: Logger
     /// Set once the connection is established and handed to its pool.
     var pool: UpstreamPool?
@@ -29,9 +34,10 @@ final class UpstreamConnection: ChannelDuplexHandler {
     private var pendingRead = false
     private var closeReason: (any Error)?
 
-    init(endpoint: Endpoint, logger: Logger) {
+    init(endpoint: Endpoint, logger: Logger, multiplexedOn: HTTP2UpstreamConnection? = nil) {
         self.endpoint = endpoint
         self.logger = logger
+        self.multiplexedOn = multiplexedOn
     }
 
     var isWritable: Bool { self.context?.channel.isWritable ?? false }

@@ -1,5 +1,6 @@
 import Logging
 import NIOCore
+import NIOHTTP2
 import NIOPosix
 import Synchronization
 
@@ -11,10 +12,15 @@ import Synchronization
 ///   loops never exceeds `max_connections_per_endpoint`;
 /// - a connection the upstream closed, or that failed, is never handed out again (it leaves the idle list in
 ///   ``connectionClosed(_:)`` before any other event can lease it).
+///
+/// To an h2c upstream the pool leases streams instead: ``HTTP2StateMachine`` decides which connection a
+/// stream goes on, and each stream is an ``UpstreamConnection`` that serves one request.
 final class UpstreamPool {
     let endpoint: Endpoint
     unowned let cluster: LoopCluster
     private var machine: StateMachine<UpstreamConnection>
+    /// Set when the upstream speaks h2c; `machine` is unused then. Driven from `UpstreamPool+HTTP2.swift`.
+    var http2: HTTP2StateMachine<HTTP2UpstreamConnection, StreamWaiter>?
     /// Response times of this loop's requests to the endpoint, summed over the loops by the live page.
     private(set) var latency = LatencyHistogram()
 
@@ -22,10 +28,22 @@ final class UpstreamPool {
         self.endpoint = endpoint
         self.cluster = cluster
         self.machine = StateMachine(minIdle: cluster.configuration.minIdleConnectionsPerEndpoint)
+        if cluster.httpProtocol == .h2c {
+            self.http2 = HTTP2StateMachine(minIdle: cluster.configuration.minIdleConnectionsPerEndpoint)
+        }
     }
 
-    var isEmpty: Bool { self.machine.isEmpty }
-    var isDraining: Bool { self.machine.isDraining }
+    var isEmpty: Bool { self.http2?.isEmpty ?? self.machine.isEmpty }
+    var isDraining: Bool { self.http2?.isDraining ?? self.machine.isDraining }
+    /// h2c connections open on this loop and streams in flight on them (zero for HTTP/1), for `/endpoints`.
+    var http2Connections: Int { self.http2?.openConnections ?? 0 }
+    var http2Streams: Int { self.http2?.openStreams ?? 0 }
+
+    /// A request waiting for a stream on a connection that is opening.
+    struct StreamWaiter {
+        let exchange: any UpstreamLessee
+        let attempt: Int
+    }
 
     enum LeaseResult {
         /// An idle keep-alive connection, now leased to the caller.
@@ -40,6 +58,9 @@ final class UpstreamPool {
 
     /// Leases an idle connection, or starts opening one for `exchange` (identified by `attempt`).
     func lease(for exchange: any UpstreamLessee, attempt: Int) -> LeaseResult {
+        if self.http2 != nil {
+            return self.leaseStream(for: StreamWaiter(exchange: exchange, attempt: attempt))
+        }
         switch self.machine.leaseRequested() {
         case .lease(let connection):
             self.idleConnectionsChanged(by: -1)
@@ -70,6 +91,7 @@ final class UpstreamPool {
     /// ``keepWarm()`` again.
     func routabilityChanged(_ isRoutable: Bool) {
         self.machine.routabilityChanged(isRoutable)
+        self.http2?.routabilityChanged(isRoutable)
         self.keepWarm()
     }
 
@@ -77,10 +99,15 @@ final class UpstreamPool {
     /// connections beyond it expire with `keepalive_timeout` as any idle one does.
     func minIdleChanged(to minIdle: Int) {
         self.machine.minIdle = minIdle
+        self.http2?.minIdle = minIdle
         self.keepWarm()
     }
 
     func keepWarm() {
+        if self.http2 != nil {
+            self.keepHTTP2Warm()
+            return
+        }
         let wanted = self.machine.warmConnectionsWanted()
         for _ in 0..<wanted {
             if self.endpoint.reserveConnection(limit: self.cluster.configuration.maxConnectionsPerEndpoint) {
@@ -95,6 +122,11 @@ final class UpstreamPool {
     /// (full request written, full response read, upstream keeps the connection alive) is reused.
     func release(_ connection: UpstreamConnection, reusable: Bool) {
         connection.lessee = nil
+        if connection.multiplexedOn != nil {
+            // A stream serves one request; one that did not end cleanly is reset (its connection stays).
+            if !reusable { connection.close() }
+            return
+        }
         let isReusable = reusable && connection.isReusable && connection.isOpen
         switch self.machine.released(connection, isReusable: isReusable, now: self.cluster.coarseNow) {
         case .keep:
@@ -106,6 +138,10 @@ final class UpstreamPool {
 
     /// The upstream connection closed (either side); forget it, and replace it if it was keeping the pool warm.
     func connectionClosed(_ connection: UpstreamConnection) {
+        if let parent = connection.multiplexedOn {
+            self.streamClosed(on: parent)
+            return
+        }
         self.endpoint.releaseConnection()
         self.cluster.metrics.connectionClosed()
         if self.machine.closed(connection) {
@@ -123,11 +159,17 @@ final class UpstreamPool {
         for connection in self.machine.expiredIdleConnections(before: cutoff) {
             connection.close()
         }
+        for connection in self.http2?.expiredIdleConnections(before: cutoff) ?? [] {
+            connection.close()
+        }
     }
 
     /// Stops handing out connections: idle ones close now, busy ones when they are released.
     func drain() {
         for connection in self.machine.drain() {
+            connection.close()
+        }
+        for connection in self.http2?.drain() ?? [] {
             connection.close()
         }
     }
@@ -139,6 +181,7 @@ final class UpstreamPool {
     /// The endpoint came back into the set while its pool was still draining.
     func revive() {
         self.machine.revived()
+        self.http2?.revived()
     }
 
     private func idleConnectionsChanged(by delta: Int) {
