@@ -10,7 +10,7 @@
     grpc_peer.py call TARGET KIND COUNT [DEADLINE_MS] [PAUSE_MS] [SLEEP_MS]
         A client: COUNT calls of KIND (unary, server, client, bidi) on ONE channel, one after another, each
         PAUSE_MS apart (unary calls ask the pod to take SLEEP_MS). Prints one JSON object: calls per pod,
-        failures per status code, and the seconds it took.
+        failures per status code, their details, and the seconds it took.
 """
 
 import json
@@ -74,7 +74,7 @@ def serve(name, host, port):
 
 
 def call(target, kind, count, deadline_ms, pause_ms, sleep_ms):
-    pods, failures = {}, {}
+    pods, failures, details = {}, {}, []
     timeout = deadline_ms / 1000 if deadline_ms else 10
     started = time.monotonic()
     with grpc.insecure_channel(target) as channel:
@@ -102,11 +102,11 @@ def call(target, kind, count, deadline_ms, pause_ms, sleep_ms):
             except grpc.RpcError as error:
                 code = error.code().name
                 failures[code] = failures.get(code, 0) + 1
-                failures.setdefault("details", []).append(error.details())
+                details.append(error.details())
             if pause_ms > 0:
                 time.sleep(pause_ms / 1000)
     elapsed = time.monotonic() - started
-    print(json.dumps({"pods": pods, "failures": failures, "seconds": elapsed}), flush=True)
+    print(json.dumps({"pods": pods, "failures": failures, "details": details, "seconds": elapsed}), flush=True)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,230 @@
+import Foundation
+import Headway
+import HeadwayTestSupport
+import NIOCore
+import Testing
+
+/// gRPC pods (grpcio, from PyPI) on 127.0.0.2–4 at a port of their own, each answering with its name; see
+/// `grpc_peer.py`.
+final class GRPCPods {
+    static let port = FreePort.onAll(podHosts, except: [NginxPods.port, EchoPods.port])
+    static let peer = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("grpc_peer.py")
+    private(set) var processes: [Process] = []
+    let hosts: [String]
+
+    private init(hosts: [String]) {
+        self.hosts = hosts
+    }
+
+    static func start(count: Int = 3) async throws -> GRPCPods {
+        let pods = GRPCPods(hosts: (0..<count).map { "127.0.0.\($0 + 2)" })
+        for index in 0..<count { try await pods.start(index) }
+        return pods
+    }
+
+    var endpoints: [String] { self.hosts.map { "\($0):\(Self.port)" } }
+
+    /// Starts pod `index` (again, after a stop) and waits until it accepts connections.
+    func start(_ index: Int) async throws {
+        let host = self.hosts[index]
+        guard !RawHTTP.canConnect(host: host, port: Self.port) else {
+            throw CommandError(description: "\(host):\(Self.port) is already in use by another process; stop it first")
+        }
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: IntegrationEnvironment.path(of: "python3") ?? "/usr/bin/python3")
+        process.arguments = [Self.peer.path, "serve", "pod-\(index + 1)", host, String(Self.port)]
+        process.standardInput = FileHandle.nullDevice
+        process.standardOutput = FileHandle.nullDevice
+        process.standardError = FileHandle.nullDevice
+        try process.run()
+        if index < self.processes.count {
+            self.processes[index] = process
+        } else {
+            self.processes.append(process)
+        }
+        for _ in 0..<200 {
+            if RawHTTP.canConnect(host: host, port: Self.port) { return }
+            guard process.isRunning else { break }
+            try await Task.sleep(for: .milliseconds(25))
+        }
+        throw CommandError(description: "gRPC pod \(host):\(Self.port) did not start (is grpcio installed?)")
+    }
+
+    /// SIGTERM: the pod stops with `server.stop(grace)`, sending GOAWAY and finishing the calls it has.
+    func stopGracefully(_ index: Int) {
+        kill(self.processes[index].processIdentifier, SIGTERM)
+    }
+
+    func kill9(_ index: Int) {
+        kill(self.processes[index].processIdentifier, SIGKILL)
+    }
+
+    func stop() {
+        for process in self.processes where process.isRunning {
+            kill(process.processIdentifier, SIGKILL)
+            process.waitUntilExit()
+        }
+    }
+}
+
+/// What `grpc_peer.py call` reported.
+struct GRPCCalls: Decodable {
+    var pods: [String: Int]
+    /// Failed calls by status code, and what the client was told about each.
+    var failures: [String: Int]
+    var details: [String]
+    var seconds: Double
+
+    var succeeded: Int { self.pods.values.reduce(0, +) }
+    var failed: Int { self.failures.values.reduce(0, +) }
+    /// Calls per pod in pod order (pod-1, pod-2, …), for `count` pods.
+    func perPod(_ count: Int) -> [Int] { (1...count).map { self.pods["pod-\($0)"] ?? 0 } }
+
+    /// `count` calls of `kind` (unary, server, client, bidi) on one channel to `target`, one after another.
+    static func run(
+        _ target: String,
+        kind: String = "unary",
+        count: Int,
+        deadlineMilliseconds: Int = 0,
+        pauseMilliseconds: Int = 0,
+        podSleepMilliseconds: Int = 0
+    ) async throws -> GRPCCalls {
+        let result = try await Command.run(
+            [
+                "python3", GRPCPods.peer.path, "call", target, kind, String(count), String(deadlineMilliseconds),
+                String(pauseMilliseconds), String(podSleepMilliseconds),
+            ],
+            timeout: 120
+        )
+        guard let line = result.stdout.split(separator: "\n").last else {
+            throw CommandError(description: "grpc client printed nothing: \(result.stderr)")
+        }
+        return try JSONDecoder().decode(GRPCCalls.self, from: Data(line.utf8))
+    }
+}
+
+extension IntegrationTests {
+    /// gRPC through Headway to grpcio pods over h2c: per-call balancing on one client channel, the four kinds
+    /// of RPC, trailers (grpc-status) end to end, and the faults a pod can have under load.
+    @Suite struct GRPC {
+        private func headway(_ pods: GRPCPods, policy: String = "round-robin") async throws -> InProcessHeadway {
+            try await InProcessHeadway.start {
+                $0[list: "--endpoints"] = pods.endpoints
+                $0["--upstream-protocol"] = "h2c"
+                $0["--policy"] = policy
+                if policy == "hash" { $0["--hash-key"] = "client-ip" }
+            }
+        }
+
+        private func target(_ headway: InProcessHeadway) -> String { "127.0.0.1:\(headway.listen.port!)" }
+
+        @Test func oneChannelStraightToAPodPinsEveryCallToIt() async throws {
+            let pods = try await GRPCPods.start()
+            defer { pods.stop() }
+            let calls = try await GRPCCalls.run(pods.endpoints[0], count: 300)
+            // The problem Headway solves: a gRPC channel is one connection, and every call rides it.
+            #expect(calls.perPod(3) == [300, 0, 0])
+        }
+
+        /// The README's skew table: 300 unary calls on one channel, through Headway, by policy.
+        @Test(arguments: ["round-robin", "random", "least-connections", "p2c", "ewma", "hash"])
+        func callsOfOneChannelAreSpreadByThePolicy(policy: String) async throws {
+            let pods = try await GRPCPods.start()
+            defer { pods.stop() }
+            let headway = try await self.headway(pods, policy: policy)
+            let calls = try await GRPCCalls.run(self.target(headway), count: 300)
+            try await headway.stop()
+            print("gRPC skew, 300 unary calls on one channel, \(policy): \(calls.perPod(3))")
+            #expect(calls.failed == 0, "\(calls.failures) \(calls.details)")
+            switch policy {
+            case "round-robin":
+                #expect(calls.perPod(3) == [100, 100, 100])
+            case "hash":
+                // One client, one key: every call on the same pod, by design.
+                #expect(calls.perPod(3).sorted() == [0, 0, 300])
+            default:
+                // Every pod takes a real share (a binomial 300 × ⅓ is below 50 with odds under 1e-9).
+                #expect(calls.perPod(3).allSatisfy { $0 >= 50 }, "\(calls.perPod(3))")
+            }
+        }
+
+        @Test(arguments: ["server", "client", "bidi"])
+        func streamingCallsAreBalancedCallByCall(kind: String) async throws {
+            let pods = try await GRPCPods.start()
+            defer { pods.stop() }
+            let headway = try await self.headway(pods)
+            // The client checks each call's messages (3 answers, a count of 4, two echoes) and its OK status.
+            let calls = try await GRPCCalls.run(self.target(headway), kind: kind, count: 30)
+            try await headway.stop()
+            #expect(calls.failed == 0, "\(calls.failures) \(calls.details)")
+            #expect(calls.perPod(3) == [10, 10, 10])
+        }
+
+        @Test func aPodStoppingGracefullyCostsNoCall() async throws {
+            let pods = try await GRPCPods.start()
+            defer { pods.stop() }
+            let headway = try await self.headway(pods)
+            async let load = GRPCCalls.run(self.target(headway), count: 400, pauseMilliseconds: 5)
+            try await Task.sleep(for: .milliseconds(800))
+            pods.stopGracefully(1)
+            let calls = try await load
+            try await headway.stop()
+            print("gRPC graceful stop: \(calls.pods), failures \(calls.failures)")
+            // The pod's GOAWAY drains its connection: calls in flight finish, new ones go to the others.
+            // grpcio may answer CANCELLED to a call that reaches it while it stops (it does so without a proxy
+            // too); Headway must lose nothing else.
+            #expect(calls.failures.filter { $0.key != "CANCELLED" }.isEmpty, "\(calls.failures) \(calls.details)")
+            #expect(calls.succeeded + calls.failed == 400)
+            #expect(calls.pods["pod-2"] ?? 0 > 0 && calls.pods["pod-2"]! < 200, "\(calls.pods)")
+        }
+
+        @Test func aPodKilledCostsOnlyTheCallInFlightOnIt() async throws {
+            let pods = try await GRPCPods.start()
+            defer { pods.stop() }
+            let headway = try await self.headway(pods)
+            async let load = GRPCCalls.run(self.target(headway), count: 400, pauseMilliseconds: 5)
+            try await Task.sleep(for: .milliseconds(800))
+            pods.kill9(1)
+            let calls = try await load
+            try await headway.stop()
+            print("gRPC SIGKILL: \(calls.pods), failures \(calls.failures)")
+            // Calls go one at a time, so at most one was on the pod when it died; none fails after.
+            #expect(calls.failed <= 1, "\(calls.failures) \(calls.details)")
+            #expect(calls.failures.keys.allSatisfy { $0 == "UNAVAILABLE" }, "\(calls.failures)")
+            #expect(calls.succeeded >= 399)
+        }
+
+        @Test func noPodAnswersUnavailableAtOnce() async throws {
+            let pods = try await GRPCPods.start()
+            let endpoints = pods.endpoints
+            pods.stop()
+            let headway = try await InProcessHeadway.start {
+                $0[list: "--endpoints"] = endpoints
+                $0["--upstream-protocol"] = "h2c"
+            }
+            let calls = try await GRPCCalls.run(self.target(headway), count: 5)
+            try await headway.stop()
+            #expect(calls.failures["UNAVAILABLE"] == 5, "\(calls.failures)")
+            #expect(calls.seconds < 2.5, "5 calls took \(calls.seconds) s")
+            #expect(calls.details.allSatisfy { $0.contains("127.0.0.") }, "\(calls.details)")
+        }
+
+        @Test func aDeadlineShorterThanThePodEndsTheCallAtTheDeadline() async throws {
+            let pods = try await GRPCPods.start(count: 1)
+            defer { pods.stop() }
+            let headway = try await self.headway(pods)
+            let calls = try await GRPCCalls.run(
+                self.target(headway),
+                count: 1,
+                deadlineMilliseconds: 300,
+                podSleepMilliseconds: 3000
+            )
+            // Headway answers the call as soon as it is late, and the pod's next call still works.
+            let next = try await GRPCCalls.run(self.target(headway), count: 1)
+            try await headway.stop()
+            #expect(calls.failures["DEADLINE_EXCEEDED"] == 1, "\(calls.failures)")
+            #expect(calls.seconds < 1.5, "the call took \(calls.seconds) s")
+            #expect(next.pods == ["pod-1": 1])
+        }
+    }
+}
