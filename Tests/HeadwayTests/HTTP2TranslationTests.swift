@@ -197,3 +197,108 @@ struct HTTP2StreamBridgeTests {
         #expect(String(buffer: bytes) == "no endpoint of upstream 'web' is available\n")
     }
 }
+
+/// The upstream stream codec on an `EmbeddedChannel`: the exchange's HTTP/1.1 request out as frames, the pod's
+/// frames back as the HTTP/1.1 response its connection parses.
+struct HTTP2UpstreamStreamCodecTests {
+    private func makeStream() -> EmbeddedChannel {
+        EmbeddedChannel(handler: HTTP2UpstreamStreamCodec(logger: Logger(label: "test")))
+    }
+
+    private func frames(_ channel: EmbeddedChannel) throws -> [HTTP2Frame.FramePayload] {
+        var frames: [HTTP2Frame.FramePayload] = []
+        while let frame = try channel.readOutbound(as: HTTP2Frame.FramePayload.self) { frames.append(frame) }
+        return frames
+    }
+
+    private func inbound(_ channel: EmbeddedChannel) throws -> String {
+        var text = ""
+        while var bytes = try channel.readInbound(as: ByteBuffer.self) {
+            text += bytes.readString(length: bytes.readableBytes)!
+        }
+        return text
+    }
+
+    @Test func aBodilessRequestIsOneHeadersFrameThatEndsTheStream() throws {
+        let channel = self.makeStream()
+        try channel.writeAndFlush(
+            ByteBuffer(string: "GET /a?b=1 HTTP/1.1\r\nHost: web:80\r\nX-Trace: 7\r\nVia: 1.1 headway\r\n\r\n")
+        ).wait()
+        let frames = try self.frames(channel)
+        guard frames.count == 1, case .headers(let headers) = frames[0] else {
+            Issue.record("expected one HEADERS frame, got \(frames)")
+            return
+        }
+        #expect(headers.endStream)
+        #expect(
+            Array(headers.headers.map { "\($0.name): \($0.value)" }) == [
+                ":method: GET", ":scheme: http", ":path: /a?b=1", ":authority: web:80", "x-trace: 7",
+                "via: 1.1 headway", "te: trailers",
+            ]
+        )
+    }
+
+    @Test(arguments: [false, true])
+    func aBodyBecomesDataFramesAndTheLastEndsTheStream(chunked: Bool) throws {
+        let channel = self.makeStream()
+        let framing = chunked ? "Transfer-Encoding: chunked" : "Content-Length: 5"
+        try channel.write(ByteBuffer(string: "POST /p HTTP/1.1\r\nHost: w\r\n\(framing)\r\n\r\n")).wait()
+        try channel.write(ByteBuffer(string: chunked ? "3\r\nhel\r\n" : "hel")).wait()
+        try channel.writeAndFlush(ByteBuffer(string: chunked ? "2\r\nlo\r\n0\r\n\r\n" : "lo")).wait()
+        let frames = try self.frames(channel)
+        guard frames.count == 3, case .headers(let head) = frames[0], case .data(let first) = frames[1],
+            case .data(let last) = frames[2]
+        else {
+            Issue.record("expected HEADERS, DATA, DATA; got \(frames)")
+            return
+        }
+        #expect(!head.endStream && !first.endStream && last.endStream)
+        #expect(head.headers[canonicalForm: "content-length"].isEmpty, "DATA frames frame the body")
+        #expect(head.headers[canonicalForm: "transfer-encoding"].isEmpty)
+        guard case .byteBuffer(let a) = first.data, case .byteBuffer(let b) = last.data else { return }
+        #expect(String(buffer: a) + String(buffer: b) == "hello")
+    }
+
+    @Test func aResponseWithoutLengthIsChunkedAndItsTrailersFollowTheLastChunk() throws {
+        let channel = self.makeStream()
+        let head: HPACKHeaders = [":status": "200", "content-type": "application/grpc"]
+        try channel.writeInbound(HTTP2Frame.FramePayload.headers(.init(headers: head)))
+        try channel.writeInbound(HTTP2Frame.FramePayload.data(.init(data: .byteBuffer(ByteBuffer(string: "abc")))))
+        let trailers: HPACKHeaders = ["grpc-status": "0", "grpc-message": "ok"]
+        try channel.writeInbound(HTTP2Frame.FramePayload.headers(.init(headers: trailers, endStream: true)))
+        let text = try self.inbound(channel)
+        #expect(
+            text == "HTTP/1.1 200 OK\r\ncontent-type: application/grpc\r\ntransfer-encoding: chunked\r\n\r\n"
+                + "3\r\nabc\r\n0\r\ngrpc-status: 0\r\ngrpc-message: ok\r\n\r\n"
+        )
+        // And the connection behind reads that as any pod's response, trailers included.
+        var parser = ResponseParser()
+        parser.expectResponse()
+        var bytes = ByteBuffer(string: text)
+        var events: [String] = []
+        while let event = try parser.next(from: &bytes, isHeadRequest: false) {
+            switch event {
+            case .trailers(let section): events.append("trailers " + String(buffer: section))
+            case .end: events.append("end")
+            default: continue
+            }
+        }
+        #expect(events == ["trailers grpc-status: 0\r\ngrpc-message: ok\r\n\r\n", "end"])
+    }
+
+    @Test func aTrailersOnlyResponseHasNoBody() throws {
+        let channel = self.makeStream()
+        let head: HPACKHeaders = [":status": "200", "grpc-status": "5", "grpc-message": "not found"]
+        try channel.writeInbound(HTTP2Frame.FramePayload.headers(.init(headers: head, endStream: true)))
+        #expect(
+            try self.inbound(channel)
+                == "HTTP/1.1 200 OK\r\ngrpc-status: 5\r\ngrpc-message: not found\r\ncontent-length: 0\r\n\r\n"
+        )
+    }
+
+    @Test func aRefusedStreamIsToldApartFromOtherResets() {
+        #expect(UpstreamStreamReset(code: .refusedStream).wasRefused)
+        #expect(!UpstreamStreamReset(code: .cancel).wasRefused)
+        #expect(!UpstreamStreamReset(code: .internalError).wasRefused)
+    }
+}

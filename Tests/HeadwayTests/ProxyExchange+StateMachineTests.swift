@@ -176,6 +176,14 @@ struct ProxyExchangeStateMachineTests {
         #expect(error.status.code == 502)
     }
 
+    @Test func aStreamTheHTTP2PodRefusedIsReplayedWhateverTheMethod() {
+        var budget = self.generous
+        var machine = self.machine(idempotent: false, endReceived: true)
+        _ = machine.connectionLeased(now: self.start)
+        // REFUSED_STREAM (or a stream above GOAWAY's last one): the pod did nothing with the request.
+        #expect(machine.attemptFailed(.streamRefused(endpoint: "p:1"), budget: &budget, now: self.start) == .retry)
+    }
+
     @Test func anIdempotentRequestSentWholeIsReplayed() {
         var budget = self.generous
         var machine = self.machine(idempotent: true, endReceived: true)

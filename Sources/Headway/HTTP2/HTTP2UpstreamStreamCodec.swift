@@ -26,7 +26,6 @@ final class HTTP2UpstreamStreamCodec: ChannelDuplexHandler {
         return limits
     }()
 
-    private let endpoint: Endpoint
     private let logger: Logger
     private var requestParser = RequestParser(limits: HTTP2UpstreamStreamCodec.limits)
     /// The last request frame, held until the next piece or the flush shows whether it ends the stream.
@@ -35,8 +34,7 @@ final class HTTP2UpstreamStreamCodec: ChannelDuplexHandler {
     /// How the response body is framed towards the connection behind; `nil` until the response's HEADERS.
     private var responseIsChunked: Bool?
 
-    init(endpoint: Endpoint, logger: Logger) {
-        self.endpoint = endpoint
+    init(logger: Logger) {
         self.logger = logger
     }
 

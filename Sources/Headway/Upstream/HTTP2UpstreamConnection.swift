@@ -46,7 +46,7 @@ final class HTTP2UpstreamConnection: ChannelInboundHandler {
             stream.eventLoop.makeCompletedFuture {
                 let connection = UpstreamConnection(endpoint: endpoint, logger: logger, multiplexedOn: parent.value)
                 try stream.pipeline.syncOperations.addHandlers(
-                    HTTP2UpstreamStreamCodec(endpoint: endpoint, logger: logger),
+                    HTTP2UpstreamStreamCodec(logger: logger),
                     connection
                 )
             }
