@@ -211,5 +211,84 @@ extension IntegrationTests {
             let reached = try pods.pods.map { try $0.accessLog().count }.reduce(0, +) - 400
             #expect(reached <= 1000, "\(reached) requests of reset streams reached the pods")
         }
+
+        @Test func streamsToH2CPodsAreMultiplexedOnOneConnectionPerPod() async throws {
+            let pods = try await NginxPods.start(http2: true)
+            defer { pods.stop() }
+            let headway = try await InProcessHeadway.start {
+                $0[list: "--endpoints"] = pods.endpoints
+                $0["--upstream-protocol"] = "h2c"
+            }
+            let load = try await Command.run(["h2load", "-c1", "-m10", "-n300", "\(headway.listenURL)/"], timeout: 60)
+            // An HTTP/1.1 client reaches the same pods, which speak nothing but h2c.
+            let http1 = try await curl(["--http1.1", "--dump-header", "-", "\(headway.listenURL)/from-h1"])
+            try await headway.stop()
+            #expect(load.stdout.contains("300 succeeded, 0 failed"), "\(load.stdout)")
+            #expect(http1.stdout.hasPrefix("HTTP/1.1 200 OK"), "\(http1.stdout)")
+            let logs = try pods.pods.map { try $0.accessLog() }
+            #expect(logs.map(\.count).sorted() == [100, 100, 101], "300 streams and the HTTP/1.1 request")
+            // Ten streams at a time fit on one connection: each pod saw exactly one (the warm one).
+            #expect(logs.map { Set($0.map(\.connection)).count } == [1, 1, 1])
+        }
+
+        /// An h2c pod that resets every stream with REFUSED_STREAM (the `h2` package), for `seconds`; then prints
+        /// how many it refused.
+        private static let refusingPod = """
+            import socket, sys, threading, time, h2.config, h2.connection, h2.errors, h2.events
+            host, port, seconds = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
+            refused = 0
+            def serve(sock):
+                global refused
+                conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=False))
+                conn.initiate_connection()
+                sock.sendall(conn.data_to_send())
+                try:
+                    while data := sock.recv(65536):
+                        for event in conn.receive_data(data):
+                            if isinstance(event, h2.events.RequestReceived):
+                                conn.reset_stream(event.stream_id, h2.errors.ErrorCodes.REFUSED_STREAM)
+                                refused += 1
+                        sock.sendall(conn.data_to_send())
+                except Exception:
+                    pass
+            listener = socket.create_server((host, port))
+            listener.settimeout(0.1)
+            deadline = time.monotonic() + seconds
+            while time.monotonic() < deadline:
+                try:
+                    threading.Thread(target=serve, args=(listener.accept()[0],), daemon=True).start()
+                except socket.timeout:
+                    pass
+            print(refused)
+            """
+
+        @Test func aStreamThePodRefusesIsRetriedOnAnotherPodEvenForPOST() async throws {
+            let good = try await NginxPod.start(name: "pod-2", host: "127.0.0.3", port: NginxPods.port, http2: true)
+            defer { good.stop() }
+            let refuser = Task {
+                try await Command.run(
+                    ["python3", "-c", Self.refusingPod, "127.0.0.2", "\(NginxPods.port)", "4"],
+                    timeout: 30
+                )
+            }
+            _ = try await waitFor(timeout: .seconds(3)) { RawHTTP.canConnect(host: "127.0.0.2", port: NginxPods.port) }
+            let headway = try await InProcessHeadway.start {
+                $0[list: "--endpoints"] = ["127.0.0.2:\(NginxPods.port)", good.address]
+                $0["--upstream-protocol"] = "h2c"
+            }
+            let body = temporaryFile("post")
+            defer { try? FileManager.default.removeItem(at: body) }
+            try Data("a body the refusing pod never read".utf8).write(to: body)
+            let load = try await Command.run(
+                ["h2load", "-c1", "-m1", "-n20", "-d", body.path, "\(headway.listenURL)/"],
+                timeout: 30
+            )
+            try await headway.stop()
+            let refused = Int(try await refuser.value.stdout.trimmingCharacters(in: .whitespacesAndNewlines)) ?? -1
+            #expect(load.stdout.contains("20 succeeded, 0 failed"), "\(load.stdout)")
+            #expect(load.stdout.contains("20 2xx"), "\(load.stdout)")
+            #expect(refused >= 1, "the refusing pod saw no stream")
+            #expect(try good.accessLog().filter { $0.method == "POST" }.count == 20)
+        }
     }
 }
