@@ -139,6 +139,7 @@ struct EndpointsDocument: Decodable {
     }
     struct Upstream: Decodable {
         var name: String
+        var `protocol`: String
         var policy: String
         var discovery: Discovery?
         var healthy_endpoints: Int
@@ -165,6 +166,8 @@ struct EndpointsDocument: Decodable {
         var failures: Int
         var connections: Int
         var idle_connections: Int
+        var http2_connections: Int?
+        var streams_in_flight: Int?
     }
     var configuration: Configuration
     var upstreams: [Upstream]

@@ -226,5 +226,54 @@ extension IntegrationTests {
             #expect(calls.seconds < 1.5, "the call took \(calls.seconds) s")
             #expect(next.pods == ["pod-1": 1])
         }
+
+        @Test func aGRPCHealthCheckPassesForAServingPodOnly() async throws {
+            let pods = try await GRPCPods.start(count: 1)
+            defer { pods.stop() }
+            let dead = "127.0.0.3:\(GRPCPods.port)"
+            func start(service: String) async throws -> InProcessHeadway {
+                try await InProcessHeadway.start(
+                    yaml: """
+                        listeners: [{listen: "127.0.0.1:0", upstream: echo}]
+                        upstreams:
+                          echo:
+                            protocol: h2c
+                            endpoints: [\(pods.endpoints[0]), \(dead)]
+                            health_check: {type: grpc, service: \(service), interval: 200ms, timeout: 150ms}
+                        """
+                )
+            }
+            let headway = try await start(service: "headway.Echo")
+            let checked = try await waitFor(timeout: .seconds(5)) {
+                let document = try await EndpointsDocument.fetch(from: headway)
+                let endpoints = document.upstreams[0].endpoints
+                return endpoints.map(\.health) == ["healthy", "unhealthy"]
+            }
+            let serving = try await EndpointsDocument.endpoint(pods.endpoints[0], of: headway)
+            let calls = try await GRPCCalls.run(self.target(headway), count: 20)
+            let document = try await EndpointsDocument.fetch(from: headway)
+            let metrics = try await curl(["\(headway.adminURL)/metrics"]).stdout
+            try await headway.stop()
+            #expect(checked != nil, "the serving pod never passed or the dead one never failed")
+            #expect(serving?.last_check_detail == "gRPC SERVING")
+            // Only the healthy pod takes calls; the probe's h2c connection is not the pool's.
+            #expect(calls.pods == ["pod-1": 20], "\(calls.pods) \(calls.failures)")
+            #expect(document.upstreams[0].protocol == "h2c")
+            let pod = document.upstreams[0].endpoints[0]
+            #expect(pod.http2_connections == pod.connections && pod.connections >= 1)
+            #expect(pod.streams_in_flight == 0)
+            #expect(metrics.contains("headway_upstream_connections_open{upstream=\"echo\",protocol=\"h2c\"}"))
+            #expect(metrics.contains("headway_client_http2_streams_total{listener="), "\(metrics)")
+
+            // A service the pod does not know: grpc-status 5, NOT_FOUND.
+            let unknown = try await start(service: "no.Such")
+            let failed = try await waitFor(timeout: .seconds(5)) {
+                try await EndpointsDocument.endpoint(pods.endpoints[0], of: unknown)?.health == "unhealthy"
+            }
+            let detail = try await EndpointsDocument.endpoint(pods.endpoints[0], of: unknown)?.last_check_detail
+            try await unknown.stop()
+            #expect(failed != nil)
+            #expect(detail == "grpc-status 5 (NOT_FOUND)", "\(detail ?? "-")")
+        }
     }
 }

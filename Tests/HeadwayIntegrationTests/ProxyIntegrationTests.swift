@@ -409,7 +409,9 @@ extension IntegrationTests {
                 )
             }
             #expect(metrics.stdout.contains("headway_upstream_request_duration_seconds_count"))
-            #expect(metrics.stdout.contains("headway_upstream_connections_open{upstream=\"default\"} 3"))
+            #expect(
+                metrics.stdout.contains("headway_upstream_connections_open{upstream=\"default\",protocol=\"http1\"} 3")
+            )
         }
 
         /// What Prometheus users run in CI against an exporter: every family has HELP and TYPE, names and

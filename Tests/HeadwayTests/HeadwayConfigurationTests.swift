@@ -60,6 +60,36 @@ struct HeadwayConfigurationTests {
         #expect(configuration.upstreams[0].connectTimeout == .seconds(1))
     }
 
+    @Test func theUpstreamProtocolIsHTTP1UnlessSaid() throws {
+        let plain = try HeadwayConfiguration.load(
+            yaml: "upstreams: {web: {endpoints: [127.0.0.2:8080]}}",
+            overrides: .init()
+        )
+        #expect(plain.upstreams[0].httpProtocol == .http1)
+        let grpc = try HeadwayConfiguration.load(
+            yaml: """
+                upstreams:
+                  web:
+                    endpoints: [127.0.0.2:50051]
+                    protocol: h2c
+                    health_check: {type: grpc, service: my.pkg.Svc}
+                """,
+            overrides: .init()
+        )
+        #expect(grpc.upstreams[0].httpProtocol == .h2c)
+        #expect(grpc.upstreams[0].healthCheck?.kind == .grpc)
+        #expect(grpc.upstreams[0].healthCheck?.service == "my.pkg.Svc")
+        var overrides = ConfigurationOverrides()
+        overrides[list: "--endpoints"] = ["127.0.0.2:50051"]
+        overrides["--upstream-protocol"] = "h2c"
+        #expect(try HeadwayConfiguration.load(yaml: nil, overrides: overrides).upstreams[0].httpProtocol == .h2c)
+        let refused = self.problems(yaml: nil) {
+            $0[list: "--endpoints"] = ["127.0.0.2:50051"]
+            $0["--upstream-protocol"] = "http2"
+        }
+        #expect(refused == ["--upstream-protocol: must be one of http1, h2c"])
+    }
+
     @Test func flagsWinOverTheFile() throws {
         var overrides = ConfigurationOverrides()
         overrides["--connect-timeout"] = "3s"
@@ -176,6 +206,7 @@ struct HeadwayConfigurationTests {
         ("max_connections_per_endpoint", "--max-connections-per-endpoint", "0"),
         ("max_retries", "--max-retries", "-1"),
         ("policy", "--policy", "lucky"),
+        ("protocol", "--upstream-protocol", "grpc"),
         ("slow_start", "--slow-start", "0s"),
     ])
     func aFlagAndItsKeyRefuseTheSameValueAlike(key: String, flag: String, value: String) {
@@ -504,7 +535,7 @@ struct ResilienceConfigurationTests {
                     upstreams:
                       web:
                         endpoints: [127.0.0.2:8080]
-                        health_check: {type: grpc, path: healthz, interval: 1s, timeout: 2s, expected_statuses: [200-99], probe: x}
+                        health_check: {type: udp, path: healthz, interval: 1s, timeout: 2s, expected_statuses: [200-99], probe: x}
                         outlier_detection: {base_ejection_time: 10m, max_ejection_time: 1m}
                         panic_threshold: 150%
                         retry_on: [404]
@@ -517,7 +548,7 @@ struct ResilienceConfigurationTests {
             problems = error.problems.map(\.description)
         }
         let expected = [
-            "upstreams.web.health_check.type: must be one of http, tcp",
+            "upstreams.web.health_check.type: must be one of http, tcp, grpc",
             "upstreams.web.health_check.path: must be an absolute path",
             "upstreams.web.health_check.expected_statuses[0]: bad status range '200-99'",
             "upstreams.web.health_check.probe: unknown key",

@@ -130,6 +130,8 @@ final class AdminState: Sendable {
     struct EndpointsDocument: Codable {
         struct Upstream: Codable {
             var name: String
+            /// What Headway speaks to the pods: http1 or h2c.
+            var `protocol`: String
             var policy: String
             var discovery: Discovery
             /// `off`, or the active checks' settings.
@@ -171,6 +173,10 @@ final class AdminState: Sendable {
             var failures: Int
             var connections: Int
             var idle_connections: Int
+            /// h2c upstreams only: the HTTP/2 connections open to the endpoint (all of `connections`), and the
+            /// streams in flight on them (each a request, as `in_flight` counts them).
+            var http2_connections: Int?
+            var streams_in_flight: Int?
         }
         /// Which configuration is running: 1 at start, one more for each reload that applied.
         struct Configuration: Codable {
@@ -211,8 +217,10 @@ final class AdminState: Sendable {
             configuration: .init(generation: running.generation, loaded_at: running.loadedAt.formatted(format)),
             upstreams: running.clusters.map { cluster in
                 let health = cluster.healthSummary
+                let isHTTP2 = cluster.configuration.httpProtocol == .h2c
                 return EndpointsDocument.Upstream(
                     name: cluster.name,
+                    protocol: cluster.configuration.httpProtocol.rawValue,
                     policy: cluster.configuration.policy.rawValue,
                     discovery: self.discoveryDocument(for: cluster, among: running.discoveries),
                     health_checks: cluster.configuration.healthCheck?.summary ?? "off",
@@ -237,7 +245,9 @@ final class AdminState: Sendable {
                             requests: status.requests,
                             failures: status.failures,
                             connections: status.connections,
-                            idle_connections: status.idleConnections
+                            idle_connections: status.idleConnections,
+                            http2_connections: isHTTP2 ? status.connections : nil,
+                            streams_in_flight: isHTTP2 ? status.inFlight : nil
                         )
                     }
                 )

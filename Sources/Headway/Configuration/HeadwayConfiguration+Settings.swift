@@ -211,7 +211,18 @@ extension DNSDiscoverySettings {
 
 extension HealthCheckSettings {
     static let settings: [Setting<Self>] = [
-        .choice("type", \.kind, help: "http or tcp."),
+        .choice("type", \.kind, help: "http, tcp or grpc (grpc.health.v1.Health/Check over h2c)."),
+        .init("service", help: "The service a grpc check asks about (default \"\": the whole server).") {
+            reader,
+            value,
+            keyPath,
+            settings in
+            if let text = value.scalar?.string, text.utf8.allSatisfy({ $0 > 0x20 && $0 < 0x7F }) {
+                settings.service = text
+            } else {
+                reader.problem(keyPath, "must be a gRPC service name, such as my.package.Service")
+            }
+        },
         .init(
             "path",
             flag: "--health-path",

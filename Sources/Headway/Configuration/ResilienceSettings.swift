@@ -7,10 +7,14 @@ package struct HealthCheckSettings: Sendable, Equatable {
         case http
         /// A completed TCP connect is the check.
         case tcp
+        /// `grpc.health.v1.Health/Check` for `service` over h2c; the check passes when the pod answers SERVING.
+        case grpc
     }
 
     package var kind: Kind = .http
     package var path: String = "/healthz"
+    /// The service a gRPC check asks about; "" asks about the server as a whole.
+    package var service: String = ""
     /// `Host` of the check request; the endpoint's `IP:PORT` when `nil`.
     package var host: String?
     package var interval: TimeAmount = .seconds(2)
@@ -33,6 +37,10 @@ package struct HealthCheckSettings: Sendable, Equatable {
         switch self.kind {
         case .tcp:
             "tcp interval=\(DurationText.format(self.interval)) timeout=\(DurationText.format(self.timeout))"
+                + " healthy_threshold=\(self.healthyThreshold) unhealthy_threshold=\(self.unhealthyThreshold)"
+        case .grpc:
+            "grpc service=\(self.service.isEmpty ? "\"\"" : self.service) interval=\(DurationText.format(self.interval))"
+                + " timeout=\(DurationText.format(self.timeout))"
                 + " healthy_threshold=\(self.healthyThreshold) unhealthy_threshold=\(self.unhealthyThreshold)"
         case .http:
             "http path=\(self.path) interval=\(DurationText.format(self.interval)) timeout=\(DurationText.format(self.timeout))"

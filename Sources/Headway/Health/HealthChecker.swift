@@ -16,6 +16,8 @@ import Foundation
 /// drained) or when its upstream is removed.
 final class HealthChecker: Sendable {
     private let eventLoops: [any EventLoop]
+    /// What the pods speak, so that HTTP checks of h2c pods go over h2c too.
+    private let upstreamProtocol: UpstreamProtocol
     private let logger: Logger
     private let state: Mutex<State>
 
@@ -27,8 +29,14 @@ final class HealthChecker: Sendable {
         var isStopped = false
     }
 
-    init(settings: HealthCheckSettings?, eventLoops: [any EventLoop], logger: Logger) {
+    init(
+        settings: HealthCheckSettings?,
+        upstreamProtocol: UpstreamProtocol,
+        eventLoops: [any EventLoop],
+        logger: Logger
+    ) {
         self.state = Mutex(State(settings: settings))
+        self.upstreamProtocol = upstreamProtocol
         self.eventLoops = eventLoops
         self.logger = logger
     }
@@ -44,7 +52,12 @@ final class HealthChecker: Sendable {
                 guard state.probes[ObjectIdentifier(endpoint)] == nil else { return nil }
                 let loop = self.eventLoops[state.nextLoop % self.eventLoops.count]
                 state.nextLoop += 1
-                let probe = HealthProbe(endpoint: endpoint, eventLoop: loop, settings: settings) {
+                let probe = HealthProbe(
+                    endpoint: endpoint,
+                    eventLoop: loop,
+                    settings: settings,
+                    upstreamProtocol: self.upstreamProtocol
+                ) {
                     [weak self, weak cluster] endpoint, passed, detail in
                     guard let self, let cluster else { return }
                     let healthChanged = self.record(endpoint, passed: passed, detail: detail)

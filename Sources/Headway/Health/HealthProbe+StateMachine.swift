@@ -23,6 +23,8 @@ extension HealthProbe {
             case connected
             /// An HTTP check got an answer with `status`; `keepAlive`: its connection can serve the next check.
             case answered(status: UInt, keepAlive: Bool)
+            /// A gRPC check's call ended (HTTP 200) with this answer.
+            case grpcAnswered(GRPCHealthCheck.Answer)
             /// The connect failed, the connection broke or the answer was invalid.
             case failed(String)
             /// No answer within `timeout`.
@@ -64,6 +66,9 @@ extension HealthProbe {
                     detail: "HTTP \(status)",
                     closeConnection: !keepAlive
                 )
+            case .grpcAnswered(let answer):
+                // Each call is a stream of its own: the connection serves the next check whatever this one said.
+                return Verdict(passed: answer == .serving, detail: answer.detail, closeConnection: false)
             case .failed(let reason):
                 return Verdict(passed: false, detail: reason, closeConnection: true)
             case .timedOut:

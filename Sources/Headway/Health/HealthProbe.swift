@@ -1,12 +1,15 @@
 import Logging
 import NIOCore
+import NIOHPACK
 import NIOPosix
 
 /// Checks one endpoint every `interval`, on one event loop, over a connection of its own.
 ///
 /// HTTP checks keep their connection alive between checks (one connect per endpoint, not one per check, so a
 /// fleet of sidecars checking 150 pods leaves no TIME_WAIT trail) and never borrow a pooled connection, so a
-/// check never waits behind a request or makes one wait. TCP checks open a connection and close it.
+/// check never waits behind a request or makes one wait. TCP checks open a connection and close it. gRPC
+/// checks (`grpc.health.v1.Health/Check`), and HTTP checks of an h2c upstream, keep an h2c connection and send
+/// each check on a stream of its own.
 ///
 /// `@unchecked Sendable`: the checker keeps probes in a locked table and reaches them only through
 /// `eventLoop.execute`; all state is touched on `eventLoop` only.
@@ -17,6 +20,9 @@ final class HealthProbe: @unchecked Sendable {
     private let report: @Sendable (_ endpoint: Endpoint, _ passed: Bool, _ detail: String) -> Void
     private let request: ByteBuffer
     private var connection: HealthCheckConnection?
+    /// Set when checks go over h2c: `connection` is unused then, each check has a stream.
+    private let speaksHTTP2: Bool
+    private var http2Connection: HTTP2UpstreamConnection?
     private var nextCheck: Scheduled<Void>?
     private var timeout: Scheduled<Void>?
 
@@ -26,6 +32,7 @@ final class HealthProbe: @unchecked Sendable {
         endpoint: Endpoint,
         eventLoop: any EventLoop,
         settings: HealthCheckSettings,
+        upstreamProtocol: UpstreamProtocol,
         report: @escaping @Sendable (_ endpoint: Endpoint, _ passed: Bool, _ detail: String) -> Void
     ) {
         self.endpoint = endpoint
@@ -33,9 +40,16 @@ final class HealthProbe: @unchecked Sendable {
         self.machine = StateMachine(settings: settings)
         self.report = report
         let host = settings.host ?? endpoint.label
-        self.request = ByteBuffer(
-            string: "GET \(settings.path) HTTP/1.1\r\nHost: \(host)\r\nUser-Agent: headway-health-check\r\n\r\n"
-        )
+        switch settings.kind {
+        case .grpc:
+            self.speaksHTTP2 = true
+            self.request = GRPCHealthCheck.request(service: settings.service, host: host)
+        case .http, .tcp:
+            self.speaksHTTP2 = settings.kind == .http && upstreamProtocol == .h2c
+            self.request = ByteBuffer(
+                string: "GET \(settings.path) HTTP/1.1\r\nHost: \(host)\r\nUser-Agent: headway-health-check\r\n\r\n"
+            )
+        }
     }
 
     /// Starts checking now: a new endpoint waits for its first passing check, so it should come soon.
@@ -48,14 +62,28 @@ final class HealthProbe: @unchecked Sendable {
         self.machine.stopped()
         self.nextCheck?.cancel()
         self.timeout?.cancel()
+        self.closeConnections()
+    }
+
+    private func closeConnections() {
         self.connection?.close()
         self.connection = nil
+        self.http2Connection?.close()
+        self.http2Connection = nil
     }
 
     private func runCheck() {
         guard let number = self.machine.checkDue() else { return }
         self.timeout = self.eventLoop.scheduleTask(in: self.settings.timeout) {
             self.finish(number, .timedOut)
+        }
+        if self.speaksHTTP2 {
+            if let connection = self.http2Connection, connection.isOpen {
+                self.check(number, on: connection)
+            } else {
+                self.connectHTTP2(for: number)
+            }
+            return
         }
         if self.settings.kind == .http, let connection = self.connection, connection.isOpen {
             connection.send(self.request) { result in self.httpCheckEnded(number, result) }
@@ -91,7 +119,7 @@ final class HealthProbe: @unchecked Sendable {
                     case .tcp:
                         channel.close(promise: nil)
                         self.finish(number, .connected)
-                    case .http:
+                    case .http, .grpc:
                         guard
                             let connection = try? channel.pipeline.syncOperations.handler(
                                 type: HealthCheckConnection.self
@@ -108,13 +136,50 @@ final class HealthProbe: @unchecked Sendable {
             }
     }
 
+    private func connectHTTP2(for number: Int) {
+        HTTP2UpstreamConnection.connect(
+            to: self.endpoint,
+            on: self.eventLoop,
+            timeout: self.settings.timeout,
+            logger: Logger(label: "headway.health")
+        ) { result in
+            switch result {
+            case .failure(let error):
+                self.finish(number, .failed("connect failed: \(ProxyError.describe(error))"))
+            case .success(let connection):
+                guard self.machine.isCurrent(number) else {
+                    connection.close()
+                    return
+                }
+                self.http2Connection = connection
+                self.check(number, on: connection)
+            }
+        }
+    }
+
+    /// Sends check `number` on a new stream of the probe's h2c connection.
+    private func check(_ number: Int, on connection: HTTP2UpstreamConnection) {
+        let readsGRPC = self.settings.kind == .grpc
+        connection.openStream({ _ in HealthCheckConnection(readsGRPC: readsGRPC) }) { stream in
+            guard let stream else {
+                self.finish(number, .failed("could not open an HTTP/2 stream"))
+                return
+            }
+            stream.send(self.request) { result in self.httpCheckEnded(number, result) }
+        }
+    }
+
     private func httpCheckEnded(
         _ number: Int,
         _ result: Result<HealthCheckConnection.Answer, HealthCheckConnection.Failure>
     ) {
         switch result {
         case .success(let answer):
-            self.finish(number, .answered(status: answer.status, keepAlive: answer.keepAlive))
+            if let grpc = answer.grpc, answer.status == 200 {
+                self.finish(number, .grpcAnswered(grpc))
+            } else {
+                self.finish(number, .answered(status: answer.status, keepAlive: answer.keepAlive))
+            }
         case .failure(let failure):
             self.finish(number, .failed(failure.reason))
         }
@@ -125,8 +190,7 @@ final class HealthProbe: @unchecked Sendable {
         self.timeout?.cancel()
         self.timeout = nil
         if verdict.closeConnection {
-            self.connection?.close()
-            self.connection = nil
+            self.closeConnections()
         }
         self.report(self.endpoint, verdict.passed, verdict.detail)
         let delay = self.machine.nextCheckDelay(factor: Double.random(in: -1...1))
@@ -134,7 +198,8 @@ final class HealthProbe: @unchecked Sendable {
     }
 }
 
-/// The pipeline of a health-check connection: sends a check request, reads its answer's status.
+/// The pipeline of a health-check connection (or of one h2c stream): sends a check request, reads its
+/// answer's status, and for a gRPC check the answer's message and grpc-status too.
 final class HealthCheckConnection: ChannelInboundHandler {
     typealias InboundIn = ByteBuffer
     typealias OutboundOut = ByteBuffer
@@ -142,7 +207,12 @@ final class HealthCheckConnection: ChannelInboundHandler {
     struct Answer {
         var status: UInt
         var keepAlive: Bool
+        /// What a gRPC health call answered; `nil` for an HTTP check.
+        var grpc: GRPCHealthCheck.Answer?
     }
+
+    /// A health answer is a few bytes; a larger body is not one.
+    private static let maximumGRPCBody = 64 * 1024
 
     struct Failure: Error {
         var reason: String
@@ -153,6 +223,14 @@ final class HealthCheckConnection: ChannelInboundHandler {
     private var pending: ((Result<Answer, Failure>) -> Void)?
     private var answer: Answer?
     private(set) var isOpen = true
+    private let readsGRPC: Bool
+    private var grpcBody = ByteBuffer()
+    private var grpcStatus: String?
+    private var grpcMessage: String?
+
+    init(readsGRPC: Bool = false) {
+        self.readsGRPC = readsGRPC
+    }
 
     func handlerAdded(context: ChannelHandlerContext) {
         self.context = context
@@ -165,6 +243,8 @@ final class HealthCheckConnection: ChannelInboundHandler {
     func send(_ request: ByteBuffer, completion: @escaping (Result<Answer, Failure>) -> Void) {
         self.pending = completion
         self.answer = nil
+        self.grpcBody.clear()
+        (self.grpcStatus, self.grpcMessage) = (nil, nil)
         self.parser.expectResponse()
         self.context?.writeAndFlush(self.wrapOutboundOut(request), promise: nil)
     }
@@ -185,15 +265,44 @@ final class HealthCheckConnection: ChannelInboundHandler {
         do {
             while let event = try self.parser.next(from: &buffer, isHeadRequest: false) {
                 switch event {
-                case .informational, .body, .trailers:
+                case .informational:
                     continue
+                case .body(var body):
+                    guard self.readsGRPC else { continue }
+                    guard self.grpcBody.readableBytes + body.readableBytes <= Self.maximumGRPCBody else {
+                        self.fail("gRPC health answer larger than \(Self.maximumGRPCBody) bytes")
+                        return
+                    }
+                    self.grpcBody.writeBuffer(&body)
+                case .trailers(let section):
+                    let trailers = HTTP2Translation.trailerFields(section)
+                    self.grpcStatus = trailers.first(name: "grpc-status") ?? self.grpcStatus
+                    self.grpcMessage = trailers.first(name: "grpc-message") ?? self.grpcMessage
                 case .head(let head):
                     self.answer = Answer(status: head.status, keepAlive: head.isKeepAlive)
+                    if self.readsGRPC {
+                        // A trailers-only answer carries its status in the head.
+                        head.forEachField { name, value in
+                            if HTTPSyntax.equalsIgnoringCase(name, "grpc-status") {
+                                self.grpcStatus = String(decoding: value, as: UTF8.self)
+                            } else if HTTPSyntax.equalsIgnoringCase(name, "grpc-message") {
+                                self.grpcMessage = String(decoding: value, as: UTF8.self)
+                            }
+                        }
+                    }
                 case .end:
                     let completion = self.pending
                     self.pending = nil
                     if buffer.readableBytes > 0 { self.close() }
-                    completion?(.success(self.answer!))
+                    var answer = self.answer!
+                    if self.readsGRPC {
+                        answer.grpc = GRPCHealthCheck.answer(
+                            grpcStatus: self.grpcStatus,
+                            grpcMessage: self.grpcMessage,
+                            body: self.grpcBody
+                        )
+                    }
+                    completion?(.success(answer))
                     return
                 }
             }

@@ -12,6 +12,8 @@ package enum MetricFamily: String, CaseIterable, Sendable {
     case buildInfo = "headway_build_info"
     case configReloads = "headway_config_reloads_total"
     case clientConnectionsOpen = "headway_client_connections_open"
+    case clientHTTP2ConnectionsOpen = "headway_client_http2_connections_open"
+    case clientHTTP2Streams = "headway_client_http2_streams_total"
     case upstreamResponses = "headway_upstream_responses_total"
     case upstreamRequestDuration = "headway_upstream_request_duration_seconds"
     case upstreamConnectFailures = "headway_upstream_connect_failures_total"
@@ -41,13 +43,15 @@ package enum MetricFamily: String, CaseIterable, Sendable {
         case .buildInfo: "Always 1; the version label says which Headway is running."
         case .configReloads: "Configuration reloads (SIGHUP), by result: success or error."
         case .clientConnectionsOpen: "Client connections open on a listener."
+        case .clientHTTP2ConnectionsOpen: "Client connections open on a listener that speak HTTP/2 (h2c)."
+        case .clientHTTP2Streams: "Streams HTTP/2 clients opened on a listener (each is a request)."
         case .upstreamResponses: "Responses from an endpoint, by status class."
         case .upstreamRequestDuration: "Time from sending a request to an endpoint to the end of its response."
         case .upstreamConnectFailures: "Connections to an endpoint that could not be opened."
         case .upstreamErrors: "Exchanges with an endpoint that failed after connecting (reset, timeout, bad response)."
         case .upstreamConnectionsOpened: "Connections opened to an endpoint."
-        case .upstreamConnectionsOpen: "Connections open to an upstream's endpoints."
-        case .upstreamConnectionsIdle: "Idle keep-alive connections to an upstream's endpoints."
+        case .upstreamConnectionsOpen: "Connections open to an upstream's endpoints, by protocol (http1 or h2c)."
+        case .upstreamConnectionsIdle: "Idle HTTP/1 keep-alive connections to an upstream's endpoints."
         case .upstreamEndpoints: "Endpoints of an upstream, by state: active or draining."
         case .upstreamHealthyEndpoints: "Endpoints of an upstream that are healthy and not ejected."
         case .upstreamPanicMode: "1 while too few endpoints are healthy and requests go to all of them."
@@ -103,8 +107,16 @@ package struct ProxyMetrics: Sendable {
         EndpointMetrics(upstream: upstream, endpoint: endpoint, metrics: self)
     }
 
-    func upstreamMetrics(upstream: String) -> UpstreamMetrics {
-        UpstreamMetrics(upstream: upstream, metrics: self)
+    func upstreamMetrics(upstream: String, protocol upstreamProtocol: UpstreamProtocol = .http1) -> UpstreamMetrics {
+        UpstreamMetrics(upstream: upstream, protocol: upstreamProtocol, metrics: self)
+    }
+
+    /// A listener's HTTP/2 figures: its h2c connections open, and the streams (requests) they opened.
+    func clientHTTP2(listener: String) -> ClientHTTP2Metrics {
+        ClientHTTP2Metrics(
+            connections: self.gauge(.clientHTTP2ConnectionsOpen, [("listener", listener)]),
+            streams: self.counter(.clientHTTP2Streams, [("listener", listener)])
+        )
     }
 
     /// Client connections open on a listener, the one figure that shows connection leaks and floods.
@@ -192,10 +204,13 @@ struct UpstreamMetrics: Sendable {
     private let retries: Counter
     private let retriesRefusedByBudget: Counter
 
-    init(upstream: String, metrics: ProxyMetrics) {
+    init(upstream: String, protocol upstreamProtocol: UpstreamProtocol, metrics: ProxyMetrics) {
         let labels = [("upstream", upstream)]
         self.localResponses = metrics.counter(.localResponses, labels)
-        self.openConnections = metrics.gauge(.upstreamConnectionsOpen, labels)
+        self.openConnections = metrics.gauge(
+            .upstreamConnectionsOpen,
+            labels + [("protocol", upstreamProtocol.rawValue)]
+        )
         self.idleConnections = metrics.gauge(.upstreamConnectionsIdle, labels)
         self.activeEndpoints = metrics.gauge(.upstreamEndpoints, labels + [("state", "active")])
         self.drainingEndpoints = metrics.gauge(.upstreamEndpoints, labels + [("state", "draining")])
@@ -219,6 +234,12 @@ struct UpstreamMetrics: Sendable {
     }
     func retried() { self.retries.increment() }
     func retryRefusedByBudget() { self.retriesRefusedByBudget.increment() }
+}
+
+/// A listener's HTTP/2 client figures.
+struct ClientHTTP2Metrics: Sendable {
+    let connections: Gauge
+    let streams: Counter
 }
 
 /// Per-upstream DNS discovery metrics.

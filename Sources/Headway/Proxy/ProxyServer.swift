@@ -23,6 +23,7 @@ package final class ProxyServer: Sendable {
     /// Client connections open on this listener, against `client.max_connections`.
     let openConnections = Atomic<Int>(0)
     private let openConnectionsGauge: Gauge
+    private let http2Metrics: ClientHTTP2Metrics
     let accessLog: AccessLog?
     let logger: Logger
     private let drainStarted = Atomic<Bool>(false)
@@ -54,6 +55,7 @@ package final class ProxyServer: Sendable {
     ) {
         self.settings = Mutex(Settings(client: client, drainTimeout: drainTimeout))
         self.openConnectionsGauge = metrics.clientConnections(listener: UpstreamCluster.label(for: address))
+        self.http2Metrics = metrics.clientHTTP2(listener: UpstreamCluster.label(for: address))
         self.address = address
         self.cluster = cluster
         self.group = group
@@ -84,6 +86,7 @@ package final class ProxyServer: Sendable {
         cluster: LoopCluster,
         client: ClientSettings,
         accessLog: LoopAccessLog?,
+        http2Metrics: ClientHTTP2Metrics? = nil,
         logger: Logger
     ) throws {
         let eventLoop = cluster.eventLoop
@@ -99,9 +102,11 @@ package final class ProxyServer: Sendable {
                         pipeline,
                         eventLoop: eventLoop,
                         client: client,
+                        metrics: http2Metrics,
                         logger: logger,
                         makeStreamHandlers: {
-                            [
+                            http2Metrics?.streams.increment()
+                            return [
                                 HTTP2StreamBridge(logger: logger),
                                 DownstreamHandler(
                                     cluster: cluster,
@@ -124,6 +129,7 @@ package final class ProxyServer: Sendable {
         _ pipeline: ChannelPipeline.SynchronousOperations,
         eventLoop: any EventLoop,
         client: ClientSettings,
+        metrics: ClientHTTP2Metrics?,
         logger: Logger,
         makeStreamHandlers: @escaping () -> [any ChannelHandler]
     ) throws {
@@ -150,7 +156,7 @@ package final class ProxyServer: Sendable {
         }
         try pipeline.addHandler(http2)
         try pipeline.addHandler(manager)
-        try pipeline.addHandler(HTTP2ConnectionErrorLogger(logger: logger))
+        try pipeline.addHandler(HTTP2ClientConnectionObserver(metrics: metrics, logger: logger))
     }
 
     /// Takes the address; throws ``BindError`` naming it and this listener when that fails.
@@ -189,6 +195,7 @@ package final class ProxyServer: Sendable {
                         cluster: cluster.loopCluster(for: channel.eventLoop),
                         client: client,
                         accessLog: self.accessLog?.loop(for: channel.eventLoop),
+                        http2Metrics: self.http2Metrics,
                         logger: logger
                     )
                 }
@@ -292,19 +299,28 @@ final class RefuseConnectionHandler: ChannelInboundHandler {
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {}
 }
 
-/// The last handler of an HTTP/2 client connection: a connection error (a protocol violation, a flood of
-/// resets or control frames) ends the connection in swift-nio-http2; this says so, once, naming the client.
-final class HTTP2ConnectionErrorLogger: ChannelInboundHandler {
+/// The last handler of an HTTP/2 client connection: it counts the connection in the listener's HTTP/2 gauge
+/// while it is open, and when a connection error (a protocol violation, a flood of resets or control frames)
+/// ends the connection in swift-nio-http2, says so, once, naming the client.
+final class HTTP2ClientConnectionObserver: ChannelInboundHandler {
     typealias InboundIn = HTTP2Frame
 
+    private let metrics: ClientHTTP2Metrics?
     private var logger: Logger
 
-    init(logger: Logger) {
+    init(metrics: ClientHTTP2Metrics?, logger: Logger) {
+        self.metrics = metrics
         self.logger = logger
     }
 
     func handlerAdded(context: ChannelHandlerContext) {
+        self.metrics?.connections.increment()
         self.logger[metadataKey: "client.address"] = "\(context.channel.remoteAddress.map { "\($0)" } ?? "?")"
+    }
+
+    func handlerRemoved(context: ChannelHandlerContext) {
+        // The pipeline is torn down once the connection has closed.
+        self.metrics?.connections.decrement()
     }
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {

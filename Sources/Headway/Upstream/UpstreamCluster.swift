@@ -67,12 +67,20 @@ package final class UpstreamCluster: Sendable {
         self.state = Mutex(
             State(configuration: configuration, outliers: OutlierDetector(settings: configuration.outlierDetection))
         )
-        let upstreamMetrics = metrics.upstreamMetrics(upstream: configuration.name)
+        let upstreamMetrics = metrics.upstreamMetrics(
+            upstream: configuration.name,
+            protocol: configuration.httpProtocol
+        )
         self.metrics = upstreamMetrics
         var logger = logger
         logger[metadataKey: "upstream"] = "\(configuration.name)"
         self.logger = logger
-        self.healthChecker = HealthChecker(settings: configuration.healthCheck, eventLoops: eventLoops, logger: logger)
+        self.healthChecker = HealthChecker(
+            settings: configuration.healthCheck,
+            upstreamProtocol: configuration.httpProtocol,
+            eventLoops: eventLoops,
+            logger: logger
+        )
         self.loops = eventLoops.map {
             LoopCluster(
                 eventLoop: $0,

@@ -1,7 +1,5 @@
 import Logging
 import NIOCore
-import NIOHTTP2
-import NIOPosix
 import Synchronization
 
 /// The pool's shell around ``UpstreamPool/HTTP2StateMachine`` for an h2c upstream: it opens the connections
@@ -117,64 +115,29 @@ extension UpstreamPool {
         }
     }
 
-    /// What Headway announces to h2c pods: no server push, and the response head limit of HTTP/1.
-    private static var http2Settings: NIOHTTP2Handler.ConnectionConfiguration {
-        var settings = NIOHTTP2Handler.ConnectionConfiguration()
-        settings.initialSettings = [
-            HTTP2Setting(parameter: .enablePush, value: 0),
-            HTTP2Setting(parameter: .maxHeaderListSize, value: ResponseParser.maximumHeadLength),
-        ]
-        return settings
-    }
-
     private func connectHTTP2(isWarm: Bool) {
         let endpoint = self.endpoint
         let logger = self.cluster.logger
-        ClientBootstrap(group: self.cluster.eventLoop)
-            .connectTimeout(self.cluster.configuration.connectTimeout)
-            .channelOption(.socketOption(.tcp_nodelay), value: 1)
-            .channelInitializer { channel in
-                channel.eventLoop.makeCompletedFuture {
-                    let multiplexer = try channel.pipeline.syncOperations.configureHTTP2Pipeline(
-                        mode: .client,
-                        connectionConfiguration: Self.http2Settings,
-                        streamConfiguration: .init()
-                    ) { pushed in
-                        // Push is off; a stream the pod opens anyway is refused.
-                        pushed.close()
-                    }
-                    try channel.pipeline.syncOperations.addHandler(
-                        HTTP2UpstreamConnection(endpoint: endpoint, multiplexer: multiplexer, logger: logger)
-                    )
-                }
+        HTTP2UpstreamConnection.connect(
+            to: endpoint,
+            on: self.cluster.eventLoop,
+            timeout: self.cluster.configuration.connectTimeout,
+            logger: logger
+        ) { result in
+            switch result {
+            case .success(let connection):
+                connection.pool = self
+                endpoint.metrics.connectionOpened()
+                self.cluster.metrics.connectionOpened()
+                logger.debug(
+                    "upstream HTTP/2 connection opened",
+                    metadata: ["endpoint.address": "\(endpoint.label)", "warm": "\(isWarm)"]
+                )
+                self.startWaiters(self.http2!.connected(connection), on: connection)
+            case .failure(let error):
+                self.http2ConnectFailed(error: error)
             }
-            .connect(to: endpoint.address)
-            .assumeIsolated()
-            .whenComplete { result in
-                switch result {
-                case .success(let channel):
-                    guard
-                        let connection = try? channel.pipeline.syncOperations.handler(
-                            type: HTTP2UpstreamConnection.self
-                        ),
-                        connection.isOpen
-                    else {
-                        channel.close(promise: nil)
-                        self.http2ConnectFailed(error: ProxyError.upstreamClosedEarly)
-                        return
-                    }
-                    connection.pool = self
-                    endpoint.metrics.connectionOpened()
-                    self.cluster.metrics.connectionOpened()
-                    logger.debug(
-                        "upstream HTTP/2 connection opened",
-                        metadata: ["endpoint.address": "\(endpoint.label)", "warm": "\(isWarm)"]
-                    )
-                    self.startWaiters(self.http2!.connected(connection), on: connection)
-                case .failure(let error):
-                    self.http2ConnectFailed(error: error)
-                }
-            }
+        }
     }
 
     private func http2ConnectFailed(error: any Error) {
