@@ -160,13 +160,16 @@ final class HealthProbe: @unchecked Sendable {
     /// Sends check `number` on a new stream of the probe's h2c connection.
     private func check(_ number: Int, on connection: HTTP2UpstreamConnection) {
         let readsGRPC = self.settings.kind == .grpc
-        connection.openStream({ _ in HealthCheckConnection(readsGRPC: readsGRPC) }) { stream in
-            guard let stream else {
-                self.finish(number, .failed("could not open an HTTP/2 stream"))
-                return
+        connection.openStream(
+            { _ in HealthCheckConnection(readsGRPC: readsGRPC) },
+            completion: { stream in
+                guard let stream else {
+                    self.finish(number, .failed("could not open an HTTP/2 stream"))
+                    return
+                }
+                stream.send(self.request) { result in self.httpCheckEnded(number, result) }
             }
-            stream.send(self.request) { result in self.httpCheckEnded(number, result) }
-        }
+        )
     }
 
     private func httpCheckEnded(
