@@ -290,5 +290,73 @@ extension IntegrationTests {
             #expect(refused >= 1, "the refusing pod saw no stream")
             #expect(try good.accessLog().filter { $0.method == "POST" }.count == 20)
         }
+
+        /// An HTTP/2 client that reads one response slowly (16 KiB every 10 ms, its window reopened only as it
+        /// reads) for `seconds`; prints the status and the bytes read.
+        private static let slowReader = """
+            import socket, sys, time, h2.config, h2.connection, h2.events
+            port, path, seconds = int(sys.argv[1]), sys.argv[2], float(sys.argv[3])
+            sock = socket.create_connection(("127.0.0.1", port))
+            conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+            conn.initiate_connection()
+            headers = [(":method", "GET"), (":path", path), (":scheme", "http"), (":authority", "pods")]
+            conn.send_headers(1, headers, end_stream=True)
+            sock.sendall(conn.data_to_send())
+            status, received, start = None, 0, time.monotonic()
+            while time.monotonic() - start < seconds:
+                data = sock.recv(16384)
+                if not data:
+                    break
+                for event in conn.receive_data(data):
+                    if isinstance(event, h2.events.ResponseReceived):
+                        status = dict(event.headers)[b":status"].decode()
+                    elif isinstance(event, h2.events.DataReceived):
+                        received += len(event.data)
+                        conn.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
+                sock.sendall(conn.data_to_send())
+                time.sleep(0.01)
+            print(status, received)
+            """
+
+        private static func residentMegabytes(_ pid: Int32) -> Double? {
+            let status = (try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8)) ?? ""
+            let line = status.split(separator: "\n").first { $0.hasPrefix("VmRSS:") }
+            return line.flatMap { Double($0.split(separator: " ")[1]) }.map { $0 / 1024 }
+        }
+
+        /// A 1 GiB response from an HTTP/1 or an h2c pod to an HTTP/2 client that reads slowly: the stream's
+        /// window stays closed, Headway stops reading from the pod (and so leaves the pod's stream window closed),
+        /// and its memory stays flat instead of buffering the file.
+        @Test(arguments: [false, true])
+        func aSlowHTTP2ReaderOfAHugeResponseKeepsMemoryBounded(h2cPod: Bool) async throws {
+            let pods = try await NginxPods.start(count: 1, http2: h2cPod)
+            defer { pods.stop() }
+            let file = try pods.pods[0].writeFile(named: "huge", size: 0)
+            try await Command.run(["truncate", "-s", "1G", file.path])
+            let listen = FreePort.onAll(["127.0.0.1"])
+            let admin = FreePort.onAll(["127.0.0.1"], except: [listen])
+            let headway = try HeadwayProcess([
+                "--endpoints", pods.endpoints[0], "--listen", "127.0.0.1:\(listen)", "--admin", "127.0.0.1:\(admin)",
+                "--threads", "1", "--upstream-protocol", h2cPod ? "h2c" : "http1",
+            ])
+            try await headway.waitUntilListening(on: listen)
+            let pid = headway.process.processIdentifier
+            let before = try #require(Self.residentMegabytes(pid))
+            let reader = try await Command.run(
+                ["python3", "-c", Self.slowReader, "\(listen)", "/files/huge", "4"],
+                timeout: 30
+            )
+            let during = try #require(Self.residentMegabytes(pid))
+            headway.signal(SIGTERM)
+            #expect(try await headway.waitForExit(timeout: .seconds(15)))
+            let words = reader.stdout.split(separator: " ").map { $0.trimmingCharacters(in: .whitespacesAndNewlines) }
+            print(
+                "slow h2 reader of 1 GiB from an \(h2cPod ? "h2c" : "HTTP/1") pod: read \(words.last ?? "?") bytes in 4 s; RSS \(before) -> \(during) MiB"
+            )
+            #expect(words.first == "200", "\(reader.stdout) \(reader.stderr)")
+            let read = Int(words.last ?? "") ?? 0
+            #expect(read > 1 << 20 && read < 64 << 20, "the reader read \(read) bytes")
+            #expect(during - before < 32, "RSS grew from \(before) to \(during) MiB")
+        }
     }
 }
