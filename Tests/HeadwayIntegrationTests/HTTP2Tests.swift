@@ -358,5 +358,39 @@ extension IntegrationTests {
             #expect(read > 1 << 20 && read < 64 << 20, "the reader read \(read) bytes")
             #expect(during - before < 32, "RSS grew from \(before) to \(during) MiB")
         }
+
+        /// HTTP/2 clients that stop in the middle of 512 streams, again and again, to h2c pods that take 128
+        /// streams per connection (nginx's limit): every cut-off stream is reset upstream once the pod has it,
+        /// the frames the pods still send for it are ignored (not a reason to close their connection), nothing
+        /// stays in flight, and the connections go on taking streams.
+        @Test func clientsCutOffMidBurstLeaveNoStreamBehind() async throws {
+            let pods = try await NginxPods.start(http2: true)
+            defer { pods.stop() }
+            let headway = try await InProcessHeadway.start {
+                $0[list: "--endpoints"] = pods.endpoints
+                $0["--upstream-protocol"] = "h2c"
+            }
+            var rounds: [String] = []
+            for _ in 0..<4 {
+                let burst = try await Command.run(
+                    ["h2load", "-c16", "-m32", "-D1", "\(headway.listenURL)/"],
+                    timeout: 30
+                )
+                rounds.append(
+                    burst.stdout.split(separator: "\n").first { $0.contains("succeeded") }.map(String.init) ?? ""
+                )
+            }
+            let settled = try await waitFor(timeout: .seconds(5)) {
+                try await EndpointsDocument.fetch(from: headway).upstreams[0].endpoints.allSatisfy { $0.in_flight == 0 }
+            }
+            // The pods' connections still take streams: none waits behind a stream that was reset too early.
+            let after = try await sequentialGets(headway.listenURL + "/", count: 20, timeout: 20)
+            let log = try pods.pods.map { try $0.accessLog().count }
+            try await headway.stop()
+            #expect(settled != nil, "streams stayed in flight after the clients left")
+            #expect(after.count == 20 && after.allSatisfy { $0.status == 200 && $0.seconds < 1 }, "\(after)")
+            // The bursts reached the pods (streams still waiting for room when their client left never do).
+            #expect(log.reduce(0, +) >= 512, "\(log) \(rounds)")
+        }
     }
 }

@@ -296,6 +296,29 @@ struct HTTP2UpstreamStreamCodecTests {
         )
     }
 
+    @Test func aStreamGivenUpBeforeThePodAnsweredIsResetOnThePodsFirstFrame() throws {
+        let channel = self.makeStream()
+        try channel.connect(to: SocketAddress(ipAddress: "127.0.0.2", port: 8080)).wait()
+        try channel.writeAndFlush(ByteBuffer(string: "GET / HTTP/1.1\r\nHost: w\r\n\r\n")).wait()
+        _ = try self.frames(channel)
+        // The request went out whole and nothing came back yet: swift-nio-http2 may still hold its HEADERS.
+        channel.close(promise: nil)
+        #expect(channel.isActive, "reset before the pod has the stream")
+        try channel.writeInbound(HTTP2Frame.FramePayload.headers(.init(headers: [":status": "200"])))
+        #expect(!channel.isActive, "the pod's first frame shows it has the stream: reset now")
+        #expect(try self.inbound(channel).isEmpty, "nothing of the abandoned answer goes on")
+    }
+
+    @Test func aStreamWithoutAnAnswerIsResetWithinASecond() throws {
+        let channel = self.makeStream()
+        try channel.connect(to: SocketAddress(ipAddress: "127.0.0.2", port: 8080)).wait()
+        try channel.writeAndFlush(ByteBuffer(string: "GET / HTTP/1.1\r\nHost: w\r\n\r\n")).wait()
+        channel.close(promise: nil)
+        #expect(channel.isActive)
+        channel.embeddedEventLoop.advanceTime(by: .seconds(1))
+        #expect(!channel.isActive)
+    }
+
     @Test func aRefusedStreamIsToldApartFromOtherResets() {
         #expect(UpstreamStreamReset(code: .refusedStream).wasRefused)
         #expect(!UpstreamStreamReset(code: .cancel).wasRefused)

@@ -26,7 +26,7 @@ struct UpstreamPoolHTTP2StateMachineTests {
             Issue.record("an empty pool must connect")
             return machine
         }
-        #expect(machine.connected(connection) == [0])
+        #expect(machine.connected(connection, now: self.start) == [0])
         _ = machine.streamClosed(on: connection, now: self.start)
         return machine
     }
@@ -50,7 +50,7 @@ struct UpstreamPoolHTTP2StateMachineTests {
         }
         #expect(machine.opening == 2)
         let a = Connection("a")
-        #expect(machine.connected(a) == Array(1...self.limit))
+        #expect(machine.connected(a, now: self.start) == Array(1...self.limit))
         #expect(machine.waiters == [self.limit + 1])
         #expect(machine.openStreams == self.limit)
     }
@@ -71,7 +71,7 @@ struct UpstreamPoolHTTP2StateMachineTests {
             return
         }
         let b = Connection("b")
-        #expect(machine.connected(b) == [3])
+        #expect(machine.connected(b, now: self.start) == [3])
         // One stream ends on a: the next goes to b, the fuller connection with room.
         #expect(machine.streamLimitChanged(100, on: b) == [])
         _ = machine.streamClosed(on: a, now: self.start)
@@ -137,20 +137,32 @@ struct UpstreamPoolHTTP2StateMachineTests {
         var machine = Machine(minIdle: 1)
         machine.routabilityChanged(true)
         #expect(machine.warmConnectionsWanted() == 1)
-        #expect(machine.connected(a) == [])
+        #expect(machine.connected(a, now: self.start) == [])
         #expect(machine.warmConnectionsWanted() == 0)
         _ = machine.streamLimitChanged(1, on: a)
         guard case .open = machine.streamRequested(by: 1), case .connect = machine.streamRequested(by: 2) else {
             Issue.record("a full, b opens")
             return
         }
-        #expect(machine.connected(b) == [2])
+        #expect(machine.connected(b, now: self.start) == [2])
         _ = machine.streamClosed(on: a, now: self.start)
         _ = machine.streamClosed(on: b, now: self.start + .seconds(1))
         // Both idle; the most recently idle one is the warm one kept.
         #expect(self.names(machine.expiredIdleConnections(before: self.start + .seconds(60))) == ["a"])
         machine.routabilityChanged(false)
         #expect(Set(self.names(machine.expiredIdleConnections(before: self.start + .seconds(60)))) == ["a", "b"])
+    }
+
+    @Test func aWarmConnectionNoRequestUsedExpiresOnceItIsNotWanted() {
+        let a = Connection("a")
+        var machine = Machine(minIdle: 1)
+        machine.routabilityChanged(true)
+        #expect(machine.warmConnectionsWanted() == 1)
+        #expect(machine.connected(a, now: self.start) == [])
+        #expect(machine.expiredIdleConnections(before: self.start + .seconds(60)).isEmpty, "it is the warm one")
+        machine.minIdle = 0
+        #expect(self.names(machine.expiredIdleConnections(before: self.start + .seconds(60))) == ["a"])
+        #expect(machine.expiredIdleConnections(before: self.start).isEmpty, "not idle long enough")
     }
 
     @Test func drainClosesIdleConnectionsNowAndBusyOnesAfterTheirLastStream() {
@@ -161,7 +173,7 @@ struct UpstreamPoolHTTP2StateMachineTests {
             Issue.record("a full, b opens")
             return
         }
-        #expect(machine.connected(b) == [2])
+        #expect(machine.connected(b, now: self.start) == [2])
         _ = machine.streamClosed(on: b, now: self.start)
         #expect(self.names(machine.drain()) == ["b"])
         machine.closed(b)

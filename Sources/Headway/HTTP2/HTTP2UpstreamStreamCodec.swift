@@ -33,6 +33,9 @@ final class HTTP2UpstreamStreamCodec: ChannelDuplexHandler {
     private var requestEnded = false
     /// How the response body is framed towards the connection behind; `nil` until the response's HEADERS.
     private var responseIsChunked: Bool?
+    /// The stream was given up before the pod answered; it is reset on the pod's first frame (or after a
+    /// second), when the pod surely has it.
+    private var resetIsPending = false
 
     init(logger: Logger) {
         self.logger = logger
@@ -116,9 +119,29 @@ final class HTTP2UpstreamStreamCodec: ChannelDuplexHandler {
         return headers
     }
 
+    /// Resetting a stream whose HEADERS swift-nio-http2 may still hold back (the connection at its stream
+    /// limit, or not writable) drops the frames but never closes the stream, and every later stream of the
+    /// connection then waits behind it. A stream whose request went out whole and that has no answer yet is
+    /// therefore reset only once the pod shows it has the stream (its first frame), or after a second.
+    func close(context: ChannelHandlerContext, mode: CloseMode, promise: EventLoopPromise<Void>?) {
+        guard self.requestEnded, self.responseIsChunked == nil, !self.resetIsPending else {
+            context.close(mode: mode, promise: promise)
+            return
+        }
+        self.resetIsPending = true
+        promise?.succeed()
+        context.eventLoop.assumeIsolated().scheduleTask(in: .seconds(1)) {
+            context.close(promise: nil)
+        }
+    }
+
     // MARK: Response in
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        if self.resetIsPending {
+            context.close(promise: nil)
+            return
+        }
         switch self.unwrapInboundIn(data) {
         case .headers(let frame) where self.responseIsChunked == nil:
             self.responseHeadersReceived(frame, context: context)

@@ -154,6 +154,7 @@ package final class ProxyServer: Sendable {
                 try stream.pipeline.syncOperations.addHandlers(makeStreamHandlers.value())
             }
         }
+        try pipeline.addHandler(FlushCoalescer())
         try pipeline.addHandler(http2)
         try pipeline.addHandler(manager)
         try pipeline.addHandler(HTTP2ClientConnectionObserver(metrics: metrics, logger: logger))
@@ -300,8 +301,9 @@ final class RefuseConnectionHandler: ChannelInboundHandler {
 }
 
 /// The last handler of an HTTP/2 client connection: it counts the connection in the listener's HTTP/2 gauge
-/// while it is open, and when a connection error (a protocol violation, a flood of resets or control frames)
-/// ends the connection in swift-nio-http2, says so, once, naming the client.
+/// while it is open, closes it when the client shuts its side, and when a connection error (a protocol
+/// violation, a flood of resets or control frames) ends the connection in swift-nio-http2, says so, once,
+/// naming the client.
 final class HTTP2ClientConnectionObserver: ChannelInboundHandler {
     typealias InboundIn = HTTP2Frame
 
@@ -323,7 +325,19 @@ final class HTTP2ClientConnectionObserver: ChannelInboundHandler {
         self.metrics?.connections.decrement()
     }
 
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if case ChannelEvent.inputClosed = event {
+            // HTTP/2 has no half-close: a client that shut its side is gone, and so are its streams. Closing
+            // resets their exchanges upstream now instead of leaving them to answer nobody.
+            context.close(promise: nil)
+            return
+        }
+        context.fireUserInboundEventTriggered(event)
+    }
+
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        // A stream's error reset that stream only (a frame for a stream just reset is an everyday race).
+        guard HTTP2ErrorScope.endsConnection(error) else { return }
         self.logger.warning("HTTP/2 client connection closed on an error", metadata: ["error": "\(error)"])
         context.close(promise: nil)
     }

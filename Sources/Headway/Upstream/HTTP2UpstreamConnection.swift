@@ -165,8 +165,10 @@ final class HTTP2UpstreamConnection: ChannelInboundHandler {
     }
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
-        self.logger.debug(
-            "HTTP/2 connection error; closing it",
+        // A stream's error reached its stream already (it was reset); only a connection error ends this one.
+        guard HTTP2ErrorScope.endsConnection(error) else { return }
+        self.logger.warning(
+            "HTTP/2 connection to endpoint failed; closing it",
             metadata: ["endpoint.address": "\(self.endpoint.label)", "error": "\(error)"]
         )
         context.close(promise: nil)

@@ -172,7 +172,7 @@ final class UpstreamConnection: ChannelDuplexHandler {
                 self.lessee = nil
                 lessee.upstreamClosed(self, error: self.closeReason ?? error)
             }
-        } else {
+        } else if self.multiplexedOn == nil {
             self.logger.debug("upstream connection closed", metadata: ["endpoint.address": "\(self.endpoint.label)"])
         }
         context.fireChannelInactive()

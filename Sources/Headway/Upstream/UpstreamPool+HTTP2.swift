@@ -133,7 +133,7 @@ extension UpstreamPool {
                     "upstream HTTP/2 connection opened",
                     metadata: ["endpoint.address": "\(endpoint.label)", "warm": "\(isWarm)"]
                 )
-                self.startWaiters(self.http2!.connected(connection), on: connection)
+                self.startWaiters(self.http2!.connected(connection, now: self.cluster.coarseNow), on: connection)
             case .failure(let error):
                 self.http2ConnectFailed(error: error)
             }

@@ -104,9 +104,10 @@ extension UpstreamPool {
         }
 
         /// A connection is open (its preface sent); returns the waiters whose streams go on it now (counted).
-        mutating func connected(_ connection: Connection) -> [Waiter] {
+        mutating func connected(_ connection: Connection, now: NIODeadline) -> [Waiter] {
             self.opening -= 1
-            self.connections.append(Entry(connection: connection))
+            // Idle from the start when no request waits for it (a warm one), so that it can expire.
+            self.connections.append(Entry(connection: connection, idleSince: now))
             if self.isDraining {
                 self.connections[self.connections.count - 1].isGoingAway = true
             }
@@ -158,15 +159,16 @@ extension UpstreamPool {
             }
         }
 
-        /// Connections without a stream since before `cutoff`, except the warm ones the pool keeps.
+        /// Connections without a stream since before `cutoff`, except the warm ones the pool keeps (the most
+        /// recently idle ones).
         func expiredIdleConnections(before cutoff: NIODeadline) -> [Connection] {
             var spared = self.isRoutable ? self.minIdle : 0
             var expired: [Connection] = []
-            // The most recently idle are spared first.
-            for entry in self.connections.reversed() where entry.streams == 0 {
+            let idle = self.connections.filter { $0.streams == 0 }.sorted { $0.idleSince! > $1.idleSince! }
+            for entry in idle {
                 if spared > 0 && !entry.isGoingAway {
                     spared -= 1
-                } else if let since = entry.idleSince, since < cutoff {
+                } else if entry.idleSince! < cutoff {
                     expired.append(entry.connection)
                 }
             }
