@@ -112,7 +112,12 @@ if ProcessInfo.processInfo.environment["HEADWAY_FUZZ"] != nil {
     package.targets.append(
         .executableTarget(
             name: "HeadwayFuzz",
-            dependencies: ["Headway", .product(name: "NIOCore", package: "swift-nio")],
+            dependencies: [
+                "Headway",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOEmbedded", package: "swift-nio"),
+            ],
             path: "Fuzz/HeadwayFuzz",
             swiftSettings: swiftSettings + [.unsafeFlags(["-parse-as-library"])]
         )

@@ -1,4 +1,4 @@
-// One libFuzzer binary for every fuzz target: `HEADWAY_FUZZ_TARGET` (request or response) chooses the
+// One libFuzzer binary for every fuzz target: `HEADWAY_FUZZ_TARGET` (request, response or http2) chooses the
 // function libFuzzer's driver calls; all other arguments are libFuzzer's own.
 
 #if canImport(Glibc)
@@ -30,8 +30,9 @@ public func fuzzMain(_ argc: CInt, _ argv: UnsafeMutablePointer<UnsafeMutablePoi
     switch target {
     case "request": selectedTarget = requestFuzz
     case "response": selectedTarget = responseFuzz
+    case "http2": selectedTarget = http2Fuzz
     default:
-        print("HEADWAY_FUZZ_TARGET must be request or response, not \(target)")
+        print("HEADWAY_FUZZ_TARGET must be request, response or http2, not \(target)")
         return 2
     }
     return runFuzzerDriver(&argc, &argv, fuzzOneInput)

@@ -60,7 +60,7 @@ private func checkRebuiltHead(_ head: ResponseHead) {
         switch event {
         case .head(let reparsed), .informational(let reparsed):
             precondition(reparsed.status == head.status, "status changed: \(head.status) -> \(reparsed.status)")
-        case .body, .end:
+        case .body, .trailers, .end:
             fatalError("the rebuilt head parsed as a body")
         }
     } catch {
