@@ -165,15 +165,21 @@ extension IntegrationTests {
             #expect(calls.perPod(3) == [10, 10, 10])
         }
 
-        @Test func aPodStoppingGracefullyCostsNoCall() async throws {
+        /// 400 unary calls one after another on one channel through Headway, with `fault` done to the pods 0.8 s in.
+        private func calls(whilePods fault: (GRPCPods) -> Void) async throws -> GRPCCalls {
             let pods = try await GRPCPods.start()
             defer { pods.stop() }
             let headway = try await self.headway(pods)
             async let load = GRPCCalls.run(self.target(headway), count: 400, pauseMilliseconds: 5)
             try await Task.sleep(for: .milliseconds(800))
-            pods.stopGracefully(1)
+            fault(pods)
             let calls = try await load
             try await headway.stop()
+            return calls
+        }
+
+        @Test func aPodStoppingGracefullyCostsNoCall() async throws {
+            let calls = try await self.calls { $0.stopGracefully(1) }
             print("gRPC graceful stop: \(calls.pods), failures \(calls.failures)")
             // The pod's GOAWAY drains its connection: calls in flight finish, new ones go to the others.
             // grpcio may answer CANCELLED to a call that reaches it while it stops (it does so without a proxy
@@ -184,14 +190,7 @@ extension IntegrationTests {
         }
 
         @Test func aPodKilledCostsOnlyTheCallInFlightOnIt() async throws {
-            let pods = try await GRPCPods.start()
-            defer { pods.stop() }
-            let headway = try await self.headway(pods)
-            async let load = GRPCCalls.run(self.target(headway), count: 400, pauseMilliseconds: 5)
-            try await Task.sleep(for: .milliseconds(800))
-            pods.kill9(1)
-            let calls = try await load
-            try await headway.stop()
+            let calls = try await self.calls { $0.kill9(1) }
             print("gRPC SIGKILL: \(calls.pods), failures \(calls.failures)")
             // Calls go one at a time, so at most one was on the pod when it died; none fails after.
             #expect(calls.failed <= 1, "\(calls.failures) \(calls.details)")

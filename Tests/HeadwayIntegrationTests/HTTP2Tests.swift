@@ -212,13 +212,17 @@ extension IntegrationTests {
             #expect(reached <= 1000, "\(reached) requests of reset streams reached the pods")
         }
 
-        @Test func streamsToH2CPodsAreMultiplexedOnOneConnectionPerPod() async throws {
-            let pods = try await NginxPods.start(http2: true)
-            defer { pods.stop() }
-            let headway = try await InProcessHeadway.start {
+        private static func headway(speakingH2CTo pods: NginxPods) async throws -> InProcessHeadway {
+            try await InProcessHeadway.start {
                 $0[list: "--endpoints"] = pods.endpoints
                 $0["--upstream-protocol"] = "h2c"
             }
+        }
+
+        @Test func streamsToH2CPodsAreMultiplexedOnOneConnectionPerPod() async throws {
+            let pods = try await NginxPods.start(http2: true)
+            defer { pods.stop() }
+            let headway = try await Self.headway(speakingH2CTo: pods)
             let load = try await Command.run(["h2load", "-c1", "-m10", "-n300", "\(headway.listenURL)/"], timeout: 60)
             // An HTTP/1.1 client reaches the same pods, which speak nothing but h2c.
             let http1 = try await curl(["--http1.1", "--dump-header", "-", "\(headway.listenURL)/from-h1"])
@@ -366,10 +370,7 @@ extension IntegrationTests {
         @Test func clientsCutOffMidBurstLeaveNoStreamBehind() async throws {
             let pods = try await NginxPods.start(http2: true)
             defer { pods.stop() }
-            let headway = try await InProcessHeadway.start {
-                $0[list: "--endpoints"] = pods.endpoints
-                $0["--upstream-protocol"] = "h2c"
-            }
+            let headway = try await Self.headway(speakingH2CTo: pods)
             var rounds: [String] = []
             for _ in 0..<4 {
                 let burst = try await Command.run(

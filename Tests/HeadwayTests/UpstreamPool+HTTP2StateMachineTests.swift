@@ -31,6 +31,17 @@ struct UpstreamPoolHTTP2StateMachineTests {
         return machine
     }
 
+    /// Limits `a` to one stream, gives it request 1, and opens `b` for request 2; `false` if the machine did not.
+    private func fill(_ a: Connection, thenOpen b: Connection, in machine: inout Machine) -> Bool {
+        _ = machine.streamLimitChanged(1, on: a)
+        guard case .open = machine.streamRequested(by: 1), case .connect = machine.streamRequested(by: 2) else {
+            Issue.record("a full, b opens")
+            return false
+        }
+        #expect(machine.connected(b, now: self.start) == [2])
+        return true
+    }
+
     @Test func requestsWaitForTheConnectionBeingOpenedInsteadOfOpeningTheirOwn() {
         var machine = Machine(minIdle: 0)
         guard case .connect = machine.streamRequested(by: 1) else {
@@ -139,12 +150,7 @@ struct UpstreamPoolHTTP2StateMachineTests {
         #expect(machine.warmConnectionsWanted() == 1)
         #expect(machine.connected(a, now: self.start) == [])
         #expect(machine.warmConnectionsWanted() == 0)
-        _ = machine.streamLimitChanged(1, on: a)
-        guard case .open = machine.streamRequested(by: 1), case .connect = machine.streamRequested(by: 2) else {
-            Issue.record("a full, b opens")
-            return
-        }
-        #expect(machine.connected(b, now: self.start) == [2])
+        guard self.fill(a, thenOpen: b, in: &machine) else { return }
         _ = machine.streamClosed(on: a, now: self.start)
         _ = machine.streamClosed(on: b, now: self.start + .seconds(1))
         // Both idle; the most recently idle one is the warm one kept.
@@ -168,12 +174,7 @@ struct UpstreamPoolHTTP2StateMachineTests {
     @Test func drainClosesIdleConnectionsNowAndBusyOnesAfterTheirLastStream() {
         let (a, b) = (Connection("a"), Connection("b"))
         var machine = self.pool(with: a)
-        _ = machine.streamLimitChanged(1, on: a)
-        guard case .open = machine.streamRequested(by: 1), case .connect = machine.streamRequested(by: 2) else {
-            Issue.record("a full, b opens")
-            return
-        }
-        #expect(machine.connected(b, now: self.start) == [2])
+        guard self.fill(a, thenOpen: b, in: &machine) else { return }
         _ = machine.streamClosed(on: b, now: self.start)
         #expect(self.names(machine.drain()) == ["b"])
         machine.closed(b)

@@ -226,6 +226,17 @@ enum HTTPSyntax {
         return header
     }
 
+    /// Hands `emit` the pieces of one chunk carrying `data`: its size line, the data, the CRLF after it.
+    static func frameChunk(_ data: ByteBuffer, allocator: ByteBufferAllocator, _ emit: (ByteBuffer) -> Void) {
+        emit(Self.chunkHeader(for: data.readableBytes, allocator: allocator))
+        emit(data)
+        emit(Self.crlf)
+    }
+
+    static let crlf = ByteBuffer(string: "\r\n")
+    /// The last chunk with an empty trailer section: the end of a chunked body.
+    static let lastChunk = ByteBuffer(string: "0\r\n\r\n")
+
     /// The offset just past the first CRLFCRLF in `buffer` at or after `start`, or `nil`.
     static func endOfHead(in buffer: ByteBuffer, from start: Int) -> Int? {
         buffer.withUnsafeReadableBytes { bytes in

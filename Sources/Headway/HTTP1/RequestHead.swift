@@ -48,6 +48,8 @@ struct RequestHead {
 
     var methodName: String { self.string(self.methodRange) }
     var target: String { self.string(self.targetRange) }
+    /// The `Host` value, when there is one.
+    var host: String? { self.hostRange.map(self.string) }
 
     /// Calls `body` with each field's name and value, in order (for a protocol that carries fields as a list).
     func forEachField(_ body: (_ name: UnsafeRawBufferPointer, _ value: UnsafeRawBufferPointer) -> Void) {

@@ -54,13 +54,9 @@ final class HTTP2StreamBridge: ChannelDuplexHandler {
             guard case .byteBuffer(let bytes) = data.data else { break }
             if bytes.readableBytes > 0 {
                 if self.requestBody == .chunked {
-                    context.fireChannelRead(
-                        self.wrapInboundOut(
-                            HTTPSyntax.chunkHeader(for: bytes.readableBytes, allocator: context.channel.allocator)
-                        )
-                    )
-                    context.fireChannelRead(self.wrapInboundOut(bytes))
-                    context.fireChannelRead(self.wrapInboundOut(DownstreamHandler.crlf))
+                    HTTPSyntax.frameChunk(bytes, allocator: context.channel.allocator) {
+                        context.fireChannelRead(self.wrapInboundOut($0))
+                    }
                 } else {
                     context.fireChannelRead(self.wrapInboundOut(bytes))
                 }
@@ -96,7 +92,7 @@ final class HTTP2StreamBridge: ChannelDuplexHandler {
 
     private func requestEnded(context: ChannelHandlerContext) {
         if self.requestBody == .chunked {
-            context.fireChannelRead(self.wrapInboundOut(DownstreamHandler.lastChunk))
+            context.fireChannelRead(self.wrapInboundOut(HTTPSyntax.lastChunk))
         }
     }
 

@@ -106,13 +106,7 @@ enum HTTP2Translation {
         var headers = HPACKHeaders()
         headers.reserveCapacity(12)
         headers.add(name: ":status", value: String(head.status))
-        head.forEachField { name, value in
-            if Self.isConnectionSpecific(name) { return }
-            headers.add(
-                name: String(decoding: name.lazy.map(HTTPSyntax.lowercased), as: UTF8.self),
-                value: String(decoding: value, as: UTF8.self)
-            )
-        }
+        head.forEachField { name, value in Self.add(name, value, to: &headers) }
         return headers
     }
 
@@ -120,19 +114,21 @@ enum HTTP2Translation {
     /// names in lower case and without the connection-specific ones.
     static func trailerFields(_ section: ByteBuffer) -> HPACKHeaders {
         var headers = HPACKHeaders()
-        section.withUnsafeReadableBytes { raw in
-            _ = HTTPSyntax.scanFields(raw, from: 0) { field in
-                let name = UnsafeRawBufferPointer(rebasing: raw[field.name])
-                if !Self.isConnectionSpecific(name) {
-                    headers.add(
-                        name: String(decoding: name.lazy.map(HTTPSyntax.lowercased), as: UTF8.self),
-                        value: String(decoding: UnsafeRawBufferPointer(rebasing: raw[field.value]), as: UTF8.self)
-                    )
-                }
-                return nil
-            }
-        }
+        HTTPSyntax.forEachField(of: section, from: 0) { name, value in Self.add(name, value, to: &headers) }
         return headers
+    }
+
+    /// Adds an HTTP/1 field to an HTTP/2 header list: its name in lower case; connection-specific ones dropped.
+    private static func add(
+        _ name: UnsafeRawBufferPointer,
+        _ value: UnsafeRawBufferPointer,
+        to headers: inout HPACKHeaders
+    ) {
+        if Self.isConnectionSpecific(name) { return }
+        headers.add(
+            name: String(decoding: name.lazy.map(HTTPSyntax.lowercased), as: UTF8.self),
+            value: String(decoding: value, as: UTF8.self)
+        )
     }
 
     /// A `grpc-timeout` value: at most 8 digits and a unit (H, M, S, m, u, n); `nil` if malformed.

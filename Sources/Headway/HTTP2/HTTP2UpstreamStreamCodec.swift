@@ -98,22 +98,17 @@ final class HTTP2UpstreamStreamCodec: ChannelDuplexHandler {
         headers.add(name: ":method", value: head.methodName)
         headers.add(name: ":scheme", value: "http")
         headers.add(name: ":path", value: head.target)
-        var authority: String?
-        var fields: [(String, String)] = []
+        if let host = head.host { headers.add(name: ":authority", value: host) }
         head.forEachField { name, value in
             let lowercased = String(decoding: name.lazy.map(HTTPSyntax.lowercased), as: UTF8.self)
             switch lowercased {
-            case "host":
-                authority = String(decoding: value, as: UTF8.self)
-            case "content-length", "transfer-encoding", "connection", "keep-alive", "proxy-connection", "upgrade",
-                "te":
+            case "host", "content-length", "transfer-encoding", "connection", "keep-alive", "proxy-connection",
+                "upgrade", "te":
                 break
             default:
-                fields.append((lowercased, String(decoding: value, as: UTF8.self)))
+                headers.add(name: lowercased, value: String(decoding: value, as: UTF8.self))
             }
         }
-        if let authority { headers.add(name: ":authority", value: authority) }
-        for (name, value) in fields { headers.add(name: name, value: value) }
         // Headway relays trailers, so the pod may send them (gRPC servers look for this).
         headers.add(name: "te", value: "trailers")
         return headers
@@ -160,13 +155,12 @@ final class HTTP2UpstreamStreamCodec: ChannelDuplexHandler {
             guard case .byteBuffer(let bytes) = frame.data else { break }
             if self.responseIsChunked == true {
                 if bytes.readableBytes > 0 {
-                    let header = HTTPSyntax.chunkHeader(for: bytes.readableBytes, allocator: context.channel.allocator)
-                    context.fireChannelRead(self.wrapInboundOut(header))
-                    context.fireChannelRead(self.wrapInboundOut(bytes))
-                    context.fireChannelRead(self.wrapInboundOut(DownstreamHandler.crlf))
+                    HTTPSyntax.frameChunk(bytes, allocator: context.channel.allocator) {
+                        context.fireChannelRead(self.wrapInboundOut($0))
+                    }
                 }
                 if frame.endStream {
-                    context.fireChannelRead(self.wrapInboundOut(DownstreamHandler.lastChunk))
+                    context.fireChannelRead(self.wrapInboundOut(HTTPSyntax.lastChunk))
                 }
             } else {
                 context.fireChannelRead(self.wrapInboundOut(bytes))

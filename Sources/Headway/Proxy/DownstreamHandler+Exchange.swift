@@ -142,9 +142,7 @@ extension DownstreamHandler: UpstreamLessee, ResponseDeadlineWaiter {
     func sendBody(_ buffer: ByteBuffer, to connection: UpstreamConnection) {
         guard buffer.readableBytes > 0, let context = self.context else { return }
         if self.exchange!.isChunkedRequest {
-            connection.write(HTTPSyntax.chunkHeader(for: buffer.readableBytes, allocator: context.channel.allocator))
-            connection.write(buffer)
-            connection.write(Self.crlf)
+            HTTPSyntax.frameChunk(buffer, allocator: context.channel.allocator) { connection.write($0) }
         } else {
             connection.write(buffer)
         }
@@ -152,7 +150,7 @@ extension DownstreamHandler: UpstreamLessee, ResponseDeadlineWaiter {
 
     func sendEnd(to connection: UpstreamConnection) {
         if self.exchange!.isChunkedRequest {
-            connection.write(Self.lastChunk)
+            connection.write(HTTPSyntax.lastChunk)
         }
     }
 
@@ -364,7 +362,4 @@ extension DownstreamHandler: UpstreamLessee, ResponseDeadlineWaiter {
             }
         }
     }
-
-    static let crlf = ByteBuffer(string: "\r\n")
-    static let lastChunk = ByteBuffer(string: "0\r\n\r\n")
 }

@@ -33,10 +33,9 @@ extension DownstreamHandler {
             self.exchange!.machine.responseBodyReceived(now: self.cluster.coarseNow)
             self.exchange!.responseBodyBytes += buffer.readableBytes
             if self.exchange!.chunksResponse {
-                let header = HTTPSyntax.chunkHeader(for: buffer.readableBytes, allocator: context.channel.allocator)
-                self.writeToClient(header, context: context)
-                self.writeToClient(buffer, context: context)
-                self.writeToClient(Self.crlf, context: context)
+                HTTPSyntax.frameChunk(buffer, allocator: context.channel.allocator) {
+                    self.writeToClient($0, context: context)
+                }
             } else {
                 self.writeToClient(buffer, context: context)
             }
@@ -196,7 +195,7 @@ extension DownstreamHandler {
                 last.writeBuffer(&trailers)
                 lastBytes = last
             } else {
-                lastBytes = Self.lastChunk
+                lastBytes = HTTPSyntax.lastChunk
             }
         }
         self.writeEndAndContinue(context: context, lastBytes: lastBytes)

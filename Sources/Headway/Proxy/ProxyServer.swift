@@ -54,8 +54,9 @@ package final class ProxyServer: Sendable {
         logger: Logger
     ) {
         self.settings = Mutex(Settings(client: client, drainTimeout: drainTimeout))
-        self.openConnectionsGauge = metrics.clientConnections(listener: UpstreamCluster.label(for: address))
-        self.http2Metrics = metrics.clientHTTP2(listener: UpstreamCluster.label(for: address))
+        let listener = UpstreamCluster.label(for: address)
+        self.openConnectionsGauge = metrics.clientConnections(listener: listener)
+        self.http2Metrics = metrics.clientHTTP2(listener: listener)
         self.address = address
         self.cluster = cluster
         self.group = group

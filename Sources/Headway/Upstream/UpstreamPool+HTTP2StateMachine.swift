@@ -7,7 +7,7 @@ extension UpstreamPool {
     ///
     /// Generic over the connection and the waiting request so that tests drive it with plain values. It
     /// takes no reservation: the shell reserves `max_connections_per_endpoint` before it connects and reports
-    /// a refusal with ``connectNotStarted()``.
+    /// a refusal with ``connectNotStarted(isWarm:)``.
     ///
     /// Each connection is, in turn: opening (counted in `opening`) → open, taking streams up to the pod's
     /// `SETTINGS_MAX_CONCURRENT_STREAMS` → going away (the pod's GOAWAY, or the pool drains: no new stream,
@@ -27,7 +27,7 @@ extension UpstreamPool {
             var streams = 0
             var streamLimit = HTTP2StateMachine.assumedStreamLimit
             var isGoingAway = false
-            /// When its last stream closed; `nil` while streams are open.
+            /// Since when it has had no stream (set when it opens, too); `nil` while streams are open.
             var idleSince: NIODeadline?
 
             var hasRoom: Bool { !self.isGoingAway && self.streams < self.streamLimit }

@@ -1,6 +1,5 @@
 import Logging
 import NIOCore
-import NIOHTTP2
 import NIOPosix
 import Synchronization
 
@@ -35,9 +34,6 @@ final class UpstreamPool {
 
     var isEmpty: Bool { self.http2?.isEmpty ?? self.machine.isEmpty }
     var isDraining: Bool { self.http2?.isDraining ?? self.machine.isDraining }
-    /// h2c connections open on this loop and streams in flight on them (zero for HTTP/1), for `/endpoints`.
-    var http2Connections: Int { self.http2?.openConnections ?? 0 }
-    var http2Streams: Int { self.http2?.openStreams ?? 0 }
 
     /// A request waiting for a stream on a connection that is opening.
     struct StreamWaiter {
