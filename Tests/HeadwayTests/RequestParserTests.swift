@@ -146,6 +146,15 @@ struct RequestParserTests {
         )
     }
 
+    @Test func connectionTokensAreReadWithEmptyListElementsAndSpaces() throws {
+        // RFC 9110 §5.6.1: empty list elements are allowed and ignored; a token may be the first or the last.
+        let text = try self.upstream(
+            "GET /x HTTP/1.1\r\nHost: a\r\nConnection: ,, X-One ,\tX-Two,,\r\nX-One: 1\r\nX-Two: 2\r\nX-Three: 3\r\n\r\n"
+        )
+        #expect(!text.contains("X-One") && !text.contains("X-Two"), "\(text)")
+        #expect(text.contains("X-Three: 3\r\n"))
+    }
+
     @Test func forwardingFieldsAreAppendedOrSet() throws {
         let text = try self.upstream(
             "GET /x HTTP/1.0\r\nHost: shop\r\nX-Forwarded-For: 1.1.1.1\r\nx-forwarded-for: 2.2.2.2\r\n"

@@ -59,8 +59,9 @@ extension ProxyExchange {
         let request: Request
         let policy: Policy
         private var state = State.connecting
-        /// Body parts received but not sent on the current attempt, oldest first.
-        private var unsent = CircularBuffer<ByteBuffer>(initialCapacity: 2)
+        /// Body parts received but not sent on the current attempt, oldest first. An array, because an empty
+        /// one allocates nothing, and most requests never queue a part.
+        private var unsent: [ByteBuffer] = []
         /// Body parts sent on the current attempt, kept for a replay.
         private var sent: [ByteBuffer] = []
         private var sentBytes = 0
@@ -148,11 +149,10 @@ extension ProxyExchange {
         mutating func connectionLeased(now: NIODeadline) -> Send {
             guard case .connecting = self.state else { preconditionFailure("Invalid state: \(self.state)") }
             self.state = .awaitingResponse(since: now)
-            var parts: [ByteBuffer] = []
-            parts.reserveCapacity(self.unsent.count)
-            while let part = self.unsent.popFirst() {
+            let parts = self.unsent
+            self.unsent = []
+            for part in parts {
                 self.keepForReplay(part)
-                parts.append(part)
             }
             let end = self.requestEndReceived && !self.requestEndSent
             if end { self.requestEndSent = true }
@@ -384,9 +384,7 @@ extension ProxyExchange {
             guard self.retries < self.policy.maxRetries else { return .retriesExhausted }
             guard budget.spendRetry(at: now) else { return .budgetExhausted }
             self.retries += 1
-            for part in self.sent.reversed() {
-                self.unsent.prepend(part)
-            }
+            self.unsent = self.sent + self.unsent
             self.sent = []
             self.sentBytes = 0
             self.requestEndSent = false

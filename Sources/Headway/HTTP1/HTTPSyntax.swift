@@ -116,8 +116,12 @@ enum HTTPSyntax {
         var nominated: [[UInt8]] = []
 
         mutating func read(_ value: UnsafeRawBufferPointer) {
-            for token in value.split(separator: UInt8(ascii: ",")) {
-                let name = HTTPSyntax.trimmed(UnsafeRawBufferPointer(rebasing: token))
+            // Walked in place rather than with `split`, which would allocate an array for every response.
+            var start = 0
+            while start <= value.count {
+                let end = value[start...].firstIndex(of: UInt8(ascii: ",")) ?? value.count
+                let name = HTTPSyntax.trimmed(UnsafeRawBufferPointer(rebasing: value[start..<end]))
+                start = end + 1
                 if name.isEmpty { continue }
                 if HTTPSyntax.equalsIgnoringCase(name, "close") {
                     self.close = true

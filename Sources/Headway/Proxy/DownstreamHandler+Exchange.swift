@@ -25,7 +25,10 @@ extension DownstreamHandler: UpstreamLessee, ResponseDeadlineWaiter {
             if !endReceived { self.discardingUntilRequestEnd = head.framing == .none }
             return
         }
-        var upstreamHead = self.context!.channel.allocator.buffer(capacity: head.bytes.readableBytes + 160)
+        var upstreamHead = self.cluster.headBuffers.take(
+            minimumCapacity: head.bytes.readableBytes + 160,
+            allocator: self.context!.channel.allocator
+        )
         head.writeUpstreamHead(into: &upstreamHead, clientIP: self.clientIP, upgrade: head.canTunnel)
         let configuration = self.cluster.configuration
         let machine = ProxyExchange.StateMachine(

@@ -99,14 +99,17 @@ extension DownstreamHandler {
         self.exchange!.chunksResponse = hasOpenEndedBody && clientVersionMinor >= 1
         self.exchange!.responseStatus = head.status
         // Room for a small body too: it usually arrives in the same read and then leaves in one write.
-        var bytes = context.channel.allocator.buffer(capacity: head.bytes.readableBytes + 64 + Self.coalescingLimit)
+        var bytes = self.cluster.headBuffers.take(
+            minimumCapacity: head.bytes.readableBytes + 64 + Self.coalescingLimit,
+            allocator: context.channel.allocator
+        )
         head.writeClientHead(
             into: &bytes,
             clientVersionMinor: clientVersionMinor,
             chunked: self.exchange!.chunksResponse,
             closeConnection: self.closeAfterResponse
         )
-        self.writeToClient(bytes, context: context)
+        self.writeToClient(bytes, context: context, isRecycled: true)
     }
 
     /// The pod switched protocols: relay its 101, then carry bytes both ways, unparsed and without timeouts
@@ -136,25 +139,41 @@ extension DownstreamHandler {
 
     /// Queues response bytes for the client: small pieces are appended to the bytes not yet written (one
     /// write and one iovec instead of several), large ones are written as they are, without copying.
-    func writeToClient(_ buffer: ByteBuffer, context: ChannelHandlerContext) {
+    ///
+    /// - Parameter isRecycled: `buffer` came from the loop's ``HeadBufferRecycler`` and goes back to it
+    ///   once written.
+    func writeToClient(_ buffer: ByteBuffer, context: ChannelHandlerContext, isRecycled: Bool = false) {
         if buffer.readableBytes <= Self.coalescingLimit {
             if self.unwrittenResponse == nil {
                 self.unwrittenResponse = buffer
+                self.unwrittenResponseIsRecycled = isRecycled
             } else {
                 var piece = buffer
                 self.unwrittenResponse!.writeBuffer(&piece)
+                if isRecycled { self.cluster.headBuffers.giveBack(buffer) }
             }
             return
         }
         self.writeUnwrittenResponse(context: context)
         context.write(self.wrapOutboundOut(buffer), promise: nil)
+        if isRecycled { self.cluster.headBuffers.giveBack(buffer) }
     }
 
     func writeUnwrittenResponse(context: ChannelHandlerContext) {
-        if let bytes = self.unwrittenResponse {
-            self.unwrittenResponse = nil
+        if let bytes = self.takeUnwrittenResponse() {
             context.write(self.wrapOutboundOut(bytes), promise: nil)
         }
+    }
+
+    /// The response bytes not yet written, now the caller's to write; a recycled buffer among them goes
+    /// back to the loop's recycler (it is reused only once the write has let go of it).
+    private func takeUnwrittenResponse() -> ByteBuffer? {
+        guard let bytes = self.unwrittenResponse.take() else { return nil }
+        if self.unwrittenResponseIsRecycled {
+            self.unwrittenResponseIsRecycled = false
+            self.cluster.headBuffers.giveBack(bytes)
+        }
+        return bytes
     }
 
     /// The response ended: give the connection back, then tell the client, then go on with the next request.
@@ -163,6 +182,8 @@ extension DownstreamHandler {
         // State first, write last: writing `.end` may re-enter this handler.
         self.stopClock()
         var exchange = self.exchange.take()!
+        // The pod answered, so the request head has been written: its buffer can serve the next exchange.
+        self.cluster.headBuffers.giveBack(exchange.upstreamHead)
         let completion = exchange.machine.responseEnded()
         if completion.requestWasCutShort {
             // The pod answered before reading the whole request; the rest of it cannot be resynchronised.
@@ -245,8 +266,7 @@ extension DownstreamHandler {
         }
         if self.closeAfterResponse {
             self.pending.removeAll()
-            let bytes = self.unwrittenResponse ?? context.channel.allocator.buffer(capacity: 0)
-            self.unwrittenResponse = nil
+            let bytes = self.takeUnwrittenResponse() ?? context.channel.allocator.buffer(capacity: 0)
             let clientMaySendMore = self.stoppedParsing || self.parser.isInsideRequest
             context.writeAndFlush(self.wrapOutboundOut(bytes)).assumeIsolated().whenComplete { result in
                 if clientMaySendMore, case .success = result {

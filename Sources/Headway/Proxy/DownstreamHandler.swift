@@ -52,6 +52,8 @@ final class DownstreamHandler: ChannelDuplexHandler {
     var deadlineSlot: Int?
     /// Response bytes not yet written: small pieces are gathered into one write per read batch.
     var unwrittenResponse: ByteBuffer?
+    /// `unwrittenResponse` came from the loop's ``HeadBufferRecycler``.
+    var unwrittenResponseIsRecycled = false
 
     // Client timeouts, checked by the loop's client sweep against its coarse clock (no timer per connection).
     /// This handler's slot in its loop's client list.

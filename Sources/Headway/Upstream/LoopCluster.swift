@@ -41,6 +41,8 @@ final class LoopCluster: @unchecked Sendable {
     private var deadlines = ResponseDeadlines()
     /// The loop's clock as of the last deadline sweep: cheap to read on every response piece.
     private(set) var coarseNow = NIODeadline.now()
+    /// Head buffers that this loop's exchanges reuse (no allocation per request for them).
+    var headBuffers = HeadBufferRecycler()
     /// This loop's share of the retry budget; exchanges spend it as they decide to retry.
     var retryBudget: RetryBudget
     /// Client connections of this loop, swept for their timeouts.

@@ -1,0 +1,34 @@
+import NIOCore
+
+/// The buffers of the heads Headway writes (the request head to the pod, the response head to the client),
+/// reused on one event loop so that a keep-alive request allocates none.
+///
+/// A buffer comes back once its write is done: then only the recycler references it, and `clear` reuses its
+/// memory. One still referenced elsewhere (its write not finished yet) gets fresh memory from `clear`, so a
+/// head is never written over while it is in flight. The recycler is per loop, not per connection, so an
+/// idle connection holds no buffer.
+struct HeadBufferRecycler {
+    private var spare: [ByteBuffer] = []
+
+    /// Enough for every exchange one loop runs at once on a busy sidecar; more are allocated, not kept.
+    private static let keptBuffers = 64
+    /// A buffer grown by an unusually large head is dropped rather than kept.
+    private static let largestKeptCapacity = 16 * 1024
+
+    init() {
+        self.spare.reserveCapacity(Self.keptBuffers)
+    }
+
+    /// An empty buffer of at least `minimumCapacity` bytes.
+    mutating func take(minimumCapacity: Int, allocator: ByteBufferAllocator) -> ByteBuffer {
+        guard var buffer = self.spare.popLast() else { return allocator.buffer(capacity: minimumCapacity) }
+        buffer.clear(minimumCapacity: minimumCapacity)
+        return buffer
+    }
+
+    /// A buffer from ``take(minimumCapacity:allocator:)`` whose bytes have been handed to the channel.
+    mutating func giveBack(_ buffer: ByteBuffer) {
+        guard self.spare.count < Self.keptBuffers, buffer.capacity <= Self.largestKeptCapacity else { return }
+        self.spare.append(buffer)
+    }
+}
