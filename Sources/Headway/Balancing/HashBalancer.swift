@@ -12,6 +12,7 @@ final class HashBalancer: LoadBalancer {
 
     private var count = 0
     private var table: [Int32] = []
+    private var random = PickRandom()
 
     func endpointsChanged(_ endpoints: [Endpoint], weights: [Int]) {
         self.count = endpoints.count
@@ -21,7 +22,7 @@ final class HashBalancer: LoadBalancer {
     func pick(_ request: PickRequest) -> Int? {
         guard self.count > 0 else { return nil }
         guard let key = request.hashKey else {
-            return randomIndex(count: self.count, excluding: request.excluding)
+            return randomIndex(count: self.count, excluding: request.excluding, using: &self.random)
         }
         var slot = Int(key % UInt64(self.table.count))
         var index = Int(self.table[slot])

@@ -64,6 +64,7 @@ struct Weights {
 class LoadAwareBalancer {
     final private(set) var endpoints: [Endpoint] = []
     final private(set) var weights = Weights()
+    final var random = PickRandom()
 
     /// Subclasses that keep more per endpoint override this and call it first.
     func endpointsChanged(_ endpoints: [Endpoint], weights: [Int]) {
@@ -73,8 +74,8 @@ class LoadAwareBalancer {
 }
 
 /// A random index in `0..<count` other than `excluding` (when `count > 1`), in O(1).
-func randomIndex(count: Int, excluding: Int?) -> Int {
-    guard let excluding, count > 1 else { return Int.random(in: 0..<count) }
-    let index = Int.random(in: 0..<(count - 1))
+func randomIndex(count: Int, excluding: Int?, using random: inout PickRandom) -> Int {
+    guard let excluding, count > 1 else { return Int.random(in: 0..<count, using: &random) }
+    let index = Int.random(in: 0..<(count - 1), using: &random)
     return index >= excluding ? index + 1 : index
 }

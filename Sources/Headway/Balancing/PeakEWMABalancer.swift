@@ -43,7 +43,7 @@ final class PeakEWMABalancer: LoadAwareBalancer, LoadBalancer {
     }
 
     func pick(_ request: PickRequest) -> Int? {
-        twoChoices(count: self.endpoints.count, excluding: request.excluding) { first, second in
+        twoChoices(count: self.endpoints.count, excluding: request.excluding, using: &self.random) { first, second in
             let latencyA = self.latencyEstimate(ofEndpointAt: first, at: request.now)
             let latencyB = self.latencyEstimate(ofEndpointAt: second, at: request.now)
             // An endpoint not measured yet is compared by requests in flight alone, so it is tried without

@@ -5,6 +5,7 @@ final class RandomBalancer: LoadBalancer {
     private var weights = Weights()
     /// Running sums of the weights: endpoint `i` owns `[sums[i-1], sums[i])`.
     private var sums: [Int] = []
+    private var random = PickRandom()
 
     func endpointsChanged(_ endpoints: [Endpoint], weights: [Int]) {
         self.count = endpoints.count
@@ -21,7 +22,7 @@ final class RandomBalancer: LoadBalancer {
     func pick(_ request: PickRequest) -> Int? {
         guard self.count > 0 else { return nil }
         if self.weights.areUniform {
-            return randomIndex(count: self.count, excluding: request.excluding)
+            return randomIndex(count: self.count, excluding: request.excluding, using: &self.random)
         }
         var total = self.sums.last!
         var skipped: Int?
@@ -30,7 +31,7 @@ final class RandomBalancer: LoadBalancer {
             total -= self.weights[excluding]
             skipped = excluding
         }
-        var point = Int.random(in: 0..<total)
+        var point = Int.random(in: 0..<total, using: &self.random)
         if let skipped, point >= self.sums[skipped] - self.weights[skipped] {
             point += self.weights[skipped]
         }
