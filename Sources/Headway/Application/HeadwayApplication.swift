@@ -223,9 +223,28 @@ package final class HeadwayApplication: Sendable {
     /// The upstreams running now, in the configuration's order.
     package var clusters: [UpstreamCluster] { self.running.withLockedValue { $0.clusters } }
 
+    /// Raises the open-file limit to the hard limit, and warns when even that is below what the listeners
+    /// may accept: past it, accepts and connects fail with "too many open files".
+    private func raiseOpenFileLimit() {
+        guard let limit = OpenFileLimit.raiseToHardLimit() else { return }
+        let configuration = self.configuration
+        // One descriptor per client connection, and headroom for the pods' connections and the admin port.
+        let wanted = configuration.client.maxConnections * max(configuration.listeners.count, 1) + 1024
+        let metadata: Logger.Metadata = ["limit.before": "\(limit.before)", "limit.now": "\(limit.after)"]
+        if limit.after < wanted {
+            self.logger.warning(
+                "open-file limit is below client.max_connections for every listener plus 1024 for pods; raise the hard limit (ulimit -Hn) or lower client.max_connections",
+                metadata: metadata.merging(["wanted": "\(wanted)"]) { $1 }
+            )
+        } else if limit.after != limit.before {
+            self.logger.info("open-file limit raised", metadata: metadata)
+        }
+    }
+
     /// Serves until shutdown, then closes every connection and stops the event loops.
     package func run() async throws {
         self.logger.info("starting headway", metadata: ["config": "\(self.configuration.summary)"])
+        self.raiseOpenFileLimit()
         self.resolverThreads.start()
         let (discoveries, clusters) = self.running.withLockedValue { running in
             (running.discoveries.values.map(\.discovery), running.clusters)
