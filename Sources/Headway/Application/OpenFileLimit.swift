@@ -8,7 +8,7 @@ import Darwin
 
 /// The process's open-file limit, raised at start-up as HAProxy and nginx do: every client connection and
 /// every pod connection is a descriptor, and the usual soft limit (1,024) would refuse connections long
-/// before `client.max_connections` (10,000 by default).
+/// before `client.max_connections` (16,384 by default).
 enum OpenFileLimit {
     /// Raises the soft limit to the hard one; returns the limit before and after (equal when nothing changed
     /// or the raise failed), or `nil` when the limit cannot be read.

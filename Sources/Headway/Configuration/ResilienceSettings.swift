@@ -93,7 +93,7 @@ package struct ClientSettings: Sendable, Equatable {
     /// A client that takes no response byte for this long is disconnected (slow read).
     package var writeTimeout: TimeAmount = .seconds(30)
     /// Client connections per listener; past it a new connection gets 503 and is closed.
-    package var maxConnections = 10_000
+    package var maxConnections = 16_384
     /// HTTP/2 streams one client connection may have open at once (SETTINGS_MAX_CONCURRENT_STREAMS).
     package var maxConcurrentStreams = 100
     /// Largest request body accepted; `nil`: unlimited. Past it: 413.

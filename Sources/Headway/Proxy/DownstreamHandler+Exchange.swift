@@ -63,16 +63,24 @@ extension DownstreamHandler: UpstreamLessee, ResponseDeadlineWaiter {
     func startNextPendingExchange() -> Bool {
         // Parts of requests that were abandoned come first; skip them.
         var head: RequestHead?
-        while head == nil, let part = self.pending.popFirst() {
-            if case .head(let next) = part { head = next }
+        var taken = 0
+        while head == nil, taken < self.pending.count {
+            if case .head(let next) = self.pending[taken] { head = next }
+            taken += 1
         }
-        guard let head else { return false }
+        guard let head else {
+            self.pending.removeAll()
+            return false
+        }
         var parts: [RequestParser.Event] = []
-        while let part = self.pending.first {
+        while taken < self.pending.count {
+            let part = self.pending[taken]
             if case .head = part { break }
-            parts.append(self.pending.removeFirst())
+            parts.append(part)
+            taken += 1
             if case .end = part { break }
         }
+        self.pending.removeFirst(taken)
         self.startExchange(head, parts: parts)
         return true
     }

@@ -203,10 +203,12 @@ extension DownstreamHandler {
             endpoint: pool.endpoint.label,
             localReason: nil
         )
-        self.logger.trace(
-            "request done",
-            metadata: ["endpoint.address": "\(pool.endpoint.label)", "status": "\(exchange.responseStatus)"]
-        )
+        if self.logs(.trace) {
+            self.logger.trace(
+                "request done",
+                metadata: ["endpoint.address": "\(pool.endpoint.label)", "status": "\(exchange.responseStatus)"]
+            )
+        }
         var lastBytes: ByteBuffer?
         if exchange.chunksResponse {
             if var trailers = exchange.responseTrailers {

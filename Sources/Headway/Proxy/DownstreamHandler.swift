@@ -25,7 +25,9 @@ final class DownstreamHandler: ChannelDuplexHandler {
     let client: ClientSettings
     /// This loop's access log; `nil` when it is off, and then nothing is gathered for it.
     let accessLog: LoopAccessLog?
-    var logger: Logger
+    /// Headway's logger, shared: a line logged for this connection gets the client's address then (see
+    /// ``logger``), so that an idle connection keeps no metadata dictionary of its own.
+    private let sharedLogger: Logger
     var context: ChannelHandlerContext?
     var clientIP: String?
     var clientPort = 0
@@ -33,8 +35,9 @@ final class DownstreamHandler: ChannelDuplexHandler {
     var parser: RequestParser
     /// Set after a malformed request: its answer is on the way and nothing more is read.
     var stoppedParsing = false
-    /// Parts of pipelined requests behind the current one, oldest first.
-    var pending = CircularBuffer<RequestParser.Event>(initialCapacity: 4)
+    /// Parts of pipelined requests behind the current one, oldest first. An array: empty, as it nearly always
+    /// is, it takes no memory (a ring buffer would hold room for several events on every idle connection).
+    var pending: [RequestParser.Event] = []
     var exchange: Exchange?
     /// Incremented for every upstream attempt, so that a late connect result for an abandoned attempt is
     /// recognised and ignored.
@@ -73,7 +76,7 @@ final class DownstreamHandler: ChannelDuplexHandler {
         self.cluster = cluster
         self.client = client
         self.accessLog = accessLog
-        self.logger = logger
+        self.sharedLogger = logger
         self.parser = RequestParser(limits: client.requestLimits)
     }
 
@@ -118,8 +121,17 @@ final class DownstreamHandler: ChannelDuplexHandler {
         self.clientSlot = self.cluster.clientConnected(self)
         self.clientIP = context.channel.remoteAddress?.ipAddress
         self.clientPort = context.channel.remoteAddress?.port ?? 0
-        self.logger[metadataKey: "client.address"] = "\(context.channel.remoteAddress.map { "\($0)" } ?? "?")"
     }
+
+    /// The logger for a line about this connection: the shared one with the client's address.
+    var logger: Logger {
+        var logger = self.sharedLogger
+        logger[metadataKey: "client.address"] = "\(ClientAddress.describe(ip: self.clientIP, port: self.clientPort))"
+        return logger
+    }
+
+    /// Whether a line at `level` would be written (checked before building per-request trace lines).
+    func logs(_ level: Logger.Level) -> Bool { self.sharedLogger.logLevel <= level }
 
     func handlerRemoved(context: ChannelHandlerContext) {
         self.context = nil
