@@ -18,25 +18,31 @@ final class LeastConnectionsBalancer: LoadAwareBalancer, LoadBalancer {
             }
     }
 
-    /// The index with the lowest load; among equal ones each is chosen with the same probability
-    /// (reservoir sampling), from the balancer's own generator.
+    /// The index with the lowest load; among equal ones each is chosen with the same probability.
+    ///
+    /// Two passes (the lowest load and how many share it, then the k-th of those for one random k) instead of
+    /// reservoir sampling: with 1,000 idle pods every endpoint ties, and one draw per tie was the pick's cost.
+    /// A count that changed between the passes (another loop) falls back to the first lowest endpoint seen.
     private func fewest<Load: Comparable>(count: Int, excluding: Int?, load: (Int) -> Load) -> Int? {
-        var best: Int?
-        var bestLoad: Load?
+        var first: Int?
+        var lowest: Load?
         var ties = 0
         for index in 0..<count where index != excluding {
             let current = load(index)
-            if let lowest = bestLoad, current >= lowest {
-                if current == lowest {
-                    ties += 1
-                    if Int.random(in: 0..<ties, using: &self.random) == 0 { best = index }
-                }
+            if let bound = lowest, current >= bound {
+                if current == bound { ties += 1 }
                 continue
             }
-            best = index
-            bestLoad = current
+            first = index
+            lowest = current
             ties = 1
         }
-        return best
+        guard ties > 1, let lowest else { return first }
+        var remaining = Int.random(in: 0..<ties, using: &self.random)
+        for index in 0..<count where index != excluding && load(index) == lowest {
+            if remaining == 0 { return index }
+            remaining -= 1
+        }
+        return first
     }
 }
