@@ -18,6 +18,9 @@ extension IntegrationTests {
             var podSees: [String] = []
             /// Texts that must not be in the bytes at the pod.
             var podNeverSees: [String] = []
+            /// The pod may get the start of the request, or nothing: whether a head already went out when the
+            /// bad part arrives depends on how the client's bytes were split into reads.
+            var podMayGetThePrefix = false
 
             var testDescription: String { self.id }
         }
@@ -107,13 +110,14 @@ extension IntegrationTests {
                 request: "GET / HTTP/1.1\r\nHost: web\r\nNoColon\r\n\r\n",
                 status: 400
             ),
-            // The head has gone upstream before the bad chunk arrives: that upstream request is aborted.
+            // If the head has gone upstream before the bad chunk arrives, that upstream request is aborted; in
+            // one read with it, the head is not flushed before the abort and the pod sees nothing.
             Case(
                 id: "R15 bad chunk size",
                 request: "POST / HTTP/1.1\r\nHost: web\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
                 status: 400,
-                podSees: ["Transfer-Encoding: chunked\r\n\r\n"],
-                podNeverSees: ["zz"]
+                podNeverSees: ["zz"],
+                podMayGetThePrefix: true
             ),
             Case(id: "R19 no Host", request: "GET / HTTP/1.1\r\n\r\n", status: 400),
             Case(id: "R19 two Hosts", request: "GET / HTTP/1.1\r\nHost: web\r\nHost: other\r\n\r\n", status: 400),
@@ -189,7 +193,12 @@ extension IntegrationTests {
 
             let status = answer.split(separator: " ", maxSplits: 2).dropFirst().first.flatMap { Int($0) }
             #expect(status == testCase.status, "\(answer.debugDescription)")
-            if testCase.podSees.isEmpty {
+            if testCase.podMayGetThePrefix {
+                #expect(
+                    atPod.isEmpty || atPod.hasPrefix(String(testCase.request.prefix { $0 != "\r\n" })),
+                    "the pod got something other than the request's start: \(atPod.debugDescription)"
+                )
+            } else if testCase.podSees.isEmpty {
                 #expect(atPod.isEmpty, "a refused request reached the pod: \(atPod.debugDescription)")
             }
             for text in testCase.podSees {

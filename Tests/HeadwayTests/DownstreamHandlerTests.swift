@@ -22,6 +22,8 @@ struct DownstreamHandlerTests {
     }
 
     private func readAll(_ channel: EmbeddedChannel) throws -> String {
+        // Responses are flushed at the end of the loop's tick (TickFlusher): let the tick end.
+        channel.embeddedEventLoop.run()
         var text = ""
         while let buffer = try channel.readOutbound(as: ByteBuffer.self) {
             text += String(buffer: buffer)

@@ -160,6 +160,8 @@ struct HTTP2StreamBridgeTests {
     }
 
     private func frames(_ channel: EmbeddedChannel) throws -> [HTTP2Frame.FramePayload] {
+        // Responses are flushed at the end of the loop's tick (TickFlusher): let the tick end.
+        channel.embeddedEventLoop.run()
         var frames: [HTTP2Frame.FramePayload] = []
         while let frame = try channel.readOutbound(as: HTTP2Frame.FramePayload.self) { frames.append(frame) }
         return frames

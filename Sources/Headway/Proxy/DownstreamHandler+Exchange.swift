@@ -256,7 +256,7 @@ extension DownstreamHandler: UpstreamLessee, ResponseDeadlineWaiter {
     func upstreamReadComplete() {
         guard let context = self.context else { return }
         self.writeUnwrittenResponse(context: context)
-        context.flush()
+        self.cluster.flusher.flushAtEndOfTick(context)
     }
 
     func upstreamBecameWritable() {

@@ -280,7 +280,7 @@ extension DownstreamHandler {
             return
         }
         self.writeUnwrittenResponse(context: context)
-        context.flush()
+        self.cluster.flusher.flushAtEndOfTick(context)
         self.lastClientActivity = self.cluster.coarseNow
         _ = self.startNextPendingExchange()
         self.resumeReadingIfPossible()

@@ -64,8 +64,16 @@ final class UpstreamConnection: ChannelDuplexHandler {
         self.context?.write(self.wrapOutboundOut(bytes), promise: nil)
     }
 
+    /// Flushes at the end of the loop's tick (see ``TickFlusher``) on an HTTP/1 connection of a pool. A stream
+    /// to an h2c pod flushes at once: deferring its frames made swift-nio-http2's buffered-reset wedge more
+    /// likely (see ``HTTP2UpstreamStreamCodec``).
     func flush() {
-        self.context?.flush()
+        guard let context = self.context else { return }
+        if let cluster = self.pool?.cluster, cluster.httpProtocol == .http1 {
+            cluster.flusher.flushAtEndOfTick(context)
+        } else {
+            context.flush()
+        }
     }
 
     /// Half-closes: the pod sees the end of what the client sends (a tunnel whose client finished).
