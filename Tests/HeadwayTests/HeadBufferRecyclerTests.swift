@@ -37,6 +37,22 @@ import Glibc
         #expect(self.address(next) != self.address(inFlight))
     }
 
+    @Test func aBufferWrittenThisTickComesBackAfterTheFlush() {
+        var recycler = HeadBufferRecycler()
+        var head = recycler.take(minimumCapacity: 64, allocator: ByteBufferAllocator())
+        head.writeString("HTTP/1.1 200 OK\r\n\r\n")
+        let first = self.address(head)
+        recycler.giveBackOnceFlushed(head)
+        var sameTick = recycler.take(minimumCapacity: 64, allocator: ByteBufferAllocator())
+        sameTick.writeString("x")
+        #expect(self.address(sameTick) != first, "a buffer not flushed yet was handed out again")
+        head = ByteBuffer()  // the flush wrote it and let go
+        recycler.writesFlushed()
+        var nextTick = recycler.take(minimumCapacity: 64, allocator: ByteBufferAllocator())
+        nextTick.writeString("y")
+        #expect(self.address(nextTick) == first, "the flushed buffer serves the next head")
+    }
+
     @Test func largeBuffersAreNotKept() {
         var recycler = HeadBufferRecycler()
         recycler.giveBack(ByteBufferAllocator().buffer(capacity: 64 * 1024))

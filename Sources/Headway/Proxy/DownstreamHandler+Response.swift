@@ -156,7 +156,7 @@ extension DownstreamHandler {
         }
         self.writeUnwrittenResponse(context: context)
         context.write(self.wrapOutboundOut(buffer), promise: nil)
-        if isRecycled { self.cluster.headBuffers.giveBack(buffer) }
+        if isRecycled { self.cluster.headBuffers.giveBackOnceFlushed(buffer) }
     }
 
     func writeUnwrittenResponse(context: ChannelHandlerContext) {
@@ -171,7 +171,7 @@ extension DownstreamHandler {
         guard let bytes = self.unwrittenResponse.take() else { return nil }
         if self.unwrittenResponseIsRecycled {
             self.unwrittenResponseIsRecycled = false
-            self.cluster.headBuffers.giveBack(bytes)
+            self.cluster.headBuffers.giveBackOnceFlushed(bytes)
         }
         return bytes
     }

@@ -4,11 +4,14 @@ import NIOCore
 /// reused on one event loop so that a keep-alive request allocates none.
 ///
 /// A buffer comes back once its write is done: then only the recycler references it, and `clear` reuses its
-/// memory. One still referenced elsewhere (its write not finished yet) gets fresh memory from `clear`, so a
-/// head is never written over while it is in flight. The recycler is per loop, not per connection, so an
-/// idle connection holds no buffer.
+/// memory. A buffer written in this tick comes back after the tick's flush (``writesFlushed()``), when the
+/// socket has usually taken its bytes. One still referenced elsewhere (its write not finished yet) gets fresh
+/// memory from `clear`, so a head is never written over while it is in flight. The recycler is per loop, not
+/// per connection, so an idle connection holds no buffer.
 struct HeadBufferRecycler {
     private var spare: [ByteBuffer] = []
+    /// Buffers handed to a channel in this tick, kept until its flush has written them.
+    private var written: [ByteBuffer] = []
 
     /// Enough for every exchange one loop runs at once on a busy sidecar; more are allocated, not kept.
     private static let keptBuffers = 64
@@ -17,6 +20,7 @@ struct HeadBufferRecycler {
 
     init() {
         self.spare.reserveCapacity(Self.keptBuffers)
+        self.written.reserveCapacity(Self.keptBuffers)
     }
 
     /// An empty buffer of at least `minimumCapacity` bytes.
@@ -26,7 +30,20 @@ struct HeadBufferRecycler {
         return buffer
     }
 
-    /// A buffer from ``take(minimumCapacity:allocator:)`` whose bytes have been handed to the channel.
+    /// A buffer from ``take(minimumCapacity:allocator:)`` that was written in this tick and is not flushed yet.
+    mutating func giveBackOnceFlushed(_ buffer: ByteBuffer) {
+        guard self.written.count < Self.keptBuffers, buffer.capacity <= Self.largestKeptCapacity else { return }
+        self.written.append(buffer)
+    }
+
+    /// The tick's writes were flushed: the buffers they used can serve the next heads.
+    mutating func writesFlushed() {
+        while let buffer = self.written.popLast() {
+            self.giveBack(buffer)
+        }
+    }
+
+    /// A buffer from ``take(minimumCapacity:allocator:)`` whose bytes have been written out, or copied.
     mutating func giveBack(_ buffer: ByteBuffer) {
         guard self.spare.count < Self.keptBuffers, buffer.capacity <= Self.largestKeptCapacity else { return }
         self.spare.append(buffer)

@@ -44,7 +44,7 @@ final class LoopCluster: @unchecked Sendable {
     /// Head buffers that this loop's exchanges reuse (no allocation per request for them).
     var headBuffers = HeadBufferRecycler()
     /// Flushes of this loop's connections, folded into one task at the end of each tick.
-    lazy var flusher = TickFlusher(eventLoop: self.eventLoop)
+    lazy var flusher = TickFlusher(eventLoop: self.eventLoop) { [unowned self] in self.headBuffers.writesFlushed() }
     /// This loop's share of the retry budget; exchanges spend it as they decide to retry.
     var retryBudget: RetryBudget
     /// Client connections of this loop, swept for their timeouts.
