@@ -113,6 +113,18 @@ struct RoundRobinBalancerTests {
         #expect(abs(shares[0] - 100) <= 1 && abs(shares[1] - 200) <= 1 && abs(shares[2] - 500) <= 1, "\(shares)")
     }
 
+    @Test func aWeightThatGrowsTakesItsNewShareAtOnce() throws {
+        // Slow start: the recovered pod was picked at a tenth of its weight, so its next turn lay a long period
+        // ahead. At full weight it must take its full share from the next picks on, not after that period.
+        let balancer = RoundRobinBalancer()
+        let endpoints = try makeEndpoints(3)
+        balancer.endpointsChanged(endpoints, weights: [100, 100, 10])
+        while balancer.pick() != 2 {}
+        balancer.endpointsChanged(endpoints, weights: [100, 100, 99])
+        let hits = histogram(balancer, count: 3, picks: 90)
+        #expect(hits.allSatisfy { abs($0 - 30) <= 1 }, "\(hits)")
+    }
+
     @Test func aRetryDoesNotShiftTheRotation() throws {
         let balancer = RoundRobinBalancer()
         balancer.endpointsChanged(try makeEndpoints(2), weights: [1, 1])

@@ -26,6 +26,7 @@ final class RoundRobinBalancer: LoadBalancer {
         let wasUniform = self.weights.areUniform
         let previous = self.endpoints
         let previousSchedule = self.schedule
+        let previousWeights = self.weights
         self.endpoints = identities
         self.weights = weights
         self.schedule = DeadlineHeap()
@@ -42,14 +43,23 @@ final class RoundRobinBalancer: LoadBalancer {
             self.next = survivor ?? Int.random(in: 0..<self.count)
             return
         }
-        var deadlines: [ObjectIdentifier: Double] = [:]
+        var turns: [ObjectIdentifier: (deadline: Double, weight: Int)] = [:]
         if !wasUniform {
-            for entry in previousSchedule.entries { deadlines[previous[entry.index]] = entry.deadline }
+            for entry in previousSchedule.entries {
+                turns[previous[entry.index]] = (entry.deadline, previousWeights[entry.index])
+            }
         }
         for index in 0..<self.count {
-            // A newcomer gets a random phase within its first period: no burst, no common starting pod.
-            let deadline =
-                deadlines[identities[index]] ?? self.now + Double.random(in: 0..<1) / Double(weights[index])
+            let deadline: Double
+            if let turn = turns[identities[index]] {
+                // What is left of the endpoint's period is rescaled to its new weight: a pod that ramps up in
+                // slow start would otherwise wait out the long period of its last, light pick.
+                let left = max(turn.deadline - self.now, 0)
+                deadline = self.now + left * Double(turn.weight) / Double(weights[index])
+            } else {
+                // A newcomer gets a random phase within its first period: no burst, no common starting pod.
+                deadline = self.now + Double.random(in: 0..<1) / Double(weights[index])
+            }
             self.schedule.push(deadline: deadline, index: index)
         }
     }
