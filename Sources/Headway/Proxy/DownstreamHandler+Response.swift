@@ -181,7 +181,7 @@ extension DownstreamHandler {
         guard let connection = self.exchange?.connection, let pool = self.exchange?.pool else { return }
         // State first, write last: writing `.end` may re-enter this handler.
         self.stopClock()
-        var exchange = self.exchange.take()!
+        let exchange = self.exchange.take()!
         // The pod answered, so the request head has been written: its buffer can serve the next exchange.
         self.cluster.headBuffers.giveBack(exchange.upstreamHead)
         let completion = exchange.machine.responseEnded()

@@ -81,7 +81,10 @@ final class DownstreamHandler: ChannelDuplexHandler {
     }
 
     /// The request being served: its machine, and what the HTTP/1 shell keeps beside it.
-    struct Exchange {
+    ///
+    /// A class, so that an idle keep-alive connection holds one optional reference instead of room for a whole
+    /// exchange (about 450 bytes, most of what the handler weighed), at one allocation per request.
+    final class Exchange {
         var machine: ProxyExchange.StateMachine
         let requestHead: RequestHead
         /// The serialized head for the upstream, kept to replay the request on another endpoint.
@@ -107,6 +110,20 @@ final class DownstreamHandler: ChannelDuplexHandler {
         var firstEndpointTried: String?
         var laterEndpointsTried: [String] = []
         var upstreamFirstByte: TimeAmount?
+
+        init(
+            machine: ProxyExchange.StateMachine,
+            requestHead: RequestHead,
+            upstreamHead: ByteBuffer,
+            start: NIODeadline,
+            hashKey: UInt64?
+        ) {
+            self.machine = machine
+            self.requestHead = requestHead
+            self.upstreamHead = upstreamHead
+            self.start = start
+            self.hashKey = hashKey
+        }
 
         var isHeadRequest: Bool { self.requestHead.method == .head }
         var isChunkedRequest: Bool { self.requestHead.framing == .chunked }
