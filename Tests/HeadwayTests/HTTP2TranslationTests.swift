@@ -200,33 +200,34 @@ struct HTTP2StreamBridgeTests {
     }
 }
 
-/// The upstream stream codec on an `EmbeddedChannel`: the exchange's HTTP/1.1 request out as frames, the pod's
-/// frames back as the HTTP/1.1 response its connection parses.
+/// The upstream stream codec, a value: the exchange's HTTP/1.1 request out as frames, the pod's frames back as
+/// the HTTP/1.1 response its connection parses.
 struct HTTP2UpstreamStreamCodecTests {
-    private func makeStream() -> EmbeddedChannel {
-        EmbeddedChannel(handler: HTTP2UpstreamStreamCodec(logger: Logger(label: "test")))
-    }
-
-    private func frames(_ channel: EmbeddedChannel) throws -> [HTTP2Frame.FramePayload] {
+    /// The frames for `pieces` of request bytes, each piece written and the last one flushed.
+    private func frames(_ pieces: [String]) throws -> [HTTP2Frame.FramePayload] {
+        var codec = HTTP2UpstreamStreamCodec()
         var frames: [HTTP2Frame.FramePayload] = []
-        while let frame = try channel.readOutbound(as: HTTP2Frame.FramePayload.self) { frames.append(frame) }
+        for piece in pieces {
+            var bytes = ByteBuffer(string: piece)
+            try codec.requestBytes(&bytes) { frames.append($0) }
+        }
+        if let last = codec.flush() { frames.append(last) }
         return frames
     }
 
-    private func inbound(_ channel: EmbeddedChannel) throws -> String {
+    private func response(_ payloads: [HTTP2Frame.FramePayload]) -> String {
+        var codec = HTTP2UpstreamStreamCodec()
         var text = ""
-        while var bytes = try channel.readInbound(as: ByteBuffer.self) {
-            text += bytes.readString(length: bytes.readableBytes)!
+        for payload in payloads {
+            codec.responseFrame(payload, allocator: ByteBufferAllocator()) { text += String(buffer: $0) }
         }
         return text
     }
 
     @Test func aBodilessRequestIsOneHeadersFrameThatEndsTheStream() throws {
-        let channel = self.makeStream()
-        try channel.writeAndFlush(
-            ByteBuffer(string: "GET /a?b=1 HTTP/1.1\r\nHost: web:80\r\nX-Trace: 7\r\nVia: 1.1 headway\r\n\r\n")
-        ).wait()
-        let frames = try self.frames(channel)
+        let frames = try self.frames([
+            "GET /a?b=1 HTTP/1.1\r\nHost: web:80\r\nX-Trace: 7\r\nVia: 1.1 headway\r\n\r\n"
+        ])
         guard frames.count == 1, case .headers(let headers) = frames[0] else {
             Issue.record("expected one HEADERS frame, got \(frames)")
             return
@@ -242,12 +243,12 @@ struct HTTP2UpstreamStreamCodecTests {
 
     @Test(arguments: [false, true])
     func aBodyBecomesDataFramesAndTheLastEndsTheStream(chunked: Bool) throws {
-        let channel = self.makeStream()
         let framing = chunked ? "Transfer-Encoding: chunked" : "Content-Length: 5"
-        try channel.write(ByteBuffer(string: "POST /p HTTP/1.1\r\nHost: w\r\n\(framing)\r\n\r\n")).wait()
-        try channel.write(ByteBuffer(string: chunked ? "3\r\nhel\r\n" : "hel")).wait()
-        try channel.writeAndFlush(ByteBuffer(string: chunked ? "2\r\nlo\r\n0\r\n\r\n" : "lo")).wait()
-        let frames = try self.frames(channel)
+        let frames = try self.frames([
+            "POST /p HTTP/1.1\r\nHost: w\r\n\(framing)\r\n\r\n",
+            chunked ? "3\r\nhel\r\n" : "hel",
+            chunked ? "2\r\nlo\r\n0\r\n\r\n" : "lo",
+        ])
         guard frames.count == 3, case .headers(let head) = frames[0], case .data(let first) = frames[1],
             case .data(let last) = frames[2]
         else {
@@ -262,13 +263,13 @@ struct HTTP2UpstreamStreamCodecTests {
     }
 
     @Test func aResponseWithoutLengthIsChunkedAndItsTrailersFollowTheLastChunk() throws {
-        let channel = self.makeStream()
         let head: HPACKHeaders = [":status": "200", "content-type": "application/grpc"]
-        try channel.writeInbound(HTTP2Frame.FramePayload.headers(.init(headers: head)))
-        try channel.writeInbound(HTTP2Frame.FramePayload.data(.init(data: .byteBuffer(ByteBuffer(string: "abc")))))
         let trailers: HPACKHeaders = ["grpc-status": "0", "grpc-message": "ok"]
-        try channel.writeInbound(HTTP2Frame.FramePayload.headers(.init(headers: trailers, endStream: true)))
-        let text = try self.inbound(channel)
+        let text = self.response([
+            .headers(.init(headers: head)),
+            .data(.init(data: .byteBuffer(ByteBuffer(string: "abc")))),
+            .headers(.init(headers: trailers, endStream: true)),
+        ])
         #expect(
             text == "HTTP/1.1 200 OK\r\ncontent-type: application/grpc\r\ntransfer-encoding: chunked\r\n\r\n"
                 + "3\r\nabc\r\n0\r\ngrpc-status: 0\r\ngrpc-message: ok\r\n\r\n"
@@ -289,41 +290,213 @@ struct HTTP2UpstreamStreamCodecTests {
     }
 
     @Test func aTrailersOnlyResponseHasNoBody() throws {
-        let channel = self.makeStream()
         let head: HPACKHeaders = [":status": "200", "grpc-status": "5", "grpc-message": "not found"]
-        try channel.writeInbound(HTTP2Frame.FramePayload.headers(.init(headers: head, endStream: true)))
         #expect(
-            try self.inbound(channel)
+            self.response([.headers(.init(headers: head, endStream: true))])
                 == "HTTP/1.1 200 OK\r\ngrpc-status: 5\r\ngrpc-message: not found\r\ncontent-length: 0\r\n\r\n"
         )
     }
 
-    @Test func aStreamGivenUpBeforeThePodAnsweredIsResetOnThePodsFirstFrame() throws {
-        let channel = self.makeStream()
-        try channel.connect(to: SocketAddress(ipAddress: "127.0.0.2", port: 8080)).wait()
-        try channel.writeAndFlush(ByteBuffer(string: "GET / HTTP/1.1\r\nHost: w\r\n\r\n")).wait()
-        _ = try self.frames(channel)
-        // The request went out whole and nothing came back yet: swift-nio-http2 may still hold its HEADERS.
-        channel.close(promise: nil)
-        #expect(channel.isActive, "reset before the pod has the stream")
-        try channel.writeInbound(HTTP2Frame.FramePayload.headers(.init(headers: [":status": "200"])))
-        #expect(!channel.isActive, "the pod's first frame shows it has the stream: reset now")
-        #expect(try self.inbound(channel).isEmpty, "nothing of the abandoned answer goes on")
+    @Test func theRequestEndsAndTheResponseStartsAsTheFramesSay() throws {
+        var codec = HTTP2UpstreamStreamCodec()
+        var bytes = ByteBuffer(string: "GET / HTTP/1.1\r\nHost: w\r\n\r\n")
+        try codec.requestBytes(&bytes) { _ in }
+        #expect(codec.requestEnded && !codec.responseStarted)
+        codec.responseFrame(.headers(.init(headers: [":status": "200"])), allocator: ByteBufferAllocator()) { _ in }
+        #expect(codec.responseStarted)
     }
 
-    @Test func aStreamWithoutAnAnswerIsResetWithinASecond() throws {
-        let channel = self.makeStream()
-        try channel.connect(to: SocketAddress(ipAddress: "127.0.0.2", port: 8080)).wait()
-        try channel.writeAndFlush(ByteBuffer(string: "GET / HTTP/1.1\r\nHost: w\r\n\r\n")).wait()
-        channel.close(promise: nil)
-        #expect(channel.isActive)
-        channel.embeddedEventLoop.advanceTime(by: .seconds(1))
-        #expect(!channel.isActive)
+    @Test func aReceiveWindowIsReopenedInOneUpdateOnceHalfOfItIsConsumed() {
+        var window = HTTP2ReceiveWindow(size: 65_535)
+        #expect(window.consumed(16_000) == nil)
+        #expect(window.consumed(16_000) == nil)
+        #expect(window.consumed(1_000) == 33_000, "past half: all that was consumed goes back at once")
+        #expect(window.consumed(100) == nil, "and the count starts again")
     }
 
     @Test func aRefusedStreamIsToldApartFromOtherResets() {
         #expect(UpstreamStreamReset(code: .refusedStream).wasRefused)
         #expect(!UpstreamStreamReset(code: .cancel).wasRefused)
         #expect(!UpstreamStreamReset(code: .internalError).wasRefused)
+    }
+}
+
+/// Request streams on an h2c connection's handler, on an `EmbeddedChannel` with no HTTP/2 framing in front:
+/// the frames a stream writes, and what it does with the frames and closures swift-nio-http2 reports.
+struct HTTP2UpstreamStreamTests {
+    /// A stream's user that records what reaches it.
+    final class Recorder: HTTP2StreamUser {
+        var takesStreamBytes = true
+        var received = ""
+        var readsCompleted = 0
+        var closedWith: [String] = []
+
+        func streamReceived(_ bytes: ByteBuffer) { self.received += String(buffer: bytes) }
+        func streamReadComplete() { self.readsCompleted += 1 }
+        func streamBecameWritable() {}
+        func streamClosed(error: (any Error)?) { self.closedWith.append(error.map { "\($0)" } ?? "clean") }
+    }
+
+    private func makeConnection() throws -> (EmbeddedChannel, HTTP2UpstreamConnection) {
+        let channel = EmbeddedChannel()
+        let endpoint = Endpoint(
+            address: try SocketAddress(ipAddress: "127.0.0.2", port: 8081),
+            label: "127.0.0.2:8081",
+            health: .healthy,
+            metrics: ProxyMetrics().endpointMetrics(upstream: "web", endpoint: "127.0.0.2:8081")
+        )
+        let connection = HTTP2UpstreamConnection(
+            endpoint: endpoint,
+            eventLoop: channel.embeddedEventLoop,
+            logger: Logger(label: "test")
+        )
+        try channel.pipeline.syncOperations.addHandler(connection)
+        try channel.connect(to: endpoint.address).wait()
+        return (channel, connection)
+    }
+
+    private func startedStream(
+        on connection: HTTP2UpstreamConnection,
+        _ channel: EmbeddedChannel
+    ) throws -> (HTTP2UpstreamStream, Recorder) {
+        let stream = try #require(connection.makeStream())
+        let user = Recorder()
+        stream.user = user
+        stream.write(ByteBuffer(string: "GET / HTTP/1.1\r\nHost: w\r\n\r\n"))
+        stream.flush()
+        return (stream, user)
+    }
+
+    private func outbound(_ channel: EmbeddedChannel) throws -> [HTTP2Frame] {
+        var frames: [HTTP2Frame] = []
+        while let frame = try channel.readOutbound(as: HTTP2Frame.self) { frames.append(frame) }
+        return frames
+    }
+
+    private func isReset(_ frame: HTTP2Frame) -> Bool {
+        if case .rstStream = frame.payload { return true }
+        return false
+    }
+
+    @Test func streamIdsRiseInTheOrderStreamsStartSending() throws {
+        let (channel, connection) = try self.makeConnection()
+        let first = try #require(connection.makeStream())
+        let second = try #require(connection.makeStream())
+        second.user = Recorder()
+        first.user = Recorder()
+        second.write(ByteBuffer(string: "GET /2 HTTP/1.1\r\nHost: w\r\n\r\n"))
+        second.flush()
+        first.write(ByteBuffer(string: "GET /1 HTTP/1.1\r\nHost: w\r\n\r\n"))
+        first.flush()
+        #expect(try self.outbound(channel).map(\.streamID) == [HTTP2StreamID(1), HTTP2StreamID(3)])
+        #expect(second.id == HTTP2StreamID(1) && first.id == HTTP2StreamID(3))
+    }
+
+    @Test func aStreamGivenUpBeforeThePodAnsweredIsResetOnThePodsFirstFrame() throws {
+        let (channel, connection) = try self.makeConnection()
+        let (stream, user) = try self.startedStream(on: connection, channel)
+        _ = try self.outbound(channel)
+        // The request went out whole and nothing came back yet: swift-nio-http2 may still hold its HEADERS.
+        stream.close()
+        #expect(try self.outbound(channel).isEmpty, "no reset before the pod has the stream")
+        #expect(!stream.isClosed)
+        try channel.writeInbound(
+            HTTP2Frame(streamID: stream.id!, payload: .headers(.init(headers: [":status": "200"])))
+        )
+        let frames = try self.outbound(channel)
+        #expect(frames.count == 1 && self.isReset(frames[0]), "the pod's first frame shows it has the stream")
+        #expect(stream.isClosed && user.received.isEmpty, "nothing of the abandoned answer goes on")
+    }
+
+    @Test func aStreamWithoutAnAnswerIsResetWithinASecond() throws {
+        let (channel, connection) = try self.makeConnection()
+        let (stream, user) = try self.startedStream(on: connection, channel)
+        _ = try self.outbound(channel)
+        stream.close()
+        channel.embeddedEventLoop.advanceTime(by: .milliseconds(999))
+        #expect(!stream.isClosed)
+        channel.embeddedEventLoop.advanceTime(by: .milliseconds(1))
+        #expect(try self.outbound(channel).contains(where: self.isReset))
+        #expect(stream.isClosed && user.closedWith == ["clean"])
+    }
+
+    @Test func framesWaitWhileTheUserTakesNoBytesAndTheStreamClosesOnlyAfterThem() throws {
+        let (channel, connection) = try self.makeConnection()
+        let (stream, user) = try self.startedStream(on: connection, channel)
+        let id = stream.id!
+        user.takesStreamBytes = false
+        try channel.writeInbound(
+            HTTP2Frame(streamID: id, payload: .headers(.init(headers: [":status": "200", "content-length": "2"])))
+        )
+        try channel.writeInbound(
+            HTTP2Frame(streamID: id, payload: .data(.init(data: .byteBuffer(.init(string: "ok")), endStream: true)))
+        )
+        channel.pipeline.fireUserInboundEventTriggered(StreamClosedEvent(streamID: id, reason: nil))
+        #expect(user.received.isEmpty && user.closedWith.isEmpty, "held, and the close waits for them")
+        user.takesStreamBytes = true
+        let readsBefore = user.readsCompleted
+        stream.resumeDelivery()
+        #expect(user.received.hasPrefix("HTTP/1.1 200 OK\r\n") && user.received.hasSuffix("\r\n\r\nok"))
+        #expect(user.readsCompleted == readsBefore + 1, "what was held is one read batch")
+        #expect(user.closedWith == ["clean"])
+    }
+
+    @Test func aStreamClosureReportedWhileItsFrameIsHandedOverWaitsForTheFrame() throws {
+        let (channel, connection) = try self.makeConnection()
+        let (stream, user) = try self.startedStream(on: connection, channel)
+        let id = stream.id!
+        try channel.writeInbound(
+            HTTP2Frame(streamID: id, payload: .headers(.init(headers: [":status": "200", "content-length": "40000"])))
+        )
+        // 40,000 bytes cross half the connection's window: its WINDOW_UPDATE is written while the frame is handed
+        // over, and swift-nio-http2 reports the stream's END_STREAM then. Here the report comes from the user.
+        final class ClosesOnData: HTTP2StreamUser {
+            let inner: Recorder
+            let fire: () -> Void
+            init(_ inner: Recorder, fire: @escaping () -> Void) { (self.inner, self.fire) = (inner, fire) }
+            var takesStreamBytes: Bool { true }
+            func streamReceived(_ bytes: ByteBuffer) {
+                self.inner.streamReceived(bytes)
+                self.fire()
+            }
+            func streamReadComplete() {}
+            func streamBecameWritable() {}
+            func streamClosed(error: (any Error)?) { self.inner.streamClosed(error: error) }
+        }
+        stream.user = ClosesOnData(user) {
+            channel.pipeline.fireUserInboundEventTriggered(StreamClosedEvent(streamID: id, reason: nil))
+            #expect(user.closedWith.isEmpty, "not closed while its frame is handed over")
+        }
+        let body = ByteBuffer(repeating: UInt8(ascii: "x"), count: 40_000)
+        try channel.writeInbound(
+            HTTP2Frame(streamID: id, payload: .data(.init(data: .byteBuffer(body), endStream: true)))
+        )
+        #expect(user.received.hasSuffix(String(repeating: "x", count: 40_000)))
+        #expect(user.closedWith == ["clean"])
+        let updates = try self.outbound(channel).filter { $0.streamID == .rootStream }
+        #expect(updates.count == 1, "the connection's window reopened as the bytes arrived")
+    }
+
+    @Test func streamsCutOffByGoAwayCloseAsRefused() throws {
+        let (channel, connection) = try self.makeConnection()
+        let (processed, processedUser) = try self.startedStream(on: connection, channel)
+        let (cutOff, cutOffUser) = try self.startedStream(on: connection, channel)
+        try channel.writeInbound(
+            HTTP2Frame(
+                streamID: .rootStream,
+                payload: .goAway(lastStreamID: processed.id!, errorCode: .noError, opaqueData: nil)
+            )
+        )
+        channel.pipeline.fireUserInboundEventTriggered(StreamClosedEvent(streamID: cutOff.id!, reason: .cancel))
+        #expect(cutOffUser.closedWith == ["\(UpstreamStreamReset(code: .refusedStream))"])
+        #expect(processedUser.closedWith.isEmpty)
+        #expect(connection.makeStream() == nil, "no new stream after GOAWAY")
+    }
+
+    @Test func theStreamsOfAClosedConnectionCloseWithIt() throws {
+        let (channel, connection) = try self.makeConnection()
+        let (_, user) = try self.startedStream(on: connection, channel)
+        try channel.close().wait()
+        #expect(user.closedWith.count == 1 && user.closedWith[0] != "clean")
     }
 }

@@ -1,22 +1,15 @@
-import Logging
 import NIOCore
 import NIOHPACK
 import NIOHTTP1
 import NIOHTTP2
 
-/// The first handler of a request stream to an h2c pod: it carries the HTTP/1.1 request that the
-/// ``UpstreamConnection`` behind it writes out as HEADERS and DATA, and the pod's frames back as the HTTP/1.1
+/// The translation of one request stream to an h2c pod, as a value: the HTTP/1.1 request that an
+/// ``UpstreamConnection`` writes goes out as HEADERS and DATA, and the pod's frames come back as the HTTP/1.1
 /// response that connection's ``ResponseParser`` reads, trailers included.
 ///
 /// The mirror of ``HTTP2StreamBridge``: with both, an exchange is the same code whatever either side speaks.
-/// Backpressure holds on the way back too: the connection behind holds `read` while its client cannot take
-/// more, and the stream's flow-control window is only reopened as frames are read.
-final class HTTP2UpstreamStreamCodec: ChannelDuplexHandler {
-    typealias InboundIn = HTTP2Frame.FramePayload
-    typealias InboundOut = ByteBuffer
-    typealias OutboundIn = ByteBuffer
-    typealias OutboundOut = HTTP2Frame.FramePayload
-
+/// ``HTTP2UpstreamStream`` carries out what it returns.
+struct HTTP2UpstreamStreamCodec {
     /// Headway framed the request itself, under the client's limits: these only bound a bug.
     private static let limits: RequestLimits = {
         var limits = RequestLimits()
@@ -26,66 +19,53 @@ final class HTTP2UpstreamStreamCodec: ChannelDuplexHandler {
         return limits
     }()
 
-    private let logger: Logger
     private var requestParser = RequestParser(limits: HTTP2UpstreamStreamCodec.limits)
     /// The last request frame, held until the next piece or the flush shows whether it ends the stream.
     private var heldFrame: HTTP2Frame.FramePayload?
-    private var requestEnded = false
+    private(set) var requestEnded = false
     /// How the response body is framed towards the connection behind; `nil` until the response's HEADERS.
     private var responseIsChunked: Bool?
-    /// The stream was given up before the pod answered; it is reset on the pod's first frame (or after a
-    /// second), when the pod surely has it.
-    private var resetIsPending = false
 
-    init(logger: Logger) {
-        self.logger = logger
-    }
+    /// Whether the pod has answered anything yet (its first HEADERS).
+    var responseStarted: Bool { self.responseIsChunked != nil }
 
     // MARK: Request out
 
-    func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
-        var bytes = self.unwrapOutboundIn(data)
-        do {
-            while !self.requestEnded, let event = try self.requestParser.next(from: &bytes) {
-                switch event {
-                case .head(let head):
-                    self.hold(.headers(.init(headers: Self.requestHeaders(head))), context: context)
-                case .body(let body):
-                    self.hold(.data(.init(data: .byteBuffer(body))), context: context)
-                case .end:
-                    self.requestEnded = true
-                    switch self.heldFrame {
-                    case .headers(var headers):
-                        headers.endStream = true
-                        self.heldFrame = .headers(headers)
-                    case .data(var data):
-                        data.endStream = true
-                        self.heldFrame = .data(data)
-                    default:
-                        self.heldFrame = .data(.init(data: .byteBuffer(ByteBuffer()), endStream: true))
-                    }
+    /// Turns request bytes into frames; `emit` gets those ready to write (the last one waits for ``flush()``).
+    mutating func requestBytes(
+        _ bytes: inout ByteBuffer,
+        emit: (HTTP2Frame.FramePayload) -> Void
+    ) throws(HTTP1ParseError) {
+        while !self.requestEnded, let event = try self.requestParser.next(from: &bytes) {
+            switch event {
+            case .head(let head):
+                self.hold(.headers(.init(headers: Self.requestHeaders(head))), emit: emit)
+            case .body(let body):
+                self.hold(.data(.init(data: .byteBuffer(body))), emit: emit)
+            case .end:
+                self.requestEnded = true
+                switch self.heldFrame {
+                case .headers(var headers):
+                    headers.endStream = true
+                    self.heldFrame = .headers(headers)
+                case .data(var data):
+                    data.endStream = true
+                    self.heldFrame = .data(data)
+                default:
+                    self.heldFrame = .data(.init(data: .byteBuffer(ByteBuffer()), endStream: true))
                 }
             }
-        } catch {
-            // Headway framed these bytes itself; a parse failure is a bug, and the stream cannot go on.
-            self.logger.error("could not carry a request onto an HTTP/2 stream", metadata: ["error": "\(error)"])
-            promise?.fail(error)
-            context.close(promise: nil)
-            return
         }
-        promise?.succeed()
     }
 
-    func flush(context: ChannelHandlerContext) {
-        if let frame = self.heldFrame.take() {
-            context.write(self.wrapOutboundOut(frame), promise: nil)
-        }
-        context.flush()
+    /// The frame held back for the flush, if any.
+    mutating func flush() -> HTTP2Frame.FramePayload? {
+        self.heldFrame.take()
     }
 
-    private func hold(_ frame: HTTP2Frame.FramePayload, context: ChannelHandlerContext) {
+    private mutating func hold(_ frame: HTTP2Frame.FramePayload, emit: (HTTP2Frame.FramePayload) -> Void) {
         if let previous = self.heldFrame {
-            context.write(self.wrapOutboundOut(previous), promise: nil)
+            emit(previous)
         }
         self.heldFrame = frame
     }
@@ -114,66 +94,52 @@ final class HTTP2UpstreamStreamCodec: ChannelDuplexHandler {
         return headers
     }
 
-    /// Resetting a stream whose HEADERS swift-nio-http2 may still hold back (the connection at its stream
-    /// limit, or not writable) drops the frames but never closes the stream, and every later stream of the
-    /// connection then waits behind it. A stream whose request went out whole and that has no answer yet is
-    /// therefore reset only once the pod shows it has the stream (its first frame), or after a second.
-    func close(context: ChannelHandlerContext, mode: CloseMode, promise: EventLoopPromise<Void>?) {
-        guard self.requestEnded, self.responseIsChunked == nil, !self.resetIsPending else {
-            context.close(mode: mode, promise: promise)
-            return
-        }
-        self.resetIsPending = true
-        promise?.succeed()
-        context.eventLoop.assumeIsolated().scheduleTask(in: .seconds(1)) {
-            context.close(promise: nil)
-        }
-    }
-
     // MARK: Response in
 
-    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        if self.resetIsPending {
-            context.close(promise: nil)
-            return
-        }
-        switch self.unwrapInboundIn(data) {
+    /// The HTTP/1.1 bytes for a frame of the pod's response, given to `emit` in order.
+    mutating func responseFrame(
+        _ payload: HTTP2Frame.FramePayload,
+        allocator: ByteBufferAllocator,
+        emit: (ByteBuffer) -> Void
+    ) {
+        switch payload {
         case .headers(let frame) where self.responseIsChunked == nil:
-            self.responseHeadersReceived(frame, context: context)
+            emit(self.responseHead(frame, allocator: allocator))
         case .headers(let frame):
             // Trailers: the end of a chunked body carries them; a body framed by its length cannot.
             if self.responseIsChunked == true {
-                var last = context.channel.allocator.buffer(capacity: 64)
+                var last = allocator.buffer(capacity: 64)
                 last.writeStaticString("0\r\n")
                 for field in frame.headers where field.name.utf8.first != UInt8(ascii: ":") {
                     Self.writeField(field.name, field.value, into: &last)
                 }
                 last.writeStaticString("\r\n")
-                context.fireChannelRead(self.wrapInboundOut(last))
+                emit(last)
             }
         case .data(let frame):
-            guard case .byteBuffer(let bytes) = frame.data else { break }
+            guard case .byteBuffer(let bytes) = frame.data else { return }
             if self.responseIsChunked == true {
                 if bytes.readableBytes > 0 {
-                    HTTPSyntax.frameChunk(bytes, allocator: context.channel.allocator) {
-                        context.fireChannelRead(self.wrapInboundOut($0))
-                    }
+                    HTTPSyntax.frameChunk(bytes, allocator: allocator, emit)
                 }
                 if frame.endStream {
-                    context.fireChannelRead(self.wrapInboundOut(HTTPSyntax.lastChunk))
+                    emit(HTTPSyntax.lastChunk)
                 }
             } else {
-                context.fireChannelRead(self.wrapInboundOut(bytes))
+                emit(bytes)
             }
         default:
-            // RST_STREAM closes the stream channel with an error, which errorCaught translates.
+            // RST_STREAM ends the stream by its StreamClosedEvent; the other frames carry nothing of the answer.
             break
         }
     }
 
-    private func responseHeadersReceived(_ frame: HTTP2Frame.FramePayload.Headers, context: ChannelHandlerContext) {
+    private mutating func responseHead(
+        _ frame: HTTP2Frame.FramePayload.Headers,
+        allocator: ByteBufferAllocator
+    ) -> ByteBuffer {
         let status = frame.headers.first(name: ":status").flatMap { Int($0) } ?? 0
-        var head = context.channel.allocator.buffer(capacity: 256)
+        var head = allocator.buffer(capacity: 256)
         head.writeStaticString("HTTP/1.1 ")
         head.writeString(String(status))
         head.writeStaticString(" ")
@@ -197,7 +163,7 @@ final class HTTP2UpstreamStreamCodec: ChannelDuplexHandler {
             }
         }
         head.writeStaticString("\r\n")
-        context.fireChannelRead(self.wrapInboundOut(head))
+        return head
     }
 
     /// swift-nio-http2 validated the field (RFC 9113 §8.2.1: no CR, LF or NUL); the response parser checks
@@ -207,16 +173,6 @@ final class HTTP2UpstreamStreamCodec: ChannelDuplexHandler {
         buffer.writeStaticString(": ")
         buffer.writeString(value)
         buffer.writeStaticString("\r\n")
-    }
-
-    func errorCaught(context: ChannelHandlerContext, error: any Error) {
-        if let closed = error as? NIOHTTP2Errors.StreamClosed {
-            // In Headway's words: whether the pod refused the stream (REFUSED_STREAM, or above its GOAWAY's
-            // last stream) decides whether any request may be retried.
-            context.fireErrorCaught(UpstreamStreamReset(code: closed.errorCode))
-        } else {
-            context.fireErrorCaught(error)
-        }
     }
 }
 
@@ -229,6 +185,3 @@ struct UpstreamStreamReset: Error, CustomStringConvertible {
 
     var description: String { "stream reset by the endpoint (\(self.code))" }
 }
-
-@available(*, unavailable)
-extension HTTP2UpstreamStreamCodec: Sendable {}

@@ -159,17 +159,13 @@ final class HealthProbe: @unchecked Sendable {
 
     /// Sends check `number` on a new stream of the probe's h2c connection.
     private func check(_ number: Int, on connection: HTTP2UpstreamConnection) {
-        let readsGRPC = self.settings.kind == .grpc
-        connection.openStream(
-            { _ in HealthCheckConnection(readsGRPC: readsGRPC) },
-            completion: { stream in
-                guard let stream else {
-                    self.finish(number, .failed("could not open an HTTP/2 stream"))
-                    return
-                }
-                stream.send(self.request) { result in self.httpCheckEnded(number, result) }
-            }
-        )
+        guard let stream = connection.makeStream() else {
+            self.finish(number, .failed("could not open an HTTP/2 stream"))
+            return
+        }
+        let check = HealthCheckConnection(readsGRPC: self.settings.kind == .grpc, stream: stream)
+        stream.user = check
+        check.send(self.request) { result in self.httpCheckEnded(number, result) }
     }
 
     private func httpCheckEnded(
@@ -201,8 +197,8 @@ final class HealthProbe: @unchecked Sendable {
     }
 }
 
-/// The pipeline of a health-check connection (or of one h2c stream): sends a check request, reads its
-/// answer's status, and for a gRPC check the answer's message and grpc-status too.
+/// The pipeline of a health-check connection (or the user of one h2c stream): sends a check request, reads
+/// its answer's status, and for a gRPC check the answer's message and grpc-status too.
 final class HealthCheckConnection: ChannelInboundHandler {
     typealias InboundIn = ByteBuffer
     typealias OutboundOut = ByteBuffer
@@ -227,12 +223,15 @@ final class HealthCheckConnection: ChannelInboundHandler {
     private var answer: Answer?
     private(set) var isOpen = true
     private let readsGRPC: Bool
+    /// The h2c stream the check goes on; `nil` on a connection of its own.
+    private let stream: HTTP2UpstreamStream?
     private var grpcBody = ByteBuffer()
     private var grpcStatus: String?
     private var grpcMessage: String?
 
-    init(readsGRPC: Bool = false) {
+    init(readsGRPC: Bool = false, stream: HTTP2UpstreamStream? = nil) {
         self.readsGRPC = readsGRPC
+        self.stream = stream
     }
 
     func handlerAdded(context: ChannelHandlerContext) {
@@ -249,18 +248,31 @@ final class HealthCheckConnection: ChannelInboundHandler {
         self.grpcBody.clear()
         (self.grpcStatus, self.grpcMessage) = (nil, nil)
         self.parser.expectResponse()
-        self.context?.writeAndFlush(self.wrapOutboundOut(request), promise: nil)
+        if let stream = self.stream {
+            stream.write(request)
+            stream.flush()
+        } else {
+            self.context?.writeAndFlush(self.wrapOutboundOut(request), promise: nil)
+        }
     }
 
     func close() {
         guard self.isOpen else { return }
         self.isOpen = false
         self.pending = nil
-        self.context?.close(promise: nil)
+        if let stream = self.stream {
+            stream.close()
+        } else {
+            self.context?.close(promise: nil)
+        }
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        var buffer = self.unwrapInboundIn(data)
+        self.received(self.unwrapInboundIn(data))
+    }
+
+    private func received(_ bytes: ByteBuffer) {
+        var buffer = bytes
         guard self.pending != nil else {
             self.close()  // Bytes nobody asked for: this connection cannot be trusted for the next check.
             return
@@ -319,6 +331,10 @@ final class HealthCheckConnection: ChannelInboundHandler {
     }
 
     func channelInactive(context: ChannelHandlerContext) {
+        self.closed()
+    }
+
+    private func closed() {
         self.isOpen = false
         if let end = try? self.parser.inputClosed(), case .end = end, let answer = self.answer,
             let completion = self.pending
@@ -334,6 +350,22 @@ final class HealthCheckConnection: ChannelInboundHandler {
         let completion = self.pending
         self.close()
         completion?(.failure(Failure(reason: reason)))
+    }
+}
+
+extension HealthCheckConnection: HTTP2StreamUser {
+    var takesStreamBytes: Bool { true }
+
+    func streamReceived(_ bytes: ByteBuffer) {
+        self.received(bytes)
+    }
+
+    func streamReadComplete() {}
+
+    func streamBecameWritable() {}
+
+    func streamClosed(error: (any Error)?) {
+        self.closed()
     }
 }
 

@@ -3,27 +3,52 @@ import NIOCore
 import NIOHTTP2
 import NIOPosix
 
-/// One h2c connection to a pod, behind swift-nio-http2's handler: it opens the request streams and tells its
-/// pool what the pod says about the connection as a whole (its stream limit in SETTINGS, GOAWAY) and when it
-/// closes.
+/// One h2c connection to a pod, behind swift-nio-http2's handler (its frames and state machine, no stream
+/// channels): it runs the request streams on it as ``HTTP2UpstreamStream`` values of its own, one dictionary
+/// entry each, and tells its pool what the pod says about the connection as a whole (its stream limit in
+/// SETTINGS, GOAWAY) and when it closes.
+///
+/// A stream per request costs no channel, pipeline or promise: the frames of every stream pass through this
+/// one handler. The connection's receive window is reopened as frames arrive (each stream's own window bounds
+/// what a slow reader holds); each stream's, as its user consumes.
 ///
 /// Loop-confined, like ``UpstreamConnection``: it shares its loop with its pool and every stream.
 final class HTTP2UpstreamConnection: ChannelInboundHandler {
     typealias InboundIn = HTTP2Frame
+    typealias OutboundOut = HTTP2Frame
+
+    /// The initial window of every stream and of the connection (RFC 9113 §6.9.2); Headway announces no other.
+    static let defaultWindow = 65_535
 
     let endpoint: Endpoint
-    private let logger: Logger
-    private let multiplexer: NIOHTTP2Handler.StreamMultiplexer
+    let logger: Logger
+    let eventLoop: any EventLoop
     /// Set once the connection is established and handed to its pool; `nil` for a health probe's connection.
     var pool: UpstreamPool?
     private var context: ChannelHandlerContext?
     private(set) var isOpen = true
+    private var streams: [HTTP2StreamID: HTTP2UpstreamStream] = [:]
+    private var nextStreamID = HTTP2StreamID(1)
+    /// Streams that got frames in the current read batch, told when it is over.
+    private var streamsRead: [HTTP2UpstreamStream] = []
+    private var connectionWindow = HTTP2ReceiveWindow(size: HTTP2UpstreamConnection.defaultWindow)
+    /// What `connect` was asked to call back, until the connection is active.
+    private var whenActive: ((Result<HTTP2UpstreamConnection, any Error>) -> Void)?
+    /// Set while a stream's frame is handed over; stream closures reported meanwhile wait in `closuresWhileReading`.
+    private var isReadingFrame = false
+    private var closuresWhileReading: [StreamClosedEvent] = []
+    /// The pod's GOAWAY: the last stream it processes; streams above it were refused.
+    private var goAwayLastStreamID: HTTP2StreamID?
 
-    init(endpoint: Endpoint, multiplexer: NIOHTTP2Handler.StreamMultiplexer, logger: Logger) {
+    init(endpoint: Endpoint, eventLoop: any EventLoop, logger: Logger) {
         self.endpoint = endpoint
-        self.multiplexer = multiplexer
+        self.eventLoop = eventLoop
         self.logger = logger
     }
+
+    var goAwayReceived: Bool { self.goAwayLastStreamID != nil }
+    var isWritable: Bool { self.context?.channel.isWritable ?? false }
+    var allocator: ByteBufferAllocator { self.context?.channel.allocator ?? ByteBufferAllocator() }
 
     /// What Headway announces to h2c pods: no server push, and the response head limit of HTTP/1.
     private static var settings: NIOHTTP2Handler.ConnectionConfiguration {
@@ -36,6 +61,8 @@ final class HTTP2UpstreamConnection: ChannelInboundHandler {
     }
 
     /// Opens an h2c connection (prior knowledge: the preface goes out at once) to `endpoint` on `eventLoop`.
+    /// `completion` runs once the connection is active, so that swift-nio-http2's preface is out before the
+    /// first stream's frames.
     static func connect(
         to endpoint: Endpoint,
         on eventLoop: any EventLoop,
@@ -43,41 +70,36 @@ final class HTTP2UpstreamConnection: ChannelInboundHandler {
         logger: Logger,
         completion: @escaping (Result<HTTP2UpstreamConnection, any Error>) -> Void
     ) {
+        let whenActive = NIOLoopBound(completion, eventLoop: eventLoop)
         ClientBootstrap(group: eventLoop)
             .connectTimeout(timeout)
             .channelOption(.socketOption(.tcp_nodelay), value: 1)
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
-                    let multiplexer = try channel.pipeline.syncOperations.configureHTTP2Pipeline(
-                        mode: .client,
-                        connectionConfiguration: Self.settings,
-                        streamConfiguration: .init()
-                    ) { pushed in
-                        // Push is off; a stream the pod opens anyway is refused.
-                        pushed.close()
-                    }
-                    try channel.pipeline.syncOperations.addHandler(
-                        HTTP2UpstreamConnection(endpoint: endpoint, multiplexer: multiplexer, logger: logger)
+                    let connection = HTTP2UpstreamConnection(
+                        endpoint: endpoint,
+                        eventLoop: channel.eventLoop,
+                        logger: logger
+                    )
+                    connection.whenActive = whenActive.value
+                    try channel.pipeline.syncOperations.addHandlers(
+                        NIOHTTP2Handler(mode: .client, connectionConfiguration: Self.settings),
+                        connection
                     )
                 }
             }
             .connect(to: endpoint.address)
             .assumeIsolated()
-            .whenComplete { result in
-                switch result {
-                case .success(let channel):
-                    guard let connection = try? channel.pipeline.syncOperations.handler(type: Self.self),
-                        connection.isOpen
-                    else {
-                        channel.close(promise: nil)
-                        completion(.failure(ProxyError.upstreamClosedEarly))
-                        return
-                    }
-                    completion(.success(connection))
-                case .failure(let error):
-                    completion(.failure(error))
-                }
+            .whenFailure { error in
+                completion(.failure(error))
             }
+    }
+
+    func channelActive(context: ChannelHandlerContext) {
+        context.fireChannelActive()
+        if let completion = self.whenActive.take() {
+            completion(.success(self))
+        }
     }
 
     func handlerAdded(context: ChannelHandlerContext) {
@@ -88,51 +110,42 @@ final class HTTP2UpstreamConnection: ChannelInboundHandler {
         self.context = nil
     }
 
-    /// Opens a stream whose pipeline is the ``HTTP2UpstreamStreamCodec`` and an ``UpstreamConnection`` that
-    /// the exchange leases as it would an HTTP/1 connection; `completion` gets that connection, or `nil`.
-    func openStream(completion: @escaping (UpstreamConnection?) -> Void) {
-        let endpoint = self.endpoint
-        let logger = self.logger
-        self.openStream(
-            { parent in UpstreamConnection(endpoint: endpoint, logger: logger, multiplexedOn: parent) },
-            completion: completion
-        )
+    /// A new request stream on this connection; it takes its id when its first frame goes out.
+    func makeStream() -> HTTP2UpstreamStream? {
+        guard self.isOpen, self.context != nil, !self.goAwayReceived else { return nil }
+        return HTTP2UpstreamStream(connection: self)
     }
 
-    /// Opens a stream whose pipeline is the ``HTTP2UpstreamStreamCodec`` and the handler `makeHandler` makes
-    /// (which speaks HTTP/1.1 bytes); `completion` gets that handler, or `nil` if the stream could not open.
-    func openStream<Handler: ChannelHandler>(
-        _ makeHandler: @escaping (HTTP2UpstreamConnection) -> Handler,
-        completion: @escaping (Handler?) -> Void
-    ) {
-        guard let eventLoop = self.context?.eventLoop else {
-            completion(nil)
-            return
+    // MARK: From the streams
+
+    func streamStarted(_ stream: HTTP2UpstreamStream) -> HTTP2StreamID {
+        let id = self.nextStreamID
+        self.nextStreamID = HTTP2StreamID(Int32(id) + 2)
+        self.streams[id] = stream
+        return id
+    }
+
+    func streamEnded(_ stream: HTTP2UpstreamStream) {
+        if let id = stream.id {
+            self.streams.removeValue(forKey: id)
         }
-        let endpoint = self.endpoint
-        let logger = self.logger
-        let parent = NIOLoopBound(self, eventLoop: eventLoop)
-        let make = NIOLoopBound(makeHandler, eventLoop: eventLoop)
-        self.multiplexer.createStreamChannel { stream in
-            stream.eventLoop.makeCompletedFuture {
-                try stream.pipeline.syncOperations.addHandlers(
-                    HTTP2UpstreamStreamCodec(logger: logger),
-                    make.value(parent.value)
-                )
-            }
-        }
-        .assumeIsolated()
-        .whenComplete { result in
-            switch result {
-            case .success(let stream):
-                completion(try? stream.pipeline.syncOperations.handler(type: Handler.self))
-            case .failure(let error):
-                logger.debug(
-                    "could not open an HTTP/2 stream",
-                    metadata: ["endpoint.address": "\(endpoint.label)", "error": "\(error)"]
-                )
-                completion(nil)
-            }
+    }
+
+    func write(_ frame: HTTP2Frame) {
+        self.context?.write(self.wrapOutboundOut(frame), promise: nil)
+    }
+
+    func flush() {
+        self.context?.flush()
+    }
+
+    /// For frames that need not leave before the tick's other writes (window updates).
+    func flushAtEndOfTick() {
+        guard let context = self.context else { return }
+        if let flusher = self.pool?.cluster.flusher {
+            flusher.flushAtEndOfTick(context)
+        } else {
+            context.flush()
         }
     }
 
@@ -141,16 +154,38 @@ final class HTTP2UpstreamConnection: ChannelInboundHandler {
         self.context?.close(promise: nil)
     }
 
+    // MARK: From the pod
+
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         let frame = self.unwrapInboundIn(data)
+        if frame.streamID != .rootStream {
+            // Anything written meanwhile makes swift-nio-http2 report what this frame did to its stream (a
+            // StreamClosedEvent for END_STREAM); that report waits until the stream has the frame.
+            self.isReadingFrame = true
+            if let stream = self.streams[frame.streamID] {
+                if self.streamsRead.last !== stream { self.streamsRead.append(stream) }
+                stream.received(frame.payload)
+            }
+            if case .data(let data) = frame.payload,
+                let increment = self.connectionWindow.consumed(data.data.readableBytes + (data.paddingBytes ?? 0))
+            {
+                self.write(HTTP2Frame(streamID: .rootStream, payload: .windowUpdate(windowSizeIncrement: increment)))
+                self.flushAtEndOfTick()
+            }
+            self.isReadingFrame = false
+            while !self.closuresWhileReading.isEmpty {
+                self.streamClosed(self.closuresWhileReading.removeFirst())
+            }
+            return
+        }
         switch frame.payload {
         case .settings(.settings(let settings)):
             if let limit = settings.last(where: { $0.parameter == .maxConcurrentStreams }) {
                 self.pool?.streamLimitChanged(limit.value, on: self)
             }
         case .goAway(let lastStreamID, let errorCode, _):
-            // Streams above lastStreamID were never processed: swift-nio-http2 closes them with REFUSED_STREAM,
-            // and their exchanges retry elsewhere.
+            // Streams above lastStreamID were never processed: they close as refused, and their exchanges retry
+            // elsewhere.
             self.logger.info(
                 "endpoint sent GOAWAY; draining the connection",
                 metadata: [
@@ -158,14 +193,64 @@ final class HTTP2UpstreamConnection: ChannelInboundHandler {
                     "last_stream_id": "\(lastStreamID)",
                 ]
             )
+            self.goAwayLastStreamID = lastStreamID
             self.pool?.goAwayReceived(on: self)
         default:
             break
         }
     }
 
+    func channelReadComplete(context: ChannelHandlerContext) {
+        let streams = self.streamsRead
+        self.streamsRead.removeAll(keepingCapacity: true)
+        for stream in streams {
+            stream.readComplete()
+        }
+        context.fireChannelReadComplete()
+    }
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        switch event {
+        case let closed as StreamClosedEvent:
+            if self.isReadingFrame {
+                self.closuresWhileReading.append(closed)
+            } else {
+                self.streamClosed(closed)
+            }
+        case let window as NIOHTTP2WindowUpdatedEvent:
+            if window.streamID != .rootStream, let size = window.outboundWindowSize {
+                self.streams[window.streamID]?.sendWindowChanged(to: size)
+            }
+        default:
+            context.fireUserInboundEventTriggered(event)
+        }
+    }
+
+    private func streamClosed(_ closed: StreamClosedEvent) {
+        guard let stream = self.streams[closed.streamID] else { return }
+        var reason = closed.reason
+        if let last = self.goAwayLastStreamID, closed.streamID > last {
+            // swift-nio-http2 closes the streams a GOAWAY cut off with CANCEL; the pod never processed them.
+            reason = .refusedStream
+        }
+        stream.podClosed(reason: reason)
+    }
+
+    func channelWritabilityChanged(context: ChannelHandlerContext) {
+        if context.channel.isWritable {
+            for stream in Array(self.streams.values) {
+                stream.connectionBecameWritable()
+            }
+        }
+        context.fireChannelWritabilityChanged()
+    }
+
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
-        // A stream's error reached its stream already (it was reset); only a connection error ends this one.
+        if let streamError = error as? NIOHTTP2Errors.StreamError {
+            // One stream's trouble: that stream is reset, the connection goes on.
+            self.streams[streamError.streamID]?.fail(streamError)
+            return
+        }
         guard HTTP2ErrorScope.endsConnection(error) else { return }
         self.logger.warning(
             "HTTP/2 connection to endpoint failed; closing it",
@@ -176,6 +261,12 @@ final class HTTP2UpstreamConnection: ChannelInboundHandler {
 
     func channelInactive(context: ChannelHandlerContext) {
         self.isOpen = false
+        self.whenActive.take()?(.failure(ProxyError.upstreamClosedEarly))
+        let streams = Array(self.streams.values)
+        self.streams.removeAll()
+        for stream in streams {
+            stream.closed(error: ProxyError.upstreamClosedEarly)
+        }
         self.pool?.http2ConnectionClosed(self)
         self.pool = nil
         context.fireChannelInactive()

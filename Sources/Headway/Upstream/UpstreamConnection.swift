@@ -4,8 +4,8 @@ import NIOCore
 /// The only handler of an upstream connection's pipeline: it writes the request bytes its lessee gives it
 /// and parses the response bytes with a ``ResponseParser``, handing the events to the lessee.
 ///
-/// To an h2c pod, it is the last handler of one request stream, behind an ``HTTP2UpstreamStreamCodec``: the
-/// exchange leases a stream as it leases a connection, and a stream serves one request only.
+/// To an h2c pod, it is the user of one ``HTTP2UpstreamStream`` instead, in no pipeline: the exchange leases a
+/// stream as it leases a connection, and a stream serves one request only.
 ///
 /// Loop-confined: it shares its event loop with its ``UpstreamPool`` and with every lessee, so the two
 /// halves of an exchange call each other directly.
@@ -15,8 +15,8 @@ final class UpstreamConnection: ChannelDuplexHandler {
     typealias OutboundOut = ByteBuffer
 
     let endpoint: Endpoint
-    /// The h2c connection this stream belongs to; `nil` for an HTTP/1 connection.
-    let multiplexedOn: HTTP2UpstreamConnection?
+    /// The h2c stream this connection is; `nil` for an HTTP/1 connection.
+    let stream: HTTP2UpstreamStream?
     private let logger: Logger
     /// Set once the connection is established and handed to its pool.
     var pool: UpstreamPool?
@@ -34,13 +34,19 @@ final class UpstreamConnection: ChannelDuplexHandler {
     private var pendingRead = false
     private var closeReason: (any Error)?
 
-    init(endpoint: Endpoint, logger: Logger, multiplexedOn: HTTP2UpstreamConnection? = nil) {
+    init(endpoint: Endpoint, logger: Logger, stream: HTTP2UpstreamStream? = nil) {
         self.endpoint = endpoint
         self.logger = logger
-        self.multiplexedOn = multiplexedOn
+        self.stream = stream
     }
 
-    var isWritable: Bool { self.context?.channel.isWritable ?? false }
+    /// Whether it is an h2c stream rather than a connection of its own.
+    var isStream: Bool { self.stream != nil }
+
+    var isWritable: Bool {
+        if let stream = self.stream { return stream.isWritable }
+        return self.context?.channel.isWritable ?? false
+    }
 
     func handlerAdded(context: ChannelHandlerContext) {
         self.context = context
@@ -57,39 +63,57 @@ final class UpstreamConnection: ChannelDuplexHandler {
         self.parser.expectResponse()
         self.isHeadRequest = isHeadRequest
         self.upgradeRequested = upgradeRequested
-        self.context?.write(self.wrapOutboundOut(head), promise: nil)
+        self.write(head)
     }
 
     func write(_ bytes: ByteBuffer) {
-        self.context?.write(self.wrapOutboundOut(bytes), promise: nil)
+        if let stream = self.stream {
+            stream.write(bytes)
+        } else {
+            self.context?.write(self.wrapOutboundOut(bytes), promise: nil)
+        }
     }
 
     /// Flushes at the end of the loop's tick (see ``TickFlusher``) on an HTTP/1 connection of a pool. A stream
     /// to an h2c pod flushes at once: deferring its frames made swift-nio-http2's buffered-reset wedge more
     /// likely (see ``HTTP2UpstreamStreamCodec``).
     func flush() {
-        guard let context = self.context else { return }
-        if let cluster = self.pool?.cluster, cluster.httpProtocol == .http1 {
-            cluster.flusher.flushAtEndOfTick(context)
-        } else {
-            context.flush()
+        if let stream = self.stream {
+            stream.flush()
+        } else if let context = self.context {
+            if let flusher = self.pool?.cluster.flusher {
+                flusher.flushAtEndOfTick(context)
+            } else {
+                context.flush()
+            }
         }
     }
 
-    /// Half-closes: the pod sees the end of what the client sends (a tunnel whose client finished).
+    /// Half-closes: the pod sees the end of what the client sends (a tunnel whose client finished). A stream
+    /// is never a tunnel (HTTP/2 has no 101), so it just closes.
     func closeOutput() {
-        self.context?.close(mode: .output, promise: nil)
+        if let stream = self.stream {
+            stream.close()
+        } else {
+            self.context?.close(mode: .output, promise: nil)
+        }
     }
 
     func close() {
         guard self.isOpen else { return }
         self.isReusable = false
-        self.context?.close(promise: nil)
+        if let stream = self.stream {
+            stream.close()
+        } else {
+            self.context?.close(promise: nil)
+        }
     }
 
     /// The lessee's client became writable again: deliver the response bytes we held back.
     func resumeReading() {
-        if self.pendingRead {
+        if let stream = self.stream {
+            stream.resumeDelivery()
+        } else if self.pendingRead {
             self.pendingRead = false
             self.context?.read()
         }
@@ -106,7 +130,11 @@ final class UpstreamConnection: ChannelDuplexHandler {
     // MARK: Responses in
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        var buffer = self.unwrapInboundIn(data)
+        self.received(self.unwrapInboundIn(data))
+    }
+
+    private func received(_ bytes: ByteBuffer) {
+        var buffer = bytes
         guard let lessee = self.lessee else {
             // Bytes from an idle connection answer nothing we asked: never let them reach a later request.
             self.logger.debug(
@@ -163,6 +191,11 @@ final class UpstreamConnection: ChannelDuplexHandler {
     }
 
     func channelInactive(context: ChannelHandlerContext) {
+        self.closed()
+        context.fireChannelInactive()
+    }
+
+    private func closed() {
         self.isOpen = false
         self.isReusable = false
         self.pool?.connectionClosed(self)
@@ -180,10 +213,30 @@ final class UpstreamConnection: ChannelDuplexHandler {
                 self.lessee = nil
                 lessee.upstreamClosed(self, error: self.closeReason ?? error)
             }
-        } else if self.multiplexedOn == nil {
+        } else if self.stream == nil {
             self.logger.debug("upstream connection closed", metadata: ["endpoint.address": "\(self.endpoint.label)"])
         }
-        context.fireChannelInactive()
+    }
+}
+
+extension UpstreamConnection: HTTP2StreamUser {
+    var takesStreamBytes: Bool { self.lessee?.canTakeResponseBytes ?? true }
+
+    func streamReceived(_ bytes: ByteBuffer) {
+        self.received(bytes)
+    }
+
+    func streamReadComplete() {
+        self.lessee?.upstreamReadComplete()
+    }
+
+    func streamBecameWritable() {
+        self.lessee?.upstreamBecameWritable()
+    }
+
+    func streamClosed(error: (any Error)?) {
+        if self.closeReason == nil { self.closeReason = error }
+        self.closed()
     }
 }
 

@@ -95,23 +95,19 @@ extension UpstreamPool {
 
     /// Opens the waiter's stream (already counted by the machine) and hands it over as its connection.
     private func openStream(on connection: HTTP2UpstreamConnection, for waiter: StreamWaiter) {
-        connection.openStream { stream in
-            guard let stream else {
-                self.streamClosed(on: connection)
-                waiter.exchange.connectFailed(
-                    pool: self,
-                    attempt: waiter.attempt,
-                    error: ProxyError.upstreamClosedEarly
-                )
-                return
-            }
-            stream.pool = self
-            stream.lessee = waiter.exchange
-            if !waiter.exchange.connectionReady(stream, attempt: waiter.attempt) {
-                // The request went away meanwhile; the stream sent nothing and closes quietly.
-                stream.lessee = nil
-                stream.close()
-            }
+        guard let stream = connection.makeStream() else {
+            self.streamClosed(on: connection)
+            waiter.exchange.connectFailed(pool: self, attempt: waiter.attempt, error: ProxyError.upstreamClosedEarly)
+            return
+        }
+        let upstream = UpstreamConnection(endpoint: self.endpoint, logger: self.cluster.logger, stream: stream)
+        stream.user = upstream
+        upstream.pool = self
+        upstream.lessee = waiter.exchange
+        if !waiter.exchange.connectionReady(upstream, attempt: waiter.attempt) {
+            // The request went away meanwhile; the stream sent nothing and closes quietly.
+            upstream.lessee = nil
+            upstream.close()
         }
     }
 

@@ -118,7 +118,7 @@ final class UpstreamPool {
     /// (full request written, full response read, upstream keeps the connection alive) is reused.
     func release(_ connection: UpstreamConnection, reusable: Bool) {
         connection.lessee = nil
-        if connection.multiplexedOn != nil {
+        if connection.isStream {
             // A stream serves one request; one that did not end cleanly is reset (its connection stays).
             if !reusable { connection.close() }
             return
@@ -134,8 +134,8 @@ final class UpstreamPool {
 
     /// The upstream connection closed (either side); forget it, and replace it if it was keeping the pool warm.
     func connectionClosed(_ connection: UpstreamConnection) {
-        if let parent = connection.multiplexedOn {
-            self.streamClosed(on: parent)
+        if let stream = connection.stream {
+            self.streamClosed(on: stream.connection)
             return
         }
         self.endpoint.releaseConnection()
