@@ -76,7 +76,7 @@ final class HTTP2UpstreamStream {
         if let frame = self.codec.flush() {
             self.send(frame)
         }
-        self.connection.flush()
+        self.connection.flushAtEndOfTick()
     }
 
     private func send(_ payload: HTTP2Frame.FramePayload) {

@@ -74,9 +74,8 @@ final class UpstreamConnection: ChannelDuplexHandler {
         }
     }
 
-    /// Flushes at the end of the loop's tick (see ``TickFlusher``) on an HTTP/1 connection of a pool. A stream
-    /// to an h2c pod flushes at once: deferring its frames made swift-nio-http2's buffered-reset wedge more
-    /// likely (see ``HTTP2UpstreamStreamCodec``).
+    /// Flushes at the end of the loop's tick (see ``TickFlusher``), on a connection of a pool and on a stream's
+    /// h2c connection alike: the frames of every stream started in one tick leave in one write.
     func flush() {
         if let stream = self.stream {
             stream.flush()
