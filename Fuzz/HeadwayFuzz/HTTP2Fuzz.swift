@@ -1,6 +1,7 @@
 // The HTTP/2 client path under libFuzzer: arbitrary bytes after the connection preface, in two pieces, into
-// a client connection's real pipeline (the protocol detector, swift-nio-http2's framing, and on every stream
-// the HTTP2StreamBridge with its DownstreamHandler), on an EmbeddedChannel. The upstream has no endpoint, so
+// a client connection's real pipeline (the protocol detector, swift-nio-http2's framing, and the
+// HTTP2ClientConnection that runs every stream through an HTTP2StreamBridge to its DownstreamHandler), on an
+// EmbeddedChannel. The upstream has no endpoint, so
 // every request the bytes manage to make is answered by Headway itself, through the bridge's response path.
 //
 // A crash, a trap or a broken invariant is a finding; libFuzzer saves the input (keep it as a regression

@@ -146,15 +146,17 @@ struct HTTP2TranslationTests {
     }
 }
 
-/// The bridge on an `EmbeddedChannel` with a ``DownstreamHandler`` behind it, as on a real stream.
+/// Client streams on an HTTP/2 connection's handler, on an `EmbeddedChannel` with no HTTP/2 framing in front:
+/// each stream's ``DownstreamHandler`` behind the bridge, as on a real connection.
 struct HTTP2StreamBridgeTests {
     private func makeStream() throws -> EmbeddedChannel {
         let channel = EmbeddedChannel()
         let cluster = LoopCluster.withoutEndpoints(on: channel.embeddedEventLoop)
-        try channel.pipeline.syncOperations.addHandlers([
-            HTTP2StreamBridge(logger: Logger(label: "test")),
-            DownstreamHandler(cluster: cluster, client: .init(), accessLog: nil, logger: Logger(label: "test")),
-        ])
+        try channel.pipeline.syncOperations.addHandler(
+            HTTP2ClientConnection(flusher: cluster.flusher, logger: Logger(label: "test")) {
+                DownstreamHandler(cluster: cluster, client: .init(), accessLog: nil, logger: Logger(label: "test"))
+            }
+        )
         try channel.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 1)).wait()
         return channel
     }
@@ -163,15 +165,19 @@ struct HTTP2StreamBridgeTests {
         // Responses are flushed at the end of the loop's tick (TickFlusher): let the tick end.
         channel.embeddedEventLoop.run()
         var frames: [HTTP2Frame.FramePayload] = []
-        while let frame = try channel.readOutbound(as: HTTP2Frame.FramePayload.self) { frames.append(frame) }
+        while let frame = try channel.readOutbound(as: HTTP2Frame.self) { frames.append(frame.payload) }
         return frames
+    }
+
+    private func request(_ headers: HPACKHeaders, endStream: Bool = true) -> HTTP2Frame {
+        HTTP2Frame(streamID: 1, payload: .headers(.init(headers: headers, endStream: endStream)))
     }
 
     @Test func headwaysOwnAnswerToAGRPCCallIsTrailersOnly() throws {
         let channel = try self.makeStream()
         var headers: HPACKHeaders = [":method": "POST", ":scheme": "http", ":path": "/pkg.Svc/Call", ":authority": "w"]
         headers.add(name: "content-type", value: "application/grpc+proto")
-        try channel.writeInbound(HTTP2Frame.FramePayload.headers(.init(headers: headers, endStream: true)))
+        try channel.writeInbound(self.request(headers))
         let frames = try self.frames(channel)
         guard frames.count == 1, case .headers(let answer) = frames[0] else {
             Issue.record("expected one HEADERS frame, got \(frames)")
@@ -186,7 +192,7 @@ struct HTTP2StreamBridgeTests {
     @Test func headwaysOwnAnswerToAnotherRequestKeepsItsStatusAndBody() throws {
         let channel = try self.makeStream()
         let headers: HPACKHeaders = [":method": "GET", ":scheme": "http", ":path": "/", ":authority": "w"]
-        try channel.writeInbound(HTTP2Frame.FramePayload.headers(.init(headers: headers, endStream: true)))
+        try channel.writeInbound(self.request(headers))
         let frames = try self.frames(channel)
         guard frames.count == 2, case .headers(let head) = frames[0], case .data(let body) = frames[1] else {
             Issue.record("expected HEADERS then DATA, got \(frames)")

@@ -1,11 +1,11 @@
 import NIOCore
 
-/// Defers a connection's flushes to the end of the event loop's current tick, so that the writes of every
-/// stream answered in that tick leave in one `writev` instead of a system call each.
+/// Defers an HTTP/2 client connection's flushes to a task after the event loop's current tick, so that every
+/// flush of the tick leaves in one `writev`, and none from inside a read.
 ///
-/// On an HTTP/2 connection each stream flushes on its own, and responses arrive from different pod
-/// connections (each its own read event), so swift-nio-http2 cannot coalesce them as it does for frames read
-/// from the connection itself. A close flushes first: what was written before it still goes out.
+/// swift-nio-http2 flushes its own frames (acknowledgements, window updates) as a read completes; a flush
+/// that fails there, on a client that is gone, would close the channel in the middle of the read that found
+/// it gone, which SwiftNIO does not expect. A close flushes first: what was written before it still goes out.
 final class FlushCoalescer: ChannelOutboundHandler {
     typealias OutboundIn = Any
 

@@ -1,75 +1,82 @@
-import Logging
 import NIOCore
 import NIOHPACK
 import NIOHTTP2
 
-/// The first handler of an HTTP/2 client stream: it carries the stream's request to the
-/// ``DownstreamHandler`` behind it as HTTP/1.1 bytes, and that handler's response back as frames.
+/// The translation of one HTTP/2 client stream, as a value: its request frames become the HTTP/1.1 bytes the
+/// stream's ``DownstreamHandler`` reads, and that handler's response bytes become frames again.
 ///
 /// So every stream is an exchange of its own: it picks its pod with the upstream's policy, whatever
 /// connection it came on (per-request balancing of multiplexed streams), and gets the retries, timeouts,
-/// limits, access log line and metrics of any request, from the same code. Backpressure holds: the handler
-/// behind holds `read` (so the stream's flow-control window is not reopened) until its pod takes the body,
-/// and the stream channel turns unwritable while the client's window is closed.
+/// limits, access log line and metrics of any request, from the same code. ``HTTP2ClientStream`` carries out
+/// what it returns.
 ///
 /// Headway's own answer to a gRPC request (`content-type: application/grpc…`) is a gRPC answer: HTTP 200
 /// with `grpc-status` and `grpc-message` in a trailers-only response, as gRPC clients read it.
-final class HTTP2StreamBridge: ChannelDuplexHandler {
-    typealias InboundIn = HTTP2Frame.FramePayload
-    typealias InboundOut = ByteBuffer
-    typealias OutboundIn = ByteBuffer
-    typealias OutboundOut = HTTP2Frame.FramePayload
+struct HTTP2StreamBridge {
+    /// What a request frame comes to.
+    enum RequestPiece {
+        /// HTTP/1.1 bytes for the handler.
+        case bytes(ByteBuffer)
+        /// The client's own deadline for the request (`grpc-timeout`), told before its head.
+        case clientDeadline(TimeAmount)
+        /// The request cannot be carried on: the stream is reset with PROTOCOL_ERROR.
+        case malformed(reason: String)
+    }
 
-    private let logger: Logger
     /// How the request body is framed towards the handler behind; `nil` until the request's HEADERS.
     private var requestBody: HTTP2Translation.RequestBody?
-    private var isGRPC = false
+    private(set) var isGRPC = false
     private var isHeadRequest = false
     private var responseParser = ResponseParser()
     /// The response's HEADERS, held until the next piece shows whether they also end the stream.
     private var pendingHeaders: HPACKHeaders?
     /// The response's trailer fields, sent as the HEADERS that end the stream.
     private var pendingTrailers: HPACKHeaders?
-    /// Announced by the handler behind just before it writes Headway's own answer.
+    /// Announced by the handler just before it writes Headway's own answer.
     private var localAnswer: ProxyError?
     /// A gRPC answer went out trailers-only: the HTTP/1 answer's body is not for this client.
     private var discardsResponse = false
     private(set) var responseEnded = false
 
-    init(logger: Logger) {
-        self.logger = logger
+    init() {
         self.responseParser.expectResponse()
     }
 
     // MARK: Request in
 
-    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        switch self.unwrapInboundIn(data) {
+    mutating func requestFrame(
+        _ payload: HTTP2Frame.FramePayload,
+        allocator: ByteBufferAllocator,
+        _ piece: (RequestPiece) -> Void
+    ) {
+        switch payload {
         case .headers(let headers) where self.requestBody == nil:
-            self.requestHeadersReceived(headers, context: context)
+            self.requestHeadersReceived(headers, allocator: allocator, piece)
         case .headers(let trailers):
             // Request trailers have no HTTP/1 counterpart Headway relays; they end the body.
-            if trailers.endStream { self.requestEnded(context: context) }
+            if trailers.endStream { self.requestEnded(piece) }
         case .data(let data):
             guard case .byteBuffer(let bytes) = data.data else { break }
             if bytes.readableBytes > 0 {
                 if self.requestBody == .chunked {
-                    HTTPSyntax.frameChunk(bytes, allocator: context.channel.allocator) {
-                        context.fireChannelRead(self.wrapInboundOut($0))
-                    }
+                    HTTPSyntax.frameChunk(bytes, allocator: allocator) { piece(.bytes($0)) }
                 } else {
-                    context.fireChannelRead(self.wrapInboundOut(bytes))
+                    piece(.bytes(bytes))
                 }
             }
-            if data.endStream { self.requestEnded(context: context) }
+            if data.endStream { self.requestEnded(piece) }
         default:
-            // RST_STREAM closes the stream channel, and the handler behind abandons its exchange then.
+            // RST_STREAM ends the stream by its StreamClosedEvent, and the handler abandons its exchange then.
             break
         }
     }
 
-    private func requestHeadersReceived(_ frame: HTTP2Frame.FramePayload.Headers, context: ChannelHandlerContext) {
-        var head = context.channel.allocator.buffer(capacity: 256)
+    private mutating func requestHeadersReceived(
+        _ frame: HTTP2Frame.FramePayload.Headers,
+        allocator: ByteBufferAllocator,
+        _ piece: (RequestPiece) -> Void
+    ) {
+        var head = allocator.buffer(capacity: 256)
         do {
             self.requestBody = try HTTP2Translation.writeRequestHead(
                 frame.headers,
@@ -77,63 +84,47 @@ final class HTTP2StreamBridge: ChannelDuplexHandler {
                 into: &head
             )
         } catch {
-            self.logger.info("malformed HTTP/2 request; resetting the stream", metadata: ["reason": "\(error)"])
-            context.writeAndFlush(self.wrapOutboundOut(.rstStream(.protocolError)), promise: nil)
-            context.close(promise: nil)
+            piece(.malformed(reason: "\(error)"))
             return
         }
         self.isGRPC = frame.headers.first(name: "content-type")?.hasPrefix("application/grpc") ?? false
         self.isHeadRequest = frame.headers.first(name: ":method") == "HEAD"
         if self.isGRPC, let timeout = frame.headers.first(name: "grpc-timeout").flatMap(HTTP2Translation.grpcTimeout) {
-            context.fireUserInboundEventTriggered(ClientDeadlineEvent(timeout: timeout))
+            piece(.clientDeadline(timeout))
         }
-        context.fireChannelRead(self.wrapInboundOut(head))
+        piece(.bytes(head))
     }
 
-    private func requestEnded(context: ChannelHandlerContext) {
+    private func requestEnded(_ piece: (RequestPiece) -> Void) {
         if self.requestBody == .chunked {
-            context.fireChannelRead(self.wrapInboundOut(HTTPSyntax.lastChunk))
+            piece(.bytes(HTTPSyntax.lastChunk))
         }
     }
 
     // MARK: Response out
 
-    func triggerUserOutboundEvent(context: ChannelHandlerContext, event: Any, promise: EventLoopPromise<Void>?) {
-        if let answer = event as? LocalAnswerEvent {
-            self.localAnswer = answer.error
-            promise?.succeed()
-        } else {
-            context.triggerUserOutboundEvent(event, promise: promise)
-        }
+    /// The handler is about to write Headway's own answer for `error`.
+    mutating func localAnswerFollows(_ error: ProxyError) {
+        self.localAnswer = error
     }
 
-    func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
-        var bytes = self.unwrapOutboundIn(data)
+    /// The frames for response bytes the handler wrote, in order; the last may wait for the next bytes.
+    mutating func responseBytes(
+        _ bytes: inout ByteBuffer,
+        emit: (HTTP2Frame.FramePayload) -> Void
+    ) throws(HTTP1ParseError) {
         var frames: [HTTP2Frame.FramePayload] = []
-        do {
-            while let event = try self.responseParser.next(
-                from: &bytes,
-                isHeadRequest: self.isHeadRequest,
-                upgradeRequested: false
-            ) {
-                self.responseEventReady(event, frames: &frames)
-            }
-        } catch {
-            // Headway framed these bytes itself; a parse failure is a bug, and the stream cannot go on.
-            self.logger.error("could not carry a response onto an HTTP/2 stream", metadata: ["error": "\(error)"])
-            promise?.fail(error)
-            context.close(promise: nil)
-            return
+        while let event = try self.responseParser.next(
+            from: &bytes,
+            isHeadRequest: self.isHeadRequest,
+            upgradeRequested: false
+        ) {
+            self.responseEventReady(event, frames: &frames)
         }
-        if let last = frames.popLast() {
-            for frame in frames { context.write(self.wrapOutboundOut(frame), promise: nil) }
-            context.write(self.wrapOutboundOut(last), promise: promise)
-        } else {
-            promise?.succeed()
-        }
+        for frame in frames { emit(frame) }
     }
 
-    private func responseEventReady(_ event: ResponseParser.Event, frames: inout [HTTP2Frame.FramePayload]) {
+    private mutating func responseEventReady(_ event: ResponseParser.Event, frames: inout [HTTP2Frame.FramePayload]) {
         guard !self.discardsResponse else { return }
         switch event {
         case .informational(let head):
@@ -172,19 +163,6 @@ final class HTTP2StreamBridge: ChannelDuplexHandler {
         }
     }
 
-    func close(context: ChannelHandlerContext, mode: CloseMode, promise: EventLoopPromise<Void>?) {
-        guard mode == .output else {
-            context.close(mode: mode, promise: promise)
-            return
-        }
-        // Half-closing is the HTTP/1 way to end an answer; on a stream END_STREAM did that, or a reset must.
-        if self.responseEnded {
-            promise?.succeed()
-        } else {
-            context.close(mode: .all, promise: promise)
-        }
-    }
-
     /// A trailers-only gRPC response for Headway's own answer (gRPC over HTTP/2, "Responses").
     static func grpcAnswer(_ error: ProxyError) -> HPACKHeaders {
         [
@@ -209,18 +187,3 @@ final class HTTP2StreamBridge: ChannelDuplexHandler {
         return encoded
     }
 }
-
-/// Sent inbound to ``DownstreamHandler`` before a request whose client set its own deadline (`grpc-timeout`).
-struct ClientDeadlineEvent {
-    var timeout: TimeAmount
-}
-
-/// Sent outbound by ``DownstreamHandler`` just before it writes Headway's own answer, for a protocol below
-/// it that answers differently (a gRPC stream); an HTTP/1 connection lets it pass to the socket, which
-/// ignores it.
-struct LocalAnswerEvent {
-    var error: ProxyError
-}
-
-@available(*, unavailable)
-extension HTTP2StreamBridge: Sendable {}

@@ -4,7 +4,7 @@ import NIOCore
 /// The client timeouts, run by the loop's sweep (no timer per connection); ``ClientTimeouts`` decides.
 extension DownstreamHandler: ClientTimeoutWaiter {
     func checkClientTimeouts(now: NIODeadline) {
-        guard self.isActive, self.lingerTimer == nil, let context = self.context else { return }
+        guard self.isActive, self.lingerTimer == nil, self.hasClient else { return }
         let observation = ClientTimeouts.Observation(
             notWritableSince: self.notWritableSince,
             isReadHeld: self.readHeld,
@@ -22,11 +22,11 @@ extension DownstreamHandler: ClientTimeoutWaiter {
         case .disconnect(let reason):
             self.logger.info("\(reason); closing")
             self.abortExchange()
-            context.close(promise: nil)
+            self.closeClient()
         case .refuse(let error):
             self.refuseRequest(error)
         case .closeIdle:
-            context.close(promise: nil)
+            self.closeClient()
         }
     }
 

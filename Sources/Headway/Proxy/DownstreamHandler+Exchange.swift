@@ -27,7 +27,7 @@ extension DownstreamHandler: UpstreamLessee, ResponseDeadlineWaiter {
         }
         var upstreamHead = self.cluster.headBuffers.take(
             minimumCapacity: head.bytes.readableBytes + 160,
-            allocator: self.context!.channel.allocator
+            allocator: self.clientAllocator
         )
         head.writeUpstreamHead(into: &upstreamHead, clientIP: self.clientIP, upgrade: head.canTunnel)
         let configuration = self.cluster.configuration
@@ -151,9 +151,9 @@ extension DownstreamHandler: UpstreamLessee, ResponseDeadlineWaiter {
 
     /// Sends a piece of the request body upstream, framed as the upstream head announced.
     func sendBody(_ buffer: ByteBuffer, to connection: UpstreamConnection) {
-        guard buffer.readableBytes > 0, let context = self.context else { return }
+        guard buffer.readableBytes > 0, self.hasClient else { return }
         if self.exchange!.isChunkedRequest {
-            HTTPSyntax.frameChunk(buffer, allocator: context.channel.allocator) { connection.write($0) }
+            HTTPSyntax.frameChunk(buffer, allocator: self.clientAllocator) { connection.write($0) }
         } else {
             connection.write(buffer)
         }
@@ -196,7 +196,7 @@ extension DownstreamHandler: UpstreamLessee, ResponseDeadlineWaiter {
                 )
             }
             self.exchange = nil
-            self.context?.close(promise: nil)
+            self.closeClient()
         }
     }
 
@@ -221,7 +221,7 @@ extension DownstreamHandler: UpstreamLessee, ResponseDeadlineWaiter {
 
     // MARK: UpstreamLessee
 
-    var canTakeResponseBytes: Bool { self.context?.channel.isWritable ?? false }
+    var canTakeResponseBytes: Bool { self.clientIsWritable }
 
     func connectionReady(_ connection: UpstreamConnection, attempt: Int) -> Bool {
         guard self.isActive, self.exchange?.attempt == attempt, self.exchange?.connection == nil else {
@@ -254,9 +254,9 @@ extension DownstreamHandler: UpstreamLessee, ResponseDeadlineWaiter {
     }
 
     func upstreamReadComplete() {
-        guard let context = self.context else { return }
-        self.writeUnwrittenResponse(context: context)
-        self.cluster.flusher.flushAtEndOfTick(context)
+        guard self.hasClient else { return }
+        self.writeUnwrittenResponse()
+        self.flushClientAtEndOfTick()
     }
 
     func upstreamBecameWritable() {
@@ -335,7 +335,7 @@ extension DownstreamHandler: UpstreamLessee, ResponseDeadlineWaiter {
                 localReason: "\(what) mid-response; connection aborted"
             )
             self.exchange = nil
-            self.context?.close(promise: nil)
+            self.closeClient()
         case .none, .extend:
             break
         }

@@ -9,7 +9,7 @@ extension DownstreamHandler {
     func upstreamReceived(_ event: ResponseParser.Event, from connection: UpstreamConnection) {
         // The exchange is read in place, not copied: a copy of the struct would retain each of its references,
         // several times per response.
-        guard self.exchange?.connection === connection, let context = self.context else {
+        guard self.exchange?.connection === connection, self.hasClient else {
             connection.close()
             return
         }
@@ -18,39 +18,35 @@ extension DownstreamHandler {
         case .informational(let head):
             // 1xx (100 Continue, 103 Early Hints) go on to HTTP/1.1 clients; HTTP/1.0 ones must not see them.
             if clientVersionMinor >= 1 {
-                var bytes = context.channel.allocator.buffer(capacity: head.bytes.readableBytes + 32)
+                var bytes = self.clientAllocator.buffer(capacity: head.bytes.readableBytes + 32)
                 head.writeClientHead(
                     into: &bytes,
                     clientVersionMinor: clientVersionMinor,
                     chunked: false,
                     closeConnection: false
                 )
-                self.writeToClient(bytes, context: context)
+                self.writeToClient(bytes)
             }
         case .head(let head):
-            self.responseHeadReceived(head, on: connection, context: context)
+            self.responseHeadReceived(head, on: connection)
         case .body(let buffer):
             self.exchange!.machine.responseBodyReceived(now: self.cluster.coarseNow)
             self.exchange!.responseBodyBytes += buffer.readableBytes
             if self.exchange!.chunksResponse {
-                HTTPSyntax.frameChunk(buffer, allocator: context.channel.allocator) {
-                    self.writeToClient($0, context: context)
+                HTTPSyntax.frameChunk(buffer, allocator: self.clientAllocator) {
+                    self.writeToClient($0)
                 }
             } else {
-                self.writeToClient(buffer, context: context)
+                self.writeToClient(buffer)
             }
         case .trailers(let trailers):
             self.exchange!.responseTrailers = trailers
         case .end:
-            self.finishExchange(context: context)
+            self.finishExchange()
         }
     }
 
-    private func responseHeadReceived(
-        _ head: ResponseHead,
-        on connection: UpstreamConnection,
-        context: ChannelHandlerContext
-    ) {
+    private func responseHeadReceived(_ head: ResponseHead, on connection: UpstreamConnection) {
         let pool = self.exchange!.pool!
         let sentAt = self.exchange!.machine.requestSentAt
         let action = self.exchange!.machine.responseHeadReceived(
@@ -72,7 +68,7 @@ extension DownstreamHandler {
             self.retryElsewhere(after: pool, reason: reason)
             return
         case .openTunnel:
-            self.startTunnel(head, context: context)
+            self.startTunnel(head)
             return
         case .relay(let closeClient, let budgetRefusedRetry):
             if budgetRefusedRetry {
@@ -101,7 +97,7 @@ extension DownstreamHandler {
         // Room for a small body too: it usually arrives in the same read and then leaves in one write.
         var bytes = self.cluster.headBuffers.take(
             minimumCapacity: head.bytes.readableBytes + 64 + Self.coalescingLimit,
-            allocator: context.channel.allocator
+            allocator: self.clientAllocator
         )
         head.writeClientHead(
             into: &bytes,
@@ -109,17 +105,17 @@ extension DownstreamHandler {
             chunked: self.exchange!.chunksResponse,
             closeConnection: self.closeAfterResponse
         )
-        self.writeToClient(bytes, context: context, isRecycled: true)
+        self.writeToClient(bytes, isRecycled: true)
     }
 
     /// The pod switched protocols: relay its 101, then carry bytes both ways, unparsed and without timeouts
     /// (a WebSocket may stay quiet for hours), until either side closes; the connection ends with the tunnel.
-    private func startTunnel(_ head: ResponseHead, context: ChannelHandlerContext) {
+    private func startTunnel(_ head: ResponseHead) {
         self.stopClock()
         self.exchange!.responseStatus = head.status
-        var bytes = context.channel.allocator.buffer(capacity: head.bytes.readableBytes + 64)
+        var bytes = self.clientAllocator.buffer(capacity: head.bytes.readableBytes + 64)
         head.writeClientHead(into: &bytes, clientVersionMinor: 1, chunked: false, closeConnection: false)
-        self.writeToClient(bytes, context: context)
+        self.writeToClient(bytes)
         self.closeAfterResponse = true
         self.logAccess(
             self.exchange,
@@ -142,7 +138,7 @@ extension DownstreamHandler {
     ///
     /// - Parameter isRecycled: `buffer` came from the loop's ``HeadBufferRecycler`` and goes back to it
     ///   once written.
-    func writeToClient(_ buffer: ByteBuffer, context: ChannelHandlerContext, isRecycled: Bool = false) {
+    func writeToClient(_ buffer: ByteBuffer, isRecycled: Bool = false) {
         if buffer.readableBytes <= Self.coalescingLimit {
             if self.unwrittenResponse == nil {
                 self.unwrittenResponse = buffer
@@ -154,14 +150,14 @@ extension DownstreamHandler {
             }
             return
         }
-        self.writeUnwrittenResponse(context: context)
-        context.write(self.wrapOutboundOut(buffer), promise: nil)
+        self.writeUnwrittenResponse()
+        self.writeToClientNow(buffer)
         if isRecycled { self.cluster.headBuffers.giveBackOnceFlushed(buffer) }
     }
 
-    func writeUnwrittenResponse(context: ChannelHandlerContext) {
+    func writeUnwrittenResponse() {
         if let bytes = self.takeUnwrittenResponse() {
-            context.write(self.wrapOutboundOut(bytes), promise: nil)
+            self.writeToClientNow(bytes)
         }
     }
 
@@ -177,7 +173,7 @@ extension DownstreamHandler {
     }
 
     /// The response ended: give the connection back, then tell the client, then go on with the next request.
-    private func finishExchange(context: ChannelHandlerContext) {
+    private func finishExchange() {
         guard let connection = self.exchange?.connection, let pool = self.exchange?.pool else { return }
         // State first, write last: writing `.end` may re-enter this handler.
         self.stopClock()
@@ -213,7 +209,7 @@ extension DownstreamHandler {
         if exchange.chunksResponse {
             if var trailers = exchange.responseTrailers {
                 // Trailers follow the last chunk; a body that is not chunked (to HTTP/1.0) drops them.
-                var last = context.channel.allocator.buffer(capacity: trailers.readableBytes + 3)
+                var last = self.clientAllocator.buffer(capacity: trailers.readableBytes + 3)
                 last.writeStaticString("0\r\n")
                 last.writeBuffer(&trailers)
                 lastBytes = last
@@ -221,7 +217,7 @@ extension DownstreamHandler {
                 lastBytes = HTTPSyntax.lastChunk
             }
         }
-        self.writeEndAndContinue(context: context, lastBytes: lastBytes)
+        self.writeEndAndContinue(lastBytes: lastBytes)
     }
 
     /// Answers the current request (or a request that never became an exchange) with Headway's own response.
@@ -249,26 +245,33 @@ extension DownstreamHandler {
     }
 
     func respondLocally(_ error: ProxyError, clientVersionMinor: UInt8) {
-        guard let context = self.context else { return }
+        guard self.hasClient else { return }
         self.cluster.metrics.localResponseSent()
-        // A gRPC stream below answers in its own way (see HTTP2StreamBridge).
-        context.triggerUserOutboundEvent(LocalAnswerEvent(error: error), promise: nil)
+        // A gRPC stream answers in its own way (see HTTP2StreamBridge).
+        self.stream?.localAnswerFollows(error)
         let bytes = error.response(
             clientVersionMinor: clientVersionMinor,
             closeConnection: self.closeAfterResponse,
-            allocator: context.channel.allocator
+            allocator: self.clientAllocator
         )
-        self.writeEndAndContinue(context: context, lastBytes: bytes)
+        self.writeEndAndContinue(lastBytes: bytes)
     }
 
     /// Writes the last bytes of a response and flushes; then closes, or starts the next pipelined request.
-    private func writeEndAndContinue(context: ChannelHandlerContext, lastBytes: ByteBuffer?) {
+    private func writeEndAndContinue(lastBytes: ByteBuffer?) {
         if let lastBytes {
-            self.writeToClient(lastBytes, context: context)
+            self.writeToClient(lastBytes)
         }
         if self.closeAfterResponse {
             self.pending.removeAll()
-            let bytes = self.takeUnwrittenResponse() ?? context.channel.allocator.buffer(capacity: 0)
+            guard let context = self.context else {
+                // On an HTTP/2 stream the response ended the stream; a client still sending is told to stop.
+                self.writeUnwrittenResponse()
+                self.stream?.flush()
+                self.stream?.finish()
+                return
+            }
+            let bytes = self.takeUnwrittenResponse() ?? self.clientAllocator.buffer(capacity: 0)
             let clientMaySendMore = self.stoppedParsing || self.parser.isInsideRequest
             context.writeAndFlush(self.wrapOutboundOut(bytes)).assumeIsolated().whenComplete { result in
                 if clientMaySendMore, case .success = result {
@@ -279,8 +282,8 @@ extension DownstreamHandler {
             }
             return
         }
-        self.writeUnwrittenResponse(context: context)
-        self.cluster.flusher.flushAtEndOfTick(context)
+        self.writeUnwrittenResponse()
+        self.flushClientAtEndOfTick()
         self.lastClientActivity = self.cluster.coarseNow
         _ = self.startNextPendingExchange()
         self.resumeReadingIfPossible()

@@ -28,7 +28,10 @@ final class DownstreamHandler: ChannelDuplexHandler {
     /// Headway's logger, shared: a line logged for this connection gets the client's address then (see
     /// ``logger``), so that an idle connection keeps no metadata dictionary of its own.
     private let sharedLogger: Logger
+    /// The client connection's context; `nil` for an HTTP/2 stream, and once the handler is removed.
     var context: ChannelHandlerContext?
+    /// The HTTP/2 client stream this handler serves; `nil` on an HTTP/1 connection, and once it closed.
+    var stream: HTTP2ClientStream?
     var clientIP: String?
     var clientPort = 0
 
@@ -134,10 +137,15 @@ final class DownstreamHandler: ChannelDuplexHandler {
 
     func handlerAdded(context: ChannelHandlerContext) {
         self.context = context
+        self.clientStarted(remote: context.channel.remoteAddress)
+    }
+
+    /// The client connection (or stream) is there: it joins the loop's client sweep.
+    func clientStarted(remote: SocketAddress?) {
         self.lastClientActivity = self.cluster.coarseNow
         self.clientSlot = self.cluster.clientConnected(self)
-        self.clientIP = context.channel.remoteAddress?.ipAddress
-        self.clientPort = context.channel.remoteAddress?.port ?? 0
+        self.clientIP = remote?.ipAddress
+        self.clientPort = remote?.port ?? 0
     }
 
     /// The logger for a line about this connection: the shared one with the client's address.
@@ -156,8 +164,12 @@ final class DownstreamHandler: ChannelDuplexHandler {
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        self.clientBytesReceived(self.unwrapInboundIn(data))
+    }
+
+    func clientBytesReceived(_ bytes: ByteBuffer) {
         guard !self.stoppedParsing else { return }
-        var buffer = self.unwrapInboundIn(data)
+        var buffer = bytes
         if self.exchange?.machine.isTunnel == true {
             self.exchange!.connection?.write(buffer)
             return
@@ -223,6 +235,10 @@ final class DownstreamHandler: ChannelDuplexHandler {
     }
 
     func channelReadComplete(context: ChannelHandlerContext) {
+        self.clientReadComplete()
+    }
+
+    func clientReadComplete() {
         self.exchange?.connection?.flush()
     }
 
@@ -235,25 +251,23 @@ final class DownstreamHandler: ChannelDuplexHandler {
     }
 
     func channelWritabilityChanged(context: ChannelHandlerContext) {
-        if context.channel.isWritable {
+        self.clientWritabilityChanged(isWritable: context.channel.isWritable)
+        context.fireChannelWritabilityChanged()
+    }
+
+    func clientWritabilityChanged(isWritable: Bool) {
+        if isWritable {
             self.notWritableSince = nil
             self.exchange?.connection?.resumeReading()
         } else {
             self.notWritableSince = self.cluster.coarseNow
         }
-        context.fireChannelWritabilityChanged()
     }
 
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
         switch event {
-        case let deadline as ClientDeadlineEvent:
-            self.clientDeadline = deadline.timeout
         case is ChannelShouldQuiesceEvent:
-            // Graceful shutdown: finish the current exchange, then close.
-            self.closeAfterResponse = true
-            if self.exchange == nil {
-                context.close(promise: nil)
-            }
+            self.shouldQuiesce()
         case ChannelEvent.inputClosed where self.lingerTimer != nil:
             context.close(promise: nil)
         case ChannelEvent.inputClosed where self.exchange?.machine.isTunnel == true:
@@ -285,6 +299,20 @@ final class DownstreamHandler: ChannelDuplexHandler {
     }
 
     func channelInactive(context: ChannelHandlerContext) {
+        self.clientClosed()
+        context.fireChannelInactive()
+    }
+
+    /// Graceful shutdown: finish the current exchange, then close.
+    func shouldQuiesce() {
+        self.closeAfterResponse = true
+        if self.exchange == nil {
+            self.closeClient()
+        }
+    }
+
+    /// The client connection (or stream) closed: whatever is in flight for it is abandoned.
+    func clientClosed() {
         self.isActive = false
         self.lingerTimer?.cancel()
         self.leaveClientList()
@@ -300,13 +328,12 @@ final class DownstreamHandler: ChannelDuplexHandler {
             )
         }
         self.abortExchange()
-        context.fireChannelInactive()
     }
 
     /// Stops reading requests and answers `error` once (or aborts the connection when an answer has started):
     /// for malformed requests, bodies over `max_request_body` and client timeouts. The connection closes.
     func refuseRequest(_ error: ProxyError) {
-        guard let context = self.context else { return }
+        guard self.hasClient else { return }
         self.stoppedParsing = true
         self.closeAfterResponse = true
         self.pending.removeAll()
@@ -323,7 +350,7 @@ final class DownstreamHandler: ChannelDuplexHandler {
                 localReason: "\(error.detail); connection aborted"
             )
             self.abortExchange()
-            context.close(promise: nil)
+            self.closeClient()
         } else {
             self.logAccess(self.exchange, answeredWith: error)
             let versionMinor = self.exchange?.clientVersionMinor ?? 1
@@ -334,7 +361,7 @@ final class DownstreamHandler: ChannelDuplexHandler {
 
     // MARK: Reading
 
-    private var shouldHoldRead: Bool {
+    var shouldHoldRead: Bool {
         if !self.pending.isEmpty { return true }
         guard let exchange = self.exchange else { return false }
         if exchange.machine.hasUnsentRequestParts { return true }
@@ -343,9 +370,9 @@ final class DownstreamHandler: ChannelDuplexHandler {
     }
 
     func resumeReadingIfPossible() {
-        if self.readHeld, !self.shouldHoldRead, let context = self.context {
+        if self.readHeld, !self.shouldHoldRead, self.hasClient {
             self.readHeld = false
-            context.read()
+            self.readFromClient()
         }
     }
 }

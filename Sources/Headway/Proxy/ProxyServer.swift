@@ -77,7 +77,7 @@ package final class ProxyServer: Sendable {
 
     /// The pipeline of an accepted client connection: its first bytes tell HTTP/1 from HTTP/2 (prior
     /// knowledge, h2c), then HTTP/1 is ``DownstreamHandler`` alone, and HTTP/2 is swift-nio-http2's framing
-    /// with a ``HTTP2StreamBridge`` and a ``DownstreamHandler`` on each stream.
+    /// and an ``HTTP2ClientConnection`` running a ``DownstreamHandler`` for each stream.
     ///
     /// No NIO HTTP/1 codec and no pipelining helper: requests are parsed by ``RequestParser``, responses
     /// leave as bytes that Headway framed, and ``DownstreamHandler`` orders pipelined requests itself
@@ -90,7 +90,6 @@ package final class ProxyServer: Sendable {
         http2Metrics: ClientHTTP2Metrics? = nil,
         logger: Logger
     ) throws {
-        let eventLoop = cluster.eventLoop
         try pipeline.addHandler(
             ClientProtocolDetector(idleTimeout: client.idleTimeout) { detected, pipeline in
                 switch detected {
@@ -101,21 +100,18 @@ package final class ProxyServer: Sendable {
                 case .http2:
                     try Self.configureHTTP2(
                         pipeline,
-                        eventLoop: eventLoop,
+                        cluster: cluster,
                         client: client,
                         metrics: http2Metrics,
                         logger: logger,
-                        makeStreamHandlers: {
+                        makeStreamHandler: {
                             http2Metrics?.streams.increment()
-                            return [
-                                HTTP2StreamBridge(logger: logger),
-                                DownstreamHandler(
-                                    cluster: cluster,
-                                    client: client,
-                                    accessLog: accessLog,
-                                    logger: logger
-                                ),
-                            ]
+                            return DownstreamHandler(
+                                cluster: cluster,
+                                client: client,
+                                accessLog: accessLog,
+                                logger: logger
+                            )
                         }
                     )
                 }
@@ -125,14 +121,15 @@ package final class ProxyServer: Sendable {
 
     /// HTTP/2 framing for a client connection: the limits it advertises (`max_concurrent_streams`, the header
     /// list size from `max_request_head`), swift-nio-http2's defences against resets and other floods
-    /// (CVE-2023-44487 among them), and a graceful close (GOAWAY, then the open streams finish) on quiesce.
+    /// (CVE-2023-44487 among them), a graceful close (GOAWAY, then the open streams finish) on quiesce, and an
+    /// ``HTTP2ClientConnection`` that runs the streams, a ``DownstreamHandler`` each, without a channel each.
     private static func configureHTTP2(
         _ pipeline: ChannelPipeline.SynchronousOperations,
-        eventLoop: any EventLoop,
+        cluster: LoopCluster,
         client: ClientSettings,
         metrics: ClientHTTP2Metrics?,
         logger: Logger,
-        makeStreamHandlers: @escaping () -> [any ChannelHandler]
+        makeStreamHandler: @escaping () -> any HTTP2ClientStreamHandler
     ) throws {
         var connection = NIOHTTP2Handler.ConnectionConfiguration()
         connection.initialSettings = [
@@ -140,25 +137,22 @@ package final class ProxyServer: Sendable {
             HTTP2Setting(parameter: .maxHeaderListSize, value: client.requestLimits.headBytes),
         ]
         let manager = NIOHTTP2ServerConnectionManagementHandler(
-            eventLoop: eventLoop,
+            eventLoop: cluster.eventLoop,
             configuration: .init(maxIdleTime: client.idleTimeout, maxAge: nil, maxGraceTime: nil, keepalive: nil)
         )
-        let http2 = NIOHTTP2Handler(
-            mode: .server,
-            eventLoop: eventLoop,
-            connectionConfiguration: connection,
-            streamConfiguration: .init(),
-            streamDelegate: manager.http2StreamDelegate
-        ) { [makeStreamHandlers = NIOLoopBound(makeStreamHandlers, eventLoop: eventLoop)] stream in
-            // A stream shares its connection's loop, where the handlers' loop-confined state lives.
-            stream.eventLoop.makeCompletedFuture {
-                try stream.pipeline.syncOperations.addHandlers(makeStreamHandlers.value())
-            }
-        }
+        // Flushes leave the read path: a flush that fails on a client gone away closes the connection, and
+        // NIO must not see that close in the middle of the read that found the client gone.
         try pipeline.addHandler(FlushCoalescer())
-        try pipeline.addHandler(http2)
+        try pipeline.addHandler(NIOHTTP2Handler(mode: .server, connectionConfiguration: connection))
         try pipeline.addHandler(manager)
         try pipeline.addHandler(HTTP2ClientConnectionObserver(metrics: metrics, logger: logger))
+        try pipeline.addHandler(
+            HTTP2ClientConnection(
+                flusher: cluster.flusher,
+                logger: logger,
+                makeHandler: makeStreamHandler
+            )
+        )
     }
 
     /// Every client connection keeps its last receive buffer between reads, so its first size is what an idle

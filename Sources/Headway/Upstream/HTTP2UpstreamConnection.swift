@@ -163,8 +163,12 @@ final class HTTP2UpstreamConnection: ChannelInboundHandler {
             // StreamClosedEvent for END_STREAM); that report waits until the stream has the frame.
             self.isReadingFrame = true
             if let stream = self.streams[frame.streamID] {
-                if self.streamsRead.last !== stream { self.streamsRead.append(stream) }
-                stream.received(frame.payload)
+                if case .windowUpdate(let increment) = frame.payload {
+                    stream.sendWindowChanged(by: increment)
+                } else {
+                    if self.streamsRead.last !== stream { self.streamsRead.append(stream) }
+                    stream.received(frame.payload)
+                }
             }
             if case .data(let data) = frame.payload,
                 let increment = self.connectionWindow.consumed(data.data.readableBytes + (data.paddingBytes ?? 0))
@@ -217,9 +221,14 @@ final class HTTP2UpstreamConnection: ChannelInboundHandler {
             } else {
                 self.streamClosed(closed)
             }
-        case let window as NIOHTTP2WindowUpdatedEvent:
-            if window.streamID != .rootStream, let size = window.outboundWindowSize {
-                self.streams[window.streamID]?.sendWindowChanged(to: size)
+        case let created as NIOHTTP2StreamCreatedEvent:
+            if let window = created.localInitialWindowSize {
+                self.streams[created.streamID]?.sendWindowChanged(by: Int(window) - Self.defaultWindow)
+            }
+        case let change as NIOHTTP2BulkStreamWindowChangeEvent:
+            // The pod's SETTINGS changed every stream's initial window.
+            for stream in Array(self.streams.values) {
+                stream.sendWindowChanged(by: change.delta)
             }
         default:
             context.fireUserInboundEventTriggered(event)

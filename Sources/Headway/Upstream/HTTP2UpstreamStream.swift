@@ -38,7 +38,8 @@ final class HTTP2UpstreamStream {
     /// Frames that arrived while the user took no bytes, oldest first.
     private var heldFrames: [HTTP2Frame.FramePayload] = []
     private var receiveWindow: HTTP2ReceiveWindow
-    /// What the pod's window for this stream still allows, as last reported minus what was written since.
+    /// What the pod's window for this stream still allows: its initial size and WINDOW_UPDATEs, less the DATA
+    /// written (sent or still held by swift-nio-http2), so that nothing piles up behind a closed window.
     private var sendAllowance = HTTP2UpstreamConnection.defaultWindow
     /// The stream was given up before the pod answered; it is reset on the pod's first frame (or after a
     /// second), when the pod surely has it.
@@ -59,8 +60,9 @@ final class HTTP2UpstreamStream {
     func write(_ bytes: ByteBuffer) {
         guard !self.isClosed else { return }
         var bytes = bytes
+        var frames: [HTTP2Frame.FramePayload] = []
         do {
-            try self.codec.requestBytes(&bytes) { self.send($0) }
+            try self.codec.requestBytes(&bytes) { frames.append($0) }
         } catch {
             // Headway framed these bytes itself; a parse failure is a bug, and the stream cannot go on.
             self.connection.logger.error(
@@ -68,6 +70,11 @@ final class HTTP2UpstreamStream {
                 metadata: ["endpoint.address": "\(self.connection.endpoint.label)", "error": "\(error)"]
             )
             self.reset()
+            return
+        }
+        // Sent once the codec is done: a write may re-enter the user, and through it the codec.
+        for frame in frames where !self.isClosed {
+            self.send(frame)
         }
     }
 
@@ -157,7 +164,10 @@ final class HTTP2UpstreamStream {
 
     private func deliver(_ payload: HTTP2Frame.FramePayload) {
         guard let user = self.user else { return }
-        self.codec.responseFrame(payload, allocator: self.connection.allocator) { bytes in
+        var pieces: [ByteBuffer] = []
+        self.codec.responseFrame(payload, allocator: self.connection.allocator) { pieces.append($0) }
+        // Handed over once the codec is done: the user may end the exchange and close the stream meanwhile.
+        for bytes in pieces where !self.isClosed {
             user.streamReceived(bytes)
         }
         if case .data(let data) = payload, !data.endStream, !self.isClosed, let id = self.id,
@@ -172,10 +182,10 @@ final class HTTP2UpstreamStream {
         self.user?.streamReadComplete()
     }
 
-    /// The pod's window for this stream is now `window` (swift-nio-http2's count, after what it sent).
-    func sendWindowChanged(to window: Int) {
+    /// The pod's window for this stream grew (WINDOW_UPDATE) or changed with its SETTINGS.
+    func sendWindowChanged(by delta: Int) {
         let wasWritable = self.sendAllowance > 0
-        self.sendAllowance = window
+        self.sendAllowance += delta
         if !wasWritable, self.isWritable {
             self.user?.streamBecameWritable()
         }
@@ -202,6 +212,8 @@ final class HTTP2UpstreamStream {
         self.isClosed = true
         self.heldFrames.removeAll()
         self.connection.streamEnded(self)
+        // Its last frames may have closed it as they were written, before the user's flush.
+        self.connection.flushAtEndOfTick()
         let user = self.user
         self.user = nil
         user?.streamClosed(error: error)
