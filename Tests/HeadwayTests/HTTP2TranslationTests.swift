@@ -506,3 +506,74 @@ struct HTTP2UpstreamStreamTests {
         #expect(user.closedWith.count == 1 && user.closedWith[0] != "clean")
     }
 }
+
+/// Client streams on an HTTP/2 connection's handler with a recording handler behind each: what reaches it,
+/// and how the stream's windows hold back a client that reads slowly or a handler that reads nothing.
+struct HTTP2ClientStreamTests {
+    final class Recorder: HTTP2ClientStreamHandler {
+        var takes = true
+        var received = ""
+        var writability: [Bool] = []
+        var closed = 0
+        var stream: HTTP2ClientStream?
+
+        func takesRequestBytes() -> Bool { self.takes }
+        func streamOpened(_ stream: HTTP2ClientStream) { self.stream = stream }
+        func streamRequestBytes(_ bytes: ByteBuffer) { self.received += String(buffer: bytes) }
+        func streamReadComplete() {}
+        func streamClientDeadline(_ timeout: TimeAmount) {}
+        func streamWritabilityChanged(isWritable: Bool) { self.writability.append(isWritable) }
+        func streamShouldQuiesce() {}
+        func streamClosed() { self.closed += 1 }
+    }
+
+    private func makeConnection() throws -> (EmbeddedChannel, Recorder) {
+        let channel = EmbeddedChannel()
+        let cluster = LoopCluster.withoutEndpoints(on: channel.embeddedEventLoop)
+        let recorder = Recorder()
+        try channel.pipeline.syncOperations.addHandler(
+            HTTP2ClientConnection(flusher: cluster.flusher, logger: Logger(label: "test")) { recorder }
+        )
+        try channel.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 1)).wait()
+        return (channel, recorder)
+    }
+
+    private static let get: HPACKHeaders = [":method": "GET", ":scheme": "http", ":path": "/", ":authority": "w"]
+
+    @Test func framesWaitWhileTheHandlerTakesNoBytes() throws {
+        let (channel, recorder) = try self.makeConnection()
+        recorder.takes = false
+        try channel.writeInbound(HTTP2Frame(streamID: 1, payload: .headers(.init(headers: Self.get, endStream: true))))
+        #expect(recorder.received.isEmpty)
+        recorder.takes = true
+        recorder.stream?.resumeDelivery()
+        #expect(recorder.received.hasPrefix("GET / HTTP/1.1\r\n"))
+    }
+
+    @Test func aStreamIsUnwritableOnceItsClientsWindowIsWrittenFullAndWritableWhenItReopens() throws {
+        let (channel, recorder) = try self.makeConnection()
+        try channel.writeInbound(HTTP2Frame(streamID: 1, payload: .headers(.init(headers: Self.get, endStream: true))))
+        let stream = try #require(recorder.stream)
+        stream.write(ByteBuffer(string: "HTTP/1.1 200 OK\r\ncontent-length: 70000\r\n\r\n"))
+        stream.write(ByteBuffer(repeating: UInt8(ascii: "x"), count: 60_000))
+        #expect(stream.isWritable, "60,000 of the 65,535 bytes of the window")
+        stream.write(ByteBuffer(repeating: UInt8(ascii: "x"), count: 10_000))
+        #expect(!stream.isWritable && recorder.writability == [false], "written past the window, sent or not")
+        try channel.writeInbound(HTTP2Frame(streamID: 1, payload: .windowUpdate(windowSizeIncrement: 4_000)))
+        #expect(!stream.isWritable, "still 465 bytes short")
+        try channel.writeInbound(HTTP2Frame(streamID: 1, payload: .windowUpdate(windowSizeIncrement: 1_000)))
+        #expect(stream.isWritable && recorder.writability == [false, true])
+    }
+
+    @Test func aClientResetClosesTheStreamOnceAndLaterFramesForItAreIgnored() throws {
+        let (channel, recorder) = try self.makeConnection()
+        try channel.writeInbound(HTTP2Frame(streamID: 1, payload: .headers(.init(headers: Self.get, endStream: false))))
+        channel.pipeline.fireUserInboundEventTriggered(StreamClosedEvent(streamID: 1, reason: .cancel))
+        channel.pipeline.fireUserInboundEventTriggered(StreamClosedEvent(streamID: 1, reason: .cancel))
+        try channel.writeInbound(
+            HTTP2Frame(streamID: 1, payload: .data(.init(data: .byteBuffer(.init(string: "late")))))
+        )
+        #expect(recorder.closed == 1)
+        #expect(!recorder.received.contains("late"))
+    }
+}

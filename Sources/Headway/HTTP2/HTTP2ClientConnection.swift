@@ -34,8 +34,9 @@ protocol HTTP2ClientStreamHandler: AnyObject {
 
 /// An HTTP/2 client connection behind swift-nio-http2's handler, with no channel per stream: it runs each
 /// client stream as an ``HTTP2ClientStream`` of its own, one dictionary entry each, with a
-/// ``HTTP2ClientStreamHandler`` made for it. (The connection manager before it counts the open streams from
-/// swift-nio-http2's stream events, for its idle timeout and graceful GOAWAY.)
+/// ``HTTP2ClientStreamHandler`` made for it, and tells the connection manager behind it which streams are
+/// open (for its idle timeout and graceful GOAWAY). swift-nio-http2's own stream events stop here: a stream
+/// reset on its first, malformed HEADERS is reported closed without ever having been reported open.
 ///
 /// The connection's receive window is reopened as frames arrive (each stream's own window bounds what a
 /// handler that holds its reads keeps); each stream's, as its handler consumes.
@@ -46,6 +47,7 @@ final class HTTP2ClientConnection: ChannelInboundHandler {
     typealias OutboundOut = HTTP2Frame
 
     private let makeHandler: () -> any HTTP2ClientStreamHandler
+    private let streamDelegate: (any NIOHTTP2StreamDelegate)?
     private let flusher: TickFlusher
     let logger: Logger
     private(set) var context: ChannelHandlerContext?
@@ -57,8 +59,14 @@ final class HTTP2ClientConnection: ChannelInboundHandler {
     private var isReadingFrame = false
     private var closuresWhileReading: [StreamClosedEvent] = []
 
-    init(flusher: TickFlusher, logger: Logger, makeHandler: @escaping () -> any HTTP2ClientStreamHandler) {
+    init(
+        flusher: TickFlusher,
+        streamDelegate: (any NIOHTTP2StreamDelegate)? = nil,
+        logger: Logger,
+        makeHandler: @escaping () -> any HTTP2ClientStreamHandler
+    ) {
         self.flusher = flusher
+        self.streamDelegate = streamDelegate
         self.logger = logger
         self.makeHandler = makeHandler
     }
@@ -88,20 +96,24 @@ final class HTTP2ClientConnection: ChannelInboundHandler {
     }
 
     func streamEnded(_ stream: HTTP2ClientStream) {
-        self.streams.removeValue(forKey: stream.id)
+        guard self.streams.removeValue(forKey: stream.id) != nil, let context = self.context else { return }
+        self.streamDelegate?.streamClosed(stream.id, channel: context.channel)
     }
 
     // MARK: From the client
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         let frame = self.unwrapInboundIn(data)
-        guard frame.streamID != .rootStream else { return }
+        guard frame.streamID != .rootStream else {
+            context.fireChannelRead(data)
+            return
+        }
         // Anything written meanwhile makes swift-nio-http2 report what this frame did to its stream (a
         // StreamClosedEvent for END_STREAM); that report waits until the stream has the frame.
         self.isReadingFrame = true
         var stream = self.streams[frame.streamID]
         if stream == nil, case .headers = frame.payload {
-            stream = self.opened(frame.streamID)
+            stream = self.opened(frame.streamID, context: context)
         }
         if case .windowUpdate(let increment) = frame.payload {
             stream?.sendWindowChanged(by: increment)
@@ -123,9 +135,10 @@ final class HTTP2ClientConnection: ChannelInboundHandler {
 
     /// A client's HEADERS opened a stream (swift-nio-http2 checked its id and the concurrent stream limit);
     /// `nil` if its handler closed it at once.
-    private func opened(_ id: HTTP2StreamID) -> HTTP2ClientStream? {
+    private func opened(_ id: HTTP2StreamID, context: ChannelHandlerContext) -> HTTP2ClientStream? {
         let stream = HTTP2ClientStream(id: id, connection: self, handler: self.makeHandler())
         self.streams[id] = stream
+        self.streamDelegate?.streamCreated(id, channel: context.channel)
         stream.handler?.streamOpened(stream)
         return stream.isClosed ? nil : stream
     }
@@ -250,11 +263,15 @@ final class HTTP2ClientStream {
             return
         }
         // Written once the bridge is done: a write may re-enter the handler, and through it the bridge.
+        let wasWritable = self.isWritable
         for payload in frames {
             if case .data(let data) = payload {
                 self.sendAllowance -= data.data.readableBytes
             }
             self.connection.write(HTTP2Frame(streamID: self.id, payload: payload))
+        }
+        if wasWritable, !self.isWritable, !self.isClosed {
+            self.handler?.streamWritabilityChanged(isWritable: false)
         }
     }
 

@@ -31,12 +31,16 @@ extension DownstreamHandler {
         }
     }
 
-    /// Closes the connection, or is done with the stream (a reset unless the response ended it).
+    /// Closes the connection, or is done with the stream (a reset unless the response ended it). What was
+    /// written goes out first, flushes being deferred to the end of the tick: a client cut off mid-response
+    /// must see the part it was sent, and then the truncation.
     func closeClient() {
         if let stream = self.stream {
             stream.finish()
-        } else {
-            self.context?.close(promise: nil)
+        } else if let context = self.context {
+            self.writeUnwrittenResponse()
+            context.flush()
+            context.close(promise: nil)
         }
     }
 

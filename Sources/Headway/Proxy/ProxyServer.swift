@@ -144,15 +144,16 @@ package final class ProxyServer: Sendable {
         // NIO must not see that close in the middle of the read that found the client gone.
         try pipeline.addHandler(FlushCoalescer())
         try pipeline.addHandler(NIOHTTP2Handler(mode: .server, connectionConfiguration: connection))
-        try pipeline.addHandler(manager)
-        try pipeline.addHandler(HTTP2ClientConnectionObserver(metrics: metrics, logger: logger))
         try pipeline.addHandler(
             HTTP2ClientConnection(
                 flusher: cluster.flusher,
+                streamDelegate: manager.http2StreamDelegate,
                 logger: logger,
                 makeHandler: makeStreamHandler
             )
         )
+        try pipeline.addHandler(manager)
+        try pipeline.addHandler(HTTP2ClientConnectionObserver(metrics: metrics, logger: logger))
     }
 
     /// Every client connection keeps its last receive buffer between reads, so its first size is what an idle
