@@ -2,8 +2,10 @@ import Logging
 import NIOCore
 import NIOHTTP1
 
-/// The last handler of an HTTP/1 client connection: it parses requests, runs one exchange at a time over a
-/// leased upstream connection on the same event loop, and frames the responses.
+/// The last handler of an HTTP/1 client connection, or the handler of one HTTP/2 client stream (in no
+/// pipeline: its ``HTTP2ClientStream`` hands it the request as HTTP/1.1 bytes, see `DownstreamHandler+Client`):
+/// it parses requests, runs one exchange at a time over a leased upstream connection on the same event loop,
+/// and frames the responses.
 ///
 /// It is a shell: each exchange's decisions (attempts, retries and replay, timeouts, which error answers a
 /// failure) are a ``ProxyExchange/StateMachine`` value; this class turns channel and upstream events into
