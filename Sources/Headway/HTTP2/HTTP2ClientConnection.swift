@@ -38,8 +38,9 @@ protocol HTTP2ClientStreamHandler: AnyObject {
 /// open (for its idle timeout and graceful GOAWAY). swift-nio-http2's own stream events stop here: a stream
 /// reset on its first, malformed HEADERS is reported closed without ever having been reported open.
 ///
-/// The connection's receive window is reopened as frames arrive (each stream's own window bounds what a
-/// handler that holds its reads keeps); each stream's, as its handler consumes.
+/// Its ``HTTP2StreamDemux`` hands each frame to its stream and reopens the connection's receive window as
+/// frames arrive (each stream's own window bounds what a handler that holds its reads keeps); each stream's
+/// window is reopened as its handler consumes.
 ///
 /// Loop-confined: every stream, its handler and their pods' connections share the connection's loop.
 final class HTTP2ClientConnection: ChannelInboundHandler {
@@ -51,13 +52,7 @@ final class HTTP2ClientConnection: ChannelInboundHandler {
     private let flusher: TickFlusher
     let logger: Logger
     private(set) var context: ChannelHandlerContext?
-    private var streams: [HTTP2StreamID: HTTP2ClientStream] = [:]
-    /// Streams that got frames in the current read batch, told when it is over.
-    private var streamsRead: [HTTP2ClientStream] = []
-    private var connectionWindow = HTTP2ReceiveWindow(size: HTTP2UpstreamConnection.defaultWindow)
-    /// Set while a stream's frame is handed over; stream closures reported meanwhile wait in `closuresWhileReading`.
-    private var isReadingFrame = false
-    private var closuresWhileReading: [StreamClosedEvent] = []
+    private let streams = HTTP2StreamDemux<HTTP2ClientStream>()
 
     init(
         flusher: TickFlusher,
@@ -96,7 +91,7 @@ final class HTTP2ClientConnection: ChannelInboundHandler {
     }
 
     func streamEnded(_ stream: HTTP2ClientStream) {
-        guard self.streams.removeValue(forKey: stream.id) != nil, let context = self.context else { return }
+        guard self.streams.remove(stream.id) != nil, let context = self.context else { return }
         self.streamDelegate?.streamClosed(stream.id, channel: context.channel)
     }
 
@@ -108,28 +103,16 @@ final class HTTP2ClientConnection: ChannelInboundHandler {
             context.fireChannelRead(data)
             return
         }
-        // Anything written meanwhile makes swift-nio-http2 report what this frame did to its stream (a
-        // StreamClosedEvent for END_STREAM); that report waits until the stream has the frame.
-        self.isReadingFrame = true
         var stream = self.streams[frame.streamID]
         if stream == nil, case .headers = frame.payload {
             stream = self.opened(frame.streamID, context: context)
         }
-        if case .windowUpdate(let increment) = frame.payload {
-            stream?.sendWindowChanged(by: increment)
-        } else if let stream {
-            if self.streamsRead.last !== stream { self.streamsRead.append(stream) }
-            stream.received(frame.payload)
-        }
-        if case .data(let data) = frame.payload,
-            let increment = self.connectionWindow.consumed(data.data.readableBytes + (data.paddingBytes ?? 0))
-        {
+        let closures = self.streams.deliver(frame, to: stream) { increment in
             self.write(HTTP2Frame(streamID: .rootStream, payload: .windowUpdate(windowSizeIncrement: increment)))
             self.flushAtEndOfTick()
         }
-        self.isReadingFrame = false
-        while !self.closuresWhileReading.isEmpty {
-            self.streamClosed(self.closuresWhileReading.removeFirst())
+        for closed in closures {
+            self.streamClosed(closed)
         }
     }
 
@@ -144,35 +127,19 @@ final class HTTP2ClientConnection: ChannelInboundHandler {
     }
 
     func channelReadComplete(context: ChannelHandlerContext) {
-        let streams = self.streamsRead
-        self.streamsRead.removeAll(keepingCapacity: true)
-        for stream in streams {
-            stream.readComplete()
-        }
+        self.streams.readBatchEnded()
         context.fireChannelReadComplete()
     }
 
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if self.streams.windowEventReceived(event) { return }
         switch event {
         case let closed as StreamClosedEvent:
-            if self.isReadingFrame {
-                self.closuresWhileReading.append(closed)
-            } else {
+            if self.streams.closureReported(closed) {
                 self.streamClosed(closed)
             }
-        case let created as NIOHTTP2StreamCreatedEvent:
-            if let window = created.localInitialWindowSize {
-                self.streams[created.streamID]?.sendWindowChanged(
-                    by: Int(window) - HTTP2UpstreamConnection.defaultWindow
-                )
-            }
-        case let change as NIOHTTP2BulkStreamWindowChangeEvent:
-            // The client's SETTINGS changed every stream's initial window.
-            for stream in Array(self.streams.values) {
-                stream.sendWindowChanged(by: change.delta)
-            }
         case is ChannelShouldQuiesceEvent:
-            for stream in Array(self.streams.values) {
+            for stream in self.streams.all {
                 stream.handler?.streamShouldQuiesce()
             }
             context.fireUserInboundEventTriggered(event)
@@ -187,7 +154,7 @@ final class HTTP2ClientConnection: ChannelInboundHandler {
 
     func channelWritabilityChanged(context: ChannelHandlerContext) {
         let isWritable = context.channel.isWritable
-        for stream in Array(self.streams.values) {
+        for stream in self.streams.all {
             stream.connectionWritabilityChanged(isWritable: isWritable)
         }
         context.fireChannelWritabilityChanged()
@@ -203,9 +170,7 @@ final class HTTP2ClientConnection: ChannelInboundHandler {
     }
 
     func channelInactive(context: ChannelHandlerContext) {
-        let streams = Array(self.streams.values)
-        self.streams.removeAll()
-        for stream in streams {
+        for stream in self.streams.removeAll() {
             stream.closed()
         }
         context.fireChannelInactive()
@@ -216,7 +181,7 @@ final class HTTP2ClientConnection: ChannelInboundHandler {
 /// connection. It translates with an ``HTTP2StreamBridge``, holds the client's frames while its handler takes
 /// no bytes, reopens the stream's receive window as the handler consumes, and tracks the client's window for
 /// writability, so that a slow reader holds back its pod rather than filling Headway's memory.
-final class HTTP2ClientStream {
+final class HTTP2ClientStream: HTTP2DemuxedStream {
     let id: HTTP2StreamID
     let connection: HTTP2ClientConnection
     /// Cleared when the stream closes (which breaks the cycle with the handler).
@@ -224,10 +189,10 @@ final class HTTP2ClientStream {
     private var bridge = HTTP2StreamBridge()
     /// Frames that arrived while the handler took no bytes, oldest first.
     private var heldFrames: [HTTP2Frame.FramePayload] = []
-    private var receiveWindow = HTTP2ReceiveWindow(size: HTTP2UpstreamConnection.defaultWindow)
+    private var receiveWindow = HTTP2ReceiveWindow(size: HTTP2ReceiveWindow.initialSize)
     /// What the client's window for this stream still allows: its initial size and WINDOW_UPDATEs, less the
     /// DATA written (sent or still held by swift-nio-http2), so that nothing piles up behind a closed window.
-    private var sendAllowance = HTTP2UpstreamConnection.defaultWindow
+    private var sendAllowance = HTTP2ReceiveWindow.initialSize
     private var requestEnded = false
     private(set) var isClosed = false
 
@@ -345,7 +310,7 @@ final class HTTP2ClientStream {
             }
         }
         if case .data(let data) = payload, !data.endStream, !self.isClosed,
-            let increment = self.receiveWindow.consumed(data.data.readableBytes + (data.paddingBytes ?? 0))
+            let increment = self.receiveWindow.consumed(HTTP2ReceiveWindow.flowControlledLength(of: data))
         {
             self.connection.write(HTTP2Frame(streamID: self.id, payload: .windowUpdate(windowSizeIncrement: increment)))
             self.connection.flushAtEndOfTick()

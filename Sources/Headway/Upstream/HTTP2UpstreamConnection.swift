@@ -9,16 +9,14 @@ import NIOPosix
 /// SETTINGS, GOAWAY) and when it closes.
 ///
 /// A stream per request costs no channel, pipeline or promise: the frames of every stream pass through this
-/// one handler. The connection's receive window is reopened as frames arrive (each stream's own window bounds
-/// what a slow reader holds); each stream's, as its user consumes.
+/// one handler, whose ``HTTP2StreamDemux`` hands them over and reopens the connection's receive window as they
+/// arrive (each stream's own window bounds what a slow reader holds); each stream's window is reopened as its
+/// user consumes.
 ///
 /// Loop-confined, like ``UpstreamConnection``: it shares its loop with its pool and every stream.
 final class HTTP2UpstreamConnection: ChannelInboundHandler {
     typealias InboundIn = HTTP2Frame
     typealias OutboundOut = HTTP2Frame
-
-    /// The initial window of every stream and of the connection (RFC 9113 §6.9.2); Headway announces no other.
-    static let defaultWindow = 65_535
 
     let endpoint: Endpoint
     let logger: Logger
@@ -27,16 +25,10 @@ final class HTTP2UpstreamConnection: ChannelInboundHandler {
     var pool: UpstreamPool?
     private var context: ChannelHandlerContext?
     private(set) var isOpen = true
-    private var streams: [HTTP2StreamID: HTTP2UpstreamStream] = [:]
+    private let streams = HTTP2StreamDemux<HTTP2UpstreamStream>()
     private var nextStreamID = HTTP2StreamID(1)
-    /// Streams that got frames in the current read batch, told when it is over.
-    private var streamsRead: [HTTP2UpstreamStream] = []
-    private var connectionWindow = HTTP2ReceiveWindow(size: HTTP2UpstreamConnection.defaultWindow)
     /// What `connect` was asked to call back, until the connection is active.
     private var whenActive: ((Result<HTTP2UpstreamConnection, any Error>) -> Void)?
-    /// Set while a stream's frame is handed over; stream closures reported meanwhile wait in `closuresWhileReading`.
-    private var isReadingFrame = false
-    private var closuresWhileReading: [StreamClosedEvent] = []
     /// The pod's GOAWAY: the last stream it processes; streams above it were refused.
     private var goAwayLastStreamID: HTTP2StreamID?
 
@@ -127,7 +119,7 @@ final class HTTP2UpstreamConnection: ChannelInboundHandler {
 
     func streamEnded(_ stream: HTTP2UpstreamStream) {
         if let id = stream.id {
-            self.streams.removeValue(forKey: id)
+            self.streams.remove(id)
         }
     }
 
@@ -159,26 +151,12 @@ final class HTTP2UpstreamConnection: ChannelInboundHandler {
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         let frame = self.unwrapInboundIn(data)
         if frame.streamID != .rootStream {
-            // Anything written meanwhile makes swift-nio-http2 report what this frame did to its stream (a
-            // StreamClosedEvent for END_STREAM); that report waits until the stream has the frame.
-            self.isReadingFrame = true
-            if let stream = self.streams[frame.streamID] {
-                if case .windowUpdate(let increment) = frame.payload {
-                    stream.sendWindowChanged(by: increment)
-                } else {
-                    if self.streamsRead.last !== stream { self.streamsRead.append(stream) }
-                    stream.received(frame.payload)
-                }
-            }
-            if case .data(let data) = frame.payload,
-                let increment = self.connectionWindow.consumed(data.data.readableBytes + (data.paddingBytes ?? 0))
-            {
+            let closures = self.streams.deliver(frame, to: self.streams[frame.streamID]) { increment in
                 self.write(HTTP2Frame(streamID: .rootStream, payload: .windowUpdate(windowSizeIncrement: increment)))
                 self.flushAtEndOfTick()
             }
-            self.isReadingFrame = false
-            while !self.closuresWhileReading.isEmpty {
-                self.streamClosed(self.closuresWhileReading.removeFirst())
+            for closed in closures {
+                self.streamClosed(closed)
             }
             return
         }
@@ -205,32 +183,17 @@ final class HTTP2UpstreamConnection: ChannelInboundHandler {
     }
 
     func channelReadComplete(context: ChannelHandlerContext) {
-        let streams = self.streamsRead
-        self.streamsRead.removeAll(keepingCapacity: true)
-        for stream in streams {
-            stream.readComplete()
-        }
+        self.streams.readBatchEnded()
         context.fireChannelReadComplete()
     }
 
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
-        switch event {
-        case let closed as StreamClosedEvent:
-            if self.isReadingFrame {
-                self.closuresWhileReading.append(closed)
-            } else {
+        if self.streams.windowEventReceived(event) { return }
+        if let closed = event as? StreamClosedEvent {
+            if self.streams.closureReported(closed) {
                 self.streamClosed(closed)
             }
-        case let created as NIOHTTP2StreamCreatedEvent:
-            if let window = created.localInitialWindowSize {
-                self.streams[created.streamID]?.sendWindowChanged(by: Int(window) - Self.defaultWindow)
-            }
-        case let change as NIOHTTP2BulkStreamWindowChangeEvent:
-            // The pod's SETTINGS changed every stream's initial window.
-            for stream in Array(self.streams.values) {
-                stream.sendWindowChanged(by: change.delta)
-            }
-        default:
+        } else {
             context.fireUserInboundEventTriggered(event)
         }
     }
@@ -247,7 +210,7 @@ final class HTTP2UpstreamConnection: ChannelInboundHandler {
 
     func channelWritabilityChanged(context: ChannelHandlerContext) {
         if context.channel.isWritable {
-            for stream in Array(self.streams.values) {
+            for stream in self.streams.all {
                 stream.connectionBecameWritable()
             }
         }
@@ -271,9 +234,7 @@ final class HTTP2UpstreamConnection: ChannelInboundHandler {
     func channelInactive(context: ChannelHandlerContext) {
         self.isOpen = false
         self.whenActive.take()?(.failure(ProxyError.upstreamClosedEarly))
-        let streams = Array(self.streams.values)
-        self.streams.removeAll()
-        for stream in streams {
+        for stream in self.streams.removeAll() {
             stream.closed(error: ProxyError.upstreamClosedEarly)
         }
         self.pool?.http2ConnectionClosed(self)

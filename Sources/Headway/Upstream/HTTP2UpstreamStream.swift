@@ -29,7 +29,7 @@ protocol HTTP2StreamUser: AnyObject {
 ///
 /// Loop-confined, like its connection. Its id is taken when the first frame goes out, so that ids rise in
 /// the order streams start sending, as RFC 9113 §5.1.1 requires.
-final class HTTP2UpstreamStream {
+final class HTTP2UpstreamStream: HTTP2DemuxedStream {
     let connection: HTTP2UpstreamConnection
     /// Set by the user when it takes the stream; cleared when the stream closes (which breaks the cycle).
     var user: (any HTTP2StreamUser)?
@@ -40,7 +40,7 @@ final class HTTP2UpstreamStream {
     private var receiveWindow: HTTP2ReceiveWindow
     /// What the pod's window for this stream still allows: its initial size and WINDOW_UPDATEs, less the DATA
     /// written (sent or still held by swift-nio-http2), so that nothing piles up behind a closed window.
-    private var sendAllowance = HTTP2UpstreamConnection.defaultWindow
+    private var sendAllowance = HTTP2ReceiveWindow.initialSize
     /// The stream was given up before the pod answered; it is reset on the pod's first frame (or after a
     /// second), when the pod surely has it.
     private var resetIsPending = false
@@ -50,7 +50,7 @@ final class HTTP2UpstreamStream {
 
     init(connection: HTTP2UpstreamConnection) {
         self.connection = connection
-        self.receiveWindow = HTTP2ReceiveWindow(size: HTTP2UpstreamConnection.defaultWindow)
+        self.receiveWindow = HTTP2ReceiveWindow(size: HTTP2ReceiveWindow.initialSize)
     }
 
     var isWritable: Bool { self.sendAllowance > 0 && self.connection.isWritable }
@@ -171,7 +171,7 @@ final class HTTP2UpstreamStream {
             user.streamReceived(bytes)
         }
         if case .data(let data) = payload, !data.endStream, !self.isClosed, let id = self.id,
-            let increment = self.receiveWindow.consumed(data.data.readableBytes + (data.paddingBytes ?? 0))
+            let increment = self.receiveWindow.consumed(HTTP2ReceiveWindow.flowControlledLength(of: data))
         {
             self.connection.write(HTTP2Frame(streamID: id, payload: .windowUpdate(windowSizeIncrement: increment)))
             self.connection.flushAtEndOfTick()
