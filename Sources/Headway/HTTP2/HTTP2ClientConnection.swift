@@ -149,7 +149,8 @@ final class HTTP2ClientConnection: ChannelInboundHandler {
     }
 
     private func streamClosed(_ closed: StreamClosedEvent) {
-        self.streams[closed.streamID]?.clientClosed(reason: closed.reason)
+        // Both sides ended the stream, or the client reset it: either way its handler is done.
+        self.streams[closed.streamID]?.closed()
     }
 
     func channelWritabilityChanged(context: ChannelHandlerContext) {
@@ -203,7 +204,6 @@ final class HTTP2ClientStream: HTTP2DemuxedStream {
     }
 
     var isWritable: Bool { self.sendAllowance > 0 && self.connection.isWritable }
-    var isGRPC: Bool { self.bridge.isGRPC }
 
     // MARK: From the handler
 
@@ -334,11 +334,6 @@ final class HTTP2ClientStream: HTTP2DemuxedStream {
         if self.sendAllowance > 0 {
             self.handler?.streamWritabilityChanged(isWritable: isWritable)
         }
-    }
-
-    /// swift-nio-http2 closed the stream: both sides ended it, or the client reset it.
-    func clientClosed(reason: HTTP2ErrorCode?) {
-        self.closed()
     }
 
     /// The stream is closed; its handler is told once. Its last frames may have closed it as they were

@@ -25,7 +25,7 @@ struct HTTP2StreamBridge {
 
     /// How the request body is framed towards the handler behind; `nil` until the request's HEADERS.
     private var requestBody: HTTP2Translation.RequestBody?
-    private(set) var isGRPC = false
+    private var isGRPC = false
     private var isHeadRequest = false
     private var responseParser = ResponseParser()
     /// The response's HEADERS, held until the next piece shows whether they also end the stream.
