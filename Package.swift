@@ -64,6 +64,18 @@ let package = Package(
             ],
             swiftSettings: swiftSettings
         ),
+        // What swift-nio-http2 costs with no proxy on top: `scripts/bench` measures it beside HAProxy.
+        .executableTarget(
+            name: "h2-floor",
+            dependencies: [
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP2", package: "swift-nio-http2"),
+                .product(name: "NIOHPACK", package: "swift-nio-http2"),
+            ],
+            path: "scripts/h2-floor",
+            swiftSettings: swiftSettings
+        ),
         .target(
             name: "HeadwayTestSupport",
             dependencies: [

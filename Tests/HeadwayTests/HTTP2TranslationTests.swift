@@ -113,6 +113,40 @@ struct HTTP2TranslationTests {
         #expect(throws: HTTP2Translation.MalformedRequest.self) { try self.translate(noMethod) }
     }
 
+    /// What swift-nio-http2 checked before Headway took the check over (RFC 9113 §8.2–8.3): each list, and
+    /// what is wrong with it.
+    private static let malformedLists: [([(String, String)], String)] = [
+        ([(":method", "GET"), (":path", "/"), (":authority", "w")], "no :scheme"),
+        ([(":method", "GET"), (":scheme", "http"), (":authority", "w")], "no :path"),
+        ([(":method", "GET"), (":scheme", "http"), (":path", ""), (":authority", "w")], "an empty :path"),
+        ([(":method", "GET"), (":method", "POST"), (":scheme", "http"), (":path", "/")], "two :method"),
+        ([(":method", "GET"), (":scheme", "http"), (":path", "/"), (":path", "/admin")], "two :path"),
+        ([(":method", "GET"), (":scheme", "http"), ("accept", "*/*"), (":path", "/")], "a pseudo-field last"),
+        ([(":method", "GET"), (":scheme", "http"), (":path", "/"), ("Accept", "*/*")], "an upper-case name"),
+        ([(":method", "GET"), (":scheme", "http"), (":path", "/"), ("te", "gzip")], "te other than trailers"),
+        ([(":method", "GET"), (":scheme", "http"), (":path", "/"), (":status", "200")], "a response pseudo-field"),
+        ([(":method", "CONNECT"), (":protocol", "websocket"), (":scheme", "http"), (":path", "/")], ":protocol"),
+        ([(":method", "CONNECT"), (":scheme", "http"), (":path", "/"), (":authority", "w:1")], "CONNECT with :path"),
+        ([(":method", "GET"), (":scheme", "ht\ttp"), (":path", "/")], "a control in :scheme"),
+        ([(":method", "GET"), (":scheme", "http"), (":path", "/"), (":authority", "a b")], "a space in :authority"),
+
+    ]
+
+    @Test(arguments: HTTP2TranslationTests.malformedLists)
+    func aHeaderListThatIsNoWellFormedRequestIsMalformed(fields: [(String, String)], what: String) {
+        var headers = HPACKHeaders()
+        for (name, value) in fields { headers.add(name: name, value: value) }
+        #expect(throws: HTTP2Translation.MalformedRequest.self, "\(what)") { try self.translate(headers) }
+    }
+
+    @Test func aGRPCRequestWithTETrailersAndACONNECTWithOnlyItsAuthorityAreWellFormed() throws {
+        var grpc = Self.get
+        grpc.add(name: "te", value: "trailers")
+        #expect(try self.translate(grpc).0.contains("\r\nte: trailers\r\n"))
+        let connect: HPACKHeaders = [":method": "CONNECT", ":authority": "pod:443"]
+        #expect(try self.translate(connect).0.hasPrefix("CONNECT pod:443 HTTP/1.1\r\nhost: pod:443\r\n"))
+    }
+
     @Test func aResponseHeadLosesItsConnectionFieldsAndLowercasesNames() throws {
         var parser = ResponseParser()
         parser.expectResponse()

@@ -136,6 +136,9 @@ package final class ProxyServer: Sendable {
             HTTP2Setting(parameter: .maxConcurrentStreams, value: client.maxConcurrentStreams),
             HTTP2Setting(parameter: .maxHeaderListSize, value: client.requestLimits.headBytes),
         ]
+        // HTTP2Translation.writeRequestHead checks a request's header list in the pass that translates it, and
+        // Headway's response header lists come from heads its parser has checked: a second check costs time.
+        connection.headerBlockValidation = .disabled
         let manager = NIOHTTP2ServerConnectionManagementHandler(
             eventLoop: cluster.eventLoop,
             configuration: .init(maxIdleTime: client.idleTimeout, maxAge: nil, maxGraceTime: nil, keepalive: nil)
