@@ -240,6 +240,82 @@ struct HTTP2StreamBridgeTests {
     }
 }
 
+/// The bridge's response side, as a value: the parts of the pod's response as the exchange relays them, in,
+/// and the frames for the client, out.
+struct HTTP2StreamBridgeResponseTests {
+    private func head(_ text: String) throws -> ResponseHead {
+        try ResponseHead(parsing: ByteBuffer(string: text), isHeadRequest: false)
+    }
+
+    private func frames(_ frames: HTTP2StreamBridge.ResponseFrames) -> [HTTP2Frame.FramePayload] {
+        [frames.first, frames.second].compactMap { $0 }
+    }
+
+    @Test func aHeadAndOneBodyPieceEndTheStreamOnTheDataFrameWithNoEmptyFrameAfter() throws {
+        var bridge = HTTP2StreamBridge()
+        bridge.responseHead(try self.head("HTTP/1.1 200 OK\r\nContent-Length: 3\r\nConnection: keep-alive\r\n\r\n"))
+        let first = self.frames(bridge.responseBody(ByteBuffer(string: "abc")))
+        let last = self.frames(bridge.responseEnded(trailers: nil))
+        guard first.count == 1, case .headers(let headers) = first[0], last.count == 1, case .data(let data) = last[0]
+        else {
+            Issue.record("expected HEADERS, then DATA, got \(first) and \(last)")
+            return
+        }
+        #expect(!headers.endStream && data.endStream)
+        #expect(headers.headers.first(name: ":status") == "200" && headers.headers.first(name: "connection") == nil)
+        #expect(data.data.readableBytes == 3)
+        #expect(bridge.responseEnded)
+    }
+
+    @Test func aResponseWithNoBodyIsOneHeadersFrameThatEndsTheStream() throws {
+        var bridge = HTTP2StreamBridge()
+        bridge.responseHead(try self.head("HTTP/1.1 204 No Content\r\n\r\n"))
+        let frames = self.frames(bridge.responseEnded(trailers: nil))
+        guard frames.count == 1, case .headers(let headers) = frames[0] else {
+            Issue.record("expected one HEADERS, got \(frames)")
+            return
+        }
+        #expect(headers.endStream && headers.headers.first(name: ":status") == "204")
+    }
+
+    @Test func trailersEndTheStreamAfterTheHeldBodyPiece() throws {
+        var bridge = HTTP2StreamBridge()
+        bridge.responseHead(try self.head("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"))
+        _ = bridge.responseBody(ByteBuffer(string: "message"))
+        let frames = self.frames(bridge.responseEnded(trailers: ByteBuffer(string: "Grpc-Status: 0\r\n\r\n")))
+        guard frames.count == 2, case .data(let data) = frames[0], case .headers(let trailers) = frames[1] else {
+            Issue.record("expected DATA, then trailers, got \(frames)")
+            return
+        }
+        #expect(!data.endStream && trailers.endStream)
+        #expect(trailers.headers.first(name: "grpc-status") == "0")
+    }
+
+    @Test func aFlushTakesTheHeldBodyPieceAndTheEndThenComesAsAnEmptyDataFrame() throws {
+        var bridge = HTTP2StreamBridge()
+        bridge.responseHead(try self.head("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"))
+        #expect(self.frames(bridge.responseBody(ByteBuffer(string: "part"))).count == 1, "the HEADERS")
+        guard case .data(let held)? = bridge.takeHeldData() else {
+            Issue.record("no held DATA")
+            return
+        }
+        #expect(held.data.readableBytes == 4 && !held.endStream)
+        let end = self.frames(bridge.responseEnded(trailers: nil))
+        guard end.count == 1, case .data(let last) = end[0] else {
+            Issue.record("expected one DATA, got \(end)")
+            return
+        }
+        #expect(last.endStream && last.data.readableBytes == 0)
+    }
+
+    @Test func aLocalAnswerAfterThePodsHeadIsRefused() throws {
+        var bridge = HTTP2StreamBridge()
+        bridge.responseHead(try self.head("HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\n"))
+        let error = ProxyError.upstreamTimeout(endpoint: "127.0.0.2:8080", timeout: "1s")
+        #expect(bridge.localAnswer(error, allocator: ByteBufferAllocator()) == nil)
+    }
+}
+
 /// The upstream stream codec, a value: the exchange's HTTP/1.1 request out as frames, the pod's frames back as
 /// the HTTP/1.1 response its connection parses.
 struct HTTP2UpstreamStreamCodecTests {
@@ -588,10 +664,17 @@ struct HTTP2ClientStreamTests {
         let (channel, recorder) = try self.makeConnection()
         try channel.writeInbound(HTTP2Frame(streamID: 1, payload: .headers(.init(headers: Self.get, endStream: true))))
         let stream = try #require(recorder.stream)
-        stream.write(ByteBuffer(string: "HTTP/1.1 200 OK\r\ncontent-length: 70000\r\n\r\n"))
-        stream.write(ByteBuffer(repeating: UInt8(ascii: "x"), count: 60_000))
+        stream.writeResponseHead(
+            try ResponseHead(
+                parsing: ByteBuffer(string: "HTTP/1.1 200 OK\r\ncontent-length: 70000\r\n\r\n"),
+                isHeadRequest: false
+            )
+        )
+        stream.writeResponseBody(ByteBuffer(repeating: UInt8(ascii: "x"), count: 60_000))
+        stream.flush()
         #expect(stream.isWritable, "60,000 of the 65,535 bytes of the window")
-        stream.write(ByteBuffer(repeating: UInt8(ascii: "x"), count: 10_000))
+        stream.writeResponseBody(ByteBuffer(repeating: UInt8(ascii: "x"), count: 10_000))
+        stream.flush()
         #expect(!stream.isWritable && recorder.writability == [false], "written past the window, sent or not")
         try channel.writeInbound(HTTP2Frame(streamID: 1, payload: .windowUpdate(windowSizeIncrement: 4_000)))
         #expect(!stream.isWritable, "still 465 bytes short")

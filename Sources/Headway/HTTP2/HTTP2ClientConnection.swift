@@ -207,41 +207,68 @@ final class HTTP2ClientStream: HTTP2DemuxedStream {
 
     // MARK: From the handler
 
-    /// The handler is about to write Headway's own answer for `error` (a gRPC client gets it as a gRPC one).
-    func localAnswerFollows(_ error: ProxyError) {
-        self.bridge.localAnswerFollows(error)
+    /// A 1xx from the pod.
+    func writeInformational(_ head: ResponseHead) {
+        guard !self.isClosed else { return }
+        self.write(self.bridge.informationalResponse(head))
     }
 
-    func write(_ bytes: ByteBuffer) {
+    func writeResponseHead(_ head: ResponseHead) {
         guard !self.isClosed else { return }
-        var bytes = bytes
-        var frames: [HTTP2Frame.FramePayload] = []
-        do {
-            try self.bridge.responseBytes(&bytes) { frames.append($0) }
-        } catch {
-            // Headway framed these bytes itself; a parse failure is a bug, and the stream cannot go on.
-            self.connection.logger.error(
-                "could not carry a response onto an HTTP/2 stream",
-                metadata: ["error": "\(error)"]
-            )
+        self.bridge.responseHead(head)
+    }
+
+    func writeResponseBody(_ bytes: ByteBuffer) {
+        guard !self.isClosed else { return }
+        self.write(self.bridge.responseBody(bytes))
+    }
+
+    /// The response ended, with the pod's trailer section if it sent one.
+    func writeResponseEnd(trailers: ByteBuffer?) {
+        guard !self.isClosed else { return }
+        self.write(self.bridge.responseEnded(trailers: trailers))
+    }
+
+    /// Headway's own answer for `error` (a gRPC client gets it as a gRPC one); a stream whose response had
+    /// begun can only be reset.
+    func answerLocally(_ error: ProxyError) {
+        guard !self.isClosed else { return }
+        guard let frames = self.bridge.localAnswer(error, allocator: self.connection.allocator) else {
             self.reset(.internalError)
             return
         }
-        // Written once the bridge is done: a write may re-enter the handler, and through it the bridge.
+        self.write(frames)
+    }
+
+    /// Writes what the bridge returned, once it is done: a write may re-enter the handler, and through it the
+    /// bridge.
+    private func write(_ frames: HTTP2StreamBridge.ResponseFrames) {
         let wasWritable = self.isWritable
-        for payload in frames {
-            if case .data(let data) = payload {
-                self.sendAllowance -= data.data.readableBytes
-            }
-            self.connection.write(HTTP2Frame(streamID: self.id, payload: payload))
+        frames.forEach(self.send)
+        self.writabilityMayHaveChanged(wasWritable: wasWritable)
+    }
+
+    /// The body piece held for END_STREAM goes out now, and the connection is flushed with the tick.
+    func flush() {
+        if !self.isClosed, let held = self.bridge.takeHeldData() {
+            let wasWritable = self.isWritable
+            self.send(held)
+            self.writabilityMayHaveChanged(wasWritable: wasWritable)
         }
+        self.connection.flushAtEndOfTick()
+    }
+
+    private func send(_ payload: HTTP2Frame.FramePayload) {
+        if case .data(let data) = payload {
+            self.sendAllowance -= data.data.readableBytes
+        }
+        self.connection.write(HTTP2Frame(streamID: self.id, payload: payload))
+    }
+
+    private func writabilityMayHaveChanged(wasWritable: Bool) {
         if wasWritable, !self.isWritable, !self.isClosed {
             self.handler?.streamWritabilityChanged(isWritable: false)
         }
-    }
-
-    func flush() {
-        self.connection.flushAtEndOfTick()
     }
 
     /// The handler is ready for bytes again: hand over what was held, as one read batch.

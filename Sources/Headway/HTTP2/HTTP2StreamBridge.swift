@@ -1,9 +1,11 @@
 import NIOCore
 import NIOHPACK
+import NIOHTTP1
 import NIOHTTP2
 
 /// The translation of one HTTP/2 client stream, as a value: its request frames become the HTTP/1.1 bytes the
-/// stream's ``DownstreamHandler`` reads, and that handler's response bytes become frames again.
+/// stream's ``DownstreamHandler`` reads, and the response that handler relays (the pod's head, as its parser
+/// read it, body pieces and trailers, or Headway's own answer) becomes frames, with no HTTP/1.1 in between.
 ///
 /// So every stream is an exchange of its own: it picks its pod with the upstream's policy, whatever
 /// connection it came on (per-request balancing of multiplexed streams), and gets the retries, timeouts,
@@ -26,21 +28,11 @@ struct HTTP2StreamBridge {
     /// How the request body is framed towards the handler behind; `nil` until the request's HEADERS.
     private var requestBody: HTTP2Translation.RequestBody?
     private var isGRPC = false
-    private var isHeadRequest = false
-    private var responseParser = ResponseParser()
     /// The response's HEADERS, held until the next piece shows whether they also end the stream.
     private var pendingHeaders: HPACKHeaders?
-    /// The response's trailer fields, sent as the HEADERS that end the stream.
-    private var pendingTrailers: HPACKHeaders?
-    /// Announced by the handler just before it writes Headway's own answer.
-    private var localAnswer: ProxyError?
-    /// A gRPC answer went out trailers-only: the HTTP/1 answer's body is not for this client.
-    private var discardsResponse = false
+    /// The last piece of the response body, held until the next piece shows whether it ends the stream.
+    private var heldData: ByteBuffer?
     private(set) var responseEnded = false
-
-    init() {
-        self.responseParser.expectResponse()
-    }
 
     // MARK: Request in
 
@@ -88,7 +80,6 @@ struct HTTP2StreamBridge {
             return
         }
         self.isGRPC = frame.headers.first(name: "content-type")?.hasPrefix("application/grpc") ?? false
-        self.isHeadRequest = frame.headers.first(name: ":method") == "HEAD"
         if self.isGRPC, let timeout = frame.headers.first(name: "grpc-timeout").flatMap(HTTP2Translation.grpcTimeout) {
             piece(.clientDeadline(timeout))
         }
@@ -103,64 +94,90 @@ struct HTTP2StreamBridge {
 
     // MARK: Response out
 
-    /// The handler is about to write Headway's own answer for `error`.
-    mutating func localAnswerFollows(_ error: ProxyError) {
-        self.localAnswer = error
-    }
+    /// The frames a piece of the response comes to, at most two, in order (no array to allocate).
+    struct ResponseFrames {
+        private(set) var first: HTTP2Frame.FramePayload?
+        private(set) var second: HTTP2Frame.FramePayload?
 
-    /// The frames for response bytes the handler wrote, in order; the last may wait for the next bytes.
-    mutating func responseBytes(
-        _ bytes: inout ByteBuffer,
-        emit: (HTTP2Frame.FramePayload) -> Void
-    ) throws(HTTP1ParseError) {
-        var frames: [HTTP2Frame.FramePayload] = []
-        while let event = try self.responseParser.next(
-            from: &bytes,
-            isHeadRequest: self.isHeadRequest,
-            upgradeRequested: false
-        ) {
-            self.responseEventReady(event, frames: &frames)
-        }
-        for frame in frames { emit(frame) }
-    }
-
-    private mutating func responseEventReady(_ event: ResponseParser.Event, frames: inout [HTTP2Frame.FramePayload]) {
-        guard !self.discardsResponse else { return }
-        switch event {
-        case .informational(let head):
-            frames.append(.headers(.init(headers: HTTP2Translation.responseHeaders(head))))
-        case .head(let head):
-            if let error = self.localAnswer.take(), self.isGRPC {
-                frames.append(.headers(.init(headers: Self.grpcAnswer(error), endStream: true)))
-                self.discardsResponse = true
-                self.responseEnded = true
-                return
-            }
-            self.pendingHeaders = HTTP2Translation.responseHeaders(head)
-        case .body(let bytes):
-            if let headers = self.pendingHeaders.take() {
-                frames.append(.headers(.init(headers: headers)))
-            }
-            frames.append(.data(.init(data: .byteBuffer(bytes))))
-        case .trailers(let section):
-            self.pendingTrailers = HTTP2Translation.trailerFields(section)
-        case .end:
-            if let trailers = self.pendingTrailers.take() {
-                if let headers = self.pendingHeaders.take() {
-                    frames.append(.headers(.init(headers: headers)))
-                }
-                frames.append(.headers(.init(headers: trailers, endStream: true)))
-            } else if let headers = self.pendingHeaders.take() {
-                frames.append(.headers(.init(headers: headers, endStream: true)))
-            } else if case .data(var last) = frames.last {
-                // The body's last piece came in the same write: it ends the stream, no empty frame needed.
-                last.endStream = true
-                frames[frames.count - 1] = .data(last)
+        fileprivate mutating func append(_ frame: HTTP2Frame.FramePayload?) {
+            guard let frame else { return }
+            if self.first == nil {
+                self.first = frame
             } else {
-                frames.append(.data(.init(data: .byteBuffer(ByteBuffer()), endStream: true)))
+                assert(self.second == nil)
+                self.second = frame
             }
-            self.responseEnded = true
         }
+
+        func forEach(_ body: (HTTP2Frame.FramePayload) -> Void) {
+            if let first = self.first { body(first) }
+            if let second = self.second { body(second) }
+        }
+    }
+
+    /// A 1xx from the pod (100 Continue, 103 Early Hints): HEADERS of their own.
+    func informationalResponse(_ head: ResponseHead) -> ResponseFrames {
+        var frames = ResponseFrames()
+        frames.append(.headers(.init(headers: HTTP2Translation.responseHeaders(head))))
+        return frames
+    }
+
+    /// The pod's response head, held until the next piece shows whether it also ends the stream.
+    mutating func responseHead(_ head: ResponseHead) {
+        self.pendingHeaders = HTTP2Translation.responseHeaders(head)
+    }
+
+    /// A piece of the response body. Each DATA frame is held until the next piece, so that the last one
+    /// carries END_STREAM (no empty frame after it).
+    mutating func responseBody(_ bytes: ByteBuffer) -> ResponseFrames {
+        var frames = ResponseFrames()
+        frames.append(self.pendingHeaders.take().map { .headers(.init(headers: $0)) })
+        frames.append(self.heldData.take().map { .data(.init(data: .byteBuffer($0))) })
+        self.heldData = bytes
+        return frames
+    }
+
+    /// The end of the response, with the trailer section the pod sent (lines checked by its parser), if any.
+    mutating func responseEnded(trailers: ByteBuffer?) -> ResponseFrames {
+        self.responseEnded = true
+        var frames = ResponseFrames()
+        if let trailers {
+            frames.append(self.pendingHeaders.take().map { .headers(.init(headers: $0)) })
+            frames.append(self.heldData.take().map { .data(.init(data: .byteBuffer($0))) })
+            frames.append(.headers(.init(headers: HTTP2Translation.trailerFields(trailers), endStream: true)))
+        } else if let headers = self.pendingHeaders.take() {
+            frames.append(.headers(.init(headers: headers, endStream: true)))
+        } else {
+            frames.append(.data(.init(data: .byteBuffer(self.heldData.take() ?? ByteBuffer()), endStream: true)))
+        }
+        return frames
+    }
+
+    /// The DATA frame held back, for a flush that cannot wait for the next piece.
+    mutating func takeHeldData() -> HTTP2Frame.FramePayload? {
+        self.heldData.take().map { .data(.init(data: .byteBuffer($0))) }
+    }
+
+    /// Headway's own answer for `error`, as the whole response: for a gRPC request a trailers-only gRPC
+    /// answer, otherwise the status and the reason as a short text. `nil` once the pod's response has begun:
+    /// the stream can only be reset then.
+    mutating func localAnswer(_ error: ProxyError, allocator: ByteBufferAllocator) -> ResponseFrames? {
+        guard !self.responseEnded, self.pendingHeaders == nil, self.heldData == nil else { return nil }
+        self.responseEnded = true
+        var frames = ResponseFrames()
+        if self.isGRPC {
+            frames.append(.headers(.init(headers: Self.grpcAnswer(error), endStream: true)))
+            return frames
+        }
+        var headers: HPACKHeaders = [
+            ":status": String(error.status.code),
+            "content-type": "text/plain; charset=utf-8",
+            "content-length": String(error.bodyLength),
+        ]
+        if error.isRetryableLater { headers.add(name: "retry-after", value: "1") }
+        frames.append(.headers(.init(headers: headers)))
+        frames.append(.data(.init(data: .byteBuffer(allocator.buffer(string: error.detail + "\n")), endStream: true)))
+        return frames
     }
 
     /// A trailers-only gRPC response for Headway's own answer (gRPC over HTTP/2, "Responses").

@@ -2,7 +2,8 @@ import NIOCore
 
 /// Where the client is: its own connection (HTTP/1, through `context`), or one stream of an HTTP/2
 /// connection (through `stream`, with no channel of its own). Everything the handler does to its client goes
-/// through here.
+/// through here, except the response's parts, which a stream takes as they are (see
+/// DownstreamHandler+Response).
 extension DownstreamHandler {
     var hasClient: Bool { self.context != nil || self.stream != nil }
 
@@ -15,12 +16,11 @@ extension DownstreamHandler {
         return self.context?.channel.isWritable ?? false
     }
 
+    /// Response bytes for an HTTP/1 client; a stream takes the response as its parts instead (its head as
+    /// the pod's parser read it, body pieces, trailers), so that no head crosses HTTP/1.1 on its way to HPACK.
     func writeToClientNow(_ bytes: ByteBuffer) {
-        if let stream = self.stream {
-            stream.write(bytes)
-        } else {
-            self.context?.write(self.wrapOutboundOut(bytes), promise: nil)
-        }
+        assert(self.stream == nil, "an HTTP/2 stream was handed HTTP/1.1 bytes")
+        self.context?.write(self.wrapOutboundOut(bytes), promise: nil)
     }
 
     func flushClientAtEndOfTick() {

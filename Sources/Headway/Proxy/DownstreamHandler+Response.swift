@@ -17,7 +17,9 @@ extension DownstreamHandler {
         switch event {
         case .informational(let head):
             // 1xx (100 Continue, 103 Early Hints) go on to HTTP/1.1 clients; HTTP/1.0 ones must not see them.
-            if clientVersionMinor >= 1 {
+            if let stream = self.stream {
+                stream.writeInformational(head)
+            } else if clientVersionMinor >= 1 {
                 var bytes = self.clientAllocator.buffer(capacity: head.bytes.readableBytes + 32)
                 head.writeClientHead(
                     into: &bytes,
@@ -32,7 +34,9 @@ extension DownstreamHandler {
         case .body(let buffer):
             self.exchange!.machine.responseBodyReceived(now: self.cluster.coarseNow)
             self.exchange!.responseBodyBytes += buffer.readableBytes
-            if self.exchange!.chunksResponse {
+            if let stream = self.stream {
+                stream.writeResponseBody(buffer)
+            } else if self.exchange!.chunksResponse {
                 HTTPSyntax.frameChunk(buffer, allocator: self.clientAllocator) {
                     self.writeToClient($0)
                 }
@@ -92,8 +96,13 @@ extension DownstreamHandler {
             // An HTTP/1.0 client learns where such a body ends only from the close.
             self.closeAfterResponse = true
         }
-        self.exchange!.chunksResponse = hasOpenEndedBody && clientVersionMinor >= 1
         self.exchange!.responseStatus = head.status
+        if let stream = self.stream {
+            // HTTP/2 frames the body itself: the head goes over as the parser read it.
+            stream.writeResponseHead(head)
+            return
+        }
+        self.exchange!.chunksResponse = hasOpenEndedBody && clientVersionMinor >= 1
         // Room for a small body too: it usually arrives in the same read and then leaves in one write.
         var bytes = self.cluster.headBuffers.take(
             minimumCapacity: head.bytes.readableBytes + 64 + Self.coalescingLimit,
@@ -206,7 +215,9 @@ extension DownstreamHandler {
             )
         }
         var lastBytes: ByteBuffer?
-        if exchange.chunksResponse {
+        if let stream = self.stream {
+            stream.writeResponseEnd(trailers: exchange.responseTrailers)
+        } else if exchange.chunksResponse {
             if var trailers = exchange.responseTrailers {
                 // Trailers follow the last chunk; a body that is not chunked (to HTTP/1.0) drops them.
                 var last = self.clientAllocator.buffer(capacity: trailers.readableBytes + 3)
@@ -247,8 +258,11 @@ extension DownstreamHandler {
     func respondLocally(_ error: ProxyError, clientVersionMinor: UInt8) {
         guard self.hasClient else { return }
         self.cluster.metrics.localResponseSent()
-        // A gRPC stream answers in its own way (see HTTP2StreamBridge).
-        self.stream?.localAnswerFollows(error)
+        if let stream = self.stream {
+            stream.answerLocally(error)
+            self.writeEndAndContinue(lastBytes: nil)
+            return
+        }
         let bytes = error.response(
             clientVersionMinor: clientVersionMinor,
             closeConnection: self.closeAfterResponse,
