@@ -245,15 +245,15 @@ final class HTTP2ClientStream: HTTP2DemuxedStream {
     private func write(_ frames: HTTP2StreamBridge.ResponseFrames) {
         let wasWritable = self.isWritable
         frames.forEach(self.send)
-        self.writabilityMayHaveChanged(wasWritable: wasWritable)
+        if wasWritable, !self.isWritable, !self.isClosed {
+            self.handler?.streamWritabilityChanged(isWritable: false)
+        }
     }
 
     /// The body piece held for END_STREAM goes out now, and the connection is flushed with the tick.
     func flush() {
-        if !self.isClosed, let held = self.bridge.takeHeldData() {
-            let wasWritable = self.isWritable
-            self.send(held)
-            self.writabilityMayHaveChanged(wasWritable: wasWritable)
+        if !self.isClosed {
+            self.write(self.bridge.takeHeldData())
         }
         self.connection.flushAtEndOfTick()
     }
@@ -263,12 +263,6 @@ final class HTTP2ClientStream: HTTP2DemuxedStream {
             self.sendAllowance -= data.data.readableBytes
         }
         self.connection.write(HTTP2Frame(streamID: self.id, payload: payload))
-    }
-
-    private func writabilityMayHaveChanged(wasWritable: Bool) {
-        if wasWritable, !self.isWritable, !self.isClosed {
-            self.handler?.streamWritabilityChanged(isWritable: false)
-        }
     }
 
     /// The handler is ready for bytes again: hand over what was held, as one read batch.

@@ -32,6 +32,8 @@ struct HTTP2StreamBridge {
     private var pendingHeaders: HPACKHeaders?
     /// The last piece of the response body, held until the next piece shows whether it ends the stream.
     private var heldData: ByteBuffer?
+    /// The pod's head was handed over: from then on only a reset can replace the response.
+    private var responseBegan = false
     private(set) var responseEnded = false
 
     // MARK: Request in
@@ -124,6 +126,7 @@ struct HTTP2StreamBridge {
 
     /// The pod's response head, held until the next piece shows whether it also ends the stream.
     mutating func responseHead(_ head: ResponseHead) {
+        self.responseBegan = true
         self.pendingHeaders = HTTP2Translation.responseHeaders(head)
     }
 
@@ -153,16 +156,18 @@ struct HTTP2StreamBridge {
         return frames
     }
 
-    /// The DATA frame held back, for a flush that cannot wait for the next piece.
-    mutating func takeHeldData() -> HTTP2Frame.FramePayload? {
-        self.heldData.take().map { .data(.init(data: .byteBuffer($0))) }
+    /// The DATA frame held back, if any, for a flush that cannot wait for the next piece.
+    mutating func takeHeldData() -> ResponseFrames {
+        var frames = ResponseFrames()
+        frames.append(self.heldData.take().map { .data(.init(data: .byteBuffer($0))) })
+        return frames
     }
 
     /// Headway's own answer for `error`, as the whole response: for a gRPC request a trailers-only gRPC
     /// answer, otherwise the status and the reason as a short text. `nil` once the pod's response has begun:
     /// the stream can only be reset then.
     mutating func localAnswer(_ error: ProxyError, allocator: ByteBufferAllocator) -> ResponseFrames? {
-        guard !self.responseEnded, self.pendingHeaders == nil, self.heldData == nil else { return nil }
+        guard !self.responseBegan, !self.responseEnded else { return nil }
         self.responseEnded = true
         var frames = ResponseFrames()
         if self.isGRPC {
@@ -171,12 +176,12 @@ struct HTTP2StreamBridge {
         }
         var headers: HPACKHeaders = [
             ":status": String(error.status.code),
-            "content-type": "text/plain; charset=utf-8",
+            "content-type": ProxyError.bodyContentType,
             "content-length": String(error.bodyLength),
         ]
         if error.isRetryableLater { headers.add(name: "retry-after", value: "1") }
         frames.append(.headers(.init(headers: headers)))
-        frames.append(.data(.init(data: .byteBuffer(allocator.buffer(string: error.detail + "\n")), endStream: true)))
+        frames.append(.data(.init(data: .byteBuffer(allocator.buffer(string: error.body)), endStream: true)))
         return frames
     }
 

@@ -120,12 +120,14 @@ struct ProxyError: Error, Hashable, CustomStringConvertible {
 
     /// Headway's own answer: the status, a plain-text body saying why, and the connection fields.
     func response(clientVersionMinor: UInt8, closeConnection: Bool, allocator: ByteBufferAllocator) -> ByteBuffer {
-        let body = self.detail + "\n"
+        let body = self.body
         assert(body.utf8.count == self.bodyLength)
         var bytes = allocator.buffer(capacity: 192 + body.utf8.count)
         bytes.writeStaticString("HTTP/1.1 ")
         bytes.writeString("\(self.status.code) \(self.status.reasonPhrase)\r\n")
-        bytes.writeStaticString("Content-Type: text/plain; charset=utf-8\r\nContent-Length: ")
+        bytes.writeStaticString("Content-Type: ")
+        bytes.writeString(Self.bodyContentType)
+        bytes.writeStaticString("\r\nContent-Length: ")
         bytes.writeString("\(body.utf8.count)\r\n")
         if self.isRetryableLater {
             bytes.writeStaticString("Retry-After: 1\r\n")
@@ -140,8 +142,13 @@ struct ProxyError: Error, Hashable, CustomStringConvertible {
         return bytes
     }
 
-    /// The length of the answer's body: the detail and a newline.
+    /// The answer's body, on HTTP/1 and HTTP/2 alike: the detail and a newline.
+    var body: String { self.detail + "\n" }
+
+    /// The length of ``body``, without building it.
     var bodyLength: Int { self.detail.utf8.count + 1 }
+
+    static let bodyContentType = "text/plain; charset=utf-8"
 
     var description: String { self.detail }
 
