@@ -64,16 +64,16 @@ let package = Package(
             ],
             swiftSettings: swiftSettings
         ),
-        // What swift-nio-http2 costs with no proxy on top: `scripts/bench` measures it beside HAProxy.
+        // What SwiftNIO and swift-nio-http2 cost with no proxy on top: `scripts/bench` measures it beside HAProxy.
         .executableTarget(
-            name: "h2-floor",
+            name: "nio-floor",
             dependencies: [
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP2", package: "swift-nio-http2"),
                 .product(name: "NIOHPACK", package: "swift-nio-http2"),
             ],
-            path: "scripts/h2-floor",
+            path: "scripts/nio-floor",
             swiftSettings: swiftSettings
         ),
         .target(
