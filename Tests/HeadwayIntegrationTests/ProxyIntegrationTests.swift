@@ -414,6 +414,35 @@ extension IntegrationTests {
             )
         }
 
+        /// Each loop counts its own responses; a scrape adds up both loops', so nothing is lost or counted twice.
+        @Test func metricsAddUpEveryLoopsResponses() async throws {
+            let pods = try await NginxPods.start()
+            defer { pods.stop() }
+            let headway = try await InProcessHeadway.start {
+                $0[list: "--endpoints"] = pods.endpoints
+                $0["--threads"] = "2"
+            }
+            // Two connections, one after the other: the listener hands them to the two loops in turn.
+            for connection in 1...2 {
+                let urls = (1...6).flatMap { ["--output", "/dev/null", "\(headway.listenURL)/c\(connection)-\($0)"] }
+                _ = try await curl(urls)
+            }
+            let metrics = try await curl(["\(headway.adminURL)/metrics"])
+            try await headway.stop()
+            for pod in pods.endpoints {
+                let labels = "upstream=\"default\",endpoint=\"\(pod)\""
+                #expect(
+                    metrics.stdout.contains("headway_upstream_responses_total{\(labels),status_class=\"2xx\"} 4"),
+                    "\(metrics.stdout)"
+                )
+                #expect(metrics.stdout.contains("headway_upstream_request_duration_seconds_count{\(labels)} 4"))
+            }
+            #expect(
+                metrics.stdout.contains("headway_upstream_connections_open{upstream=\"default\",protocol=\"http1\"} 6"),
+                "each loop keeps its own connection to each pod: \(metrics.stdout)"
+            )
+        }
+
         /// What Prometheus users run in CI against an exporter: every family has HELP and TYPE, names and
         /// samples are well formed. Scraped after traffic, a refused connection and a health check, so that
         /// every kind of family (counter, gauge, histogram, the process figures) is in the text.

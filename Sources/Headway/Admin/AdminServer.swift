@@ -127,6 +127,31 @@ final class AdminState: Sendable {
         return (true, "ready")
     }
 
+    /// The `/metrics` text, once every event loop has handed over what it counted of each endpoint's responses.
+    func metricsExposition(on eventLoop: any EventLoop) -> EventLoopFuture<[UInt8]> {
+        let figures = self.clusters.flatMap { cluster in
+            cluster.loops.map { loop in
+                loop.eventLoop.submit {
+                    loop.responseFigures().map { (upstream: cluster.name, endpoint: $0.endpoint, traffic: $0.traffic) }
+                }
+            }
+        }
+        let metrics = self.metrics
+        return EventLoopFuture.whenAllSucceed(figures, on: eventLoop).map { loops in
+            var rows: [TrafficExposition.Row] = []
+            var rowOfEndpoint: [ObjectIdentifier: Int] = [:]
+            for (upstream, endpoint, traffic) in loops.joined() {
+                if let index = rowOfEndpoint[ObjectIdentifier(endpoint)] {
+                    rows[index].traffic = rows[index].traffic + traffic
+                } else {
+                    rowOfEndpoint[ObjectIdentifier(endpoint)] = rows.count
+                    rows.append(.init(upstream: upstream, endpoint: endpoint.label, traffic: traffic))
+                }
+            }
+            return metrics.exposition(traffic: rows)
+        }
+    }
+
     struct EndpointsDocument: Codable {
         struct Upstream: Codable {
             var name: String
@@ -276,25 +301,47 @@ private final class AdminHandler: ChannelInboundHandler {
         case .end:
             guard let head = self.request else { return }
             self.request = nil
+            if head.method == .GET || head.method == .HEAD, head.uri.split(separator: "?").first == "/metrics" {
+                self.state.metricsExposition(on: context.eventLoop).assumeIsolated().whenComplete { result in
+                    switch result {
+                    case .success(let body):
+                        self.write(.ok, "text/plain; version=0.0.4; charset=utf-8", body, to: head, context: context)
+                    case .failure(let error):
+                        let body = Array("metrics unavailable: \(error)\n".utf8)
+                        self.write(.serviceUnavailable, "text/plain; charset=utf-8", body, to: head, context: context)
+                    }
+                }
+                return
+            }
             let (status, contentType, body) = self.respond(to: head)
-            var headers = HTTPHeaders()
-            headers.add(name: "Content-Type", value: contentType)
-            headers.add(name: "Content-Length", value: String(body.count))
-            if !head.isKeepAlive { headers.add(name: "Connection", value: "close") }
+            self.write(status, contentType, body, to: head, context: context)
+        }
+    }
+
+    private func write(
+        _ status: HTTPResponseStatus,
+        _ contentType: String,
+        _ body: [UInt8],
+        to head: HTTPRequestHead,
+        context: ChannelHandlerContext
+    ) {
+        var headers = HTTPHeaders()
+        headers.add(name: "Content-Type", value: contentType)
+        headers.add(name: "Content-Length", value: String(body.count))
+        if !head.isKeepAlive { headers.add(name: "Connection", value: "close") }
+        context.write(
+            self.wrapOutboundOut(.head(.init(version: head.version, status: status, headers: headers))),
+            promise: nil
+        )
+        if head.method != .HEAD {
             context.write(
-                self.wrapOutboundOut(.head(.init(version: head.version, status: status, headers: headers))),
+                self.wrapOutboundOut(.body(.byteBuffer(context.channel.allocator.buffer(bytes: body)))),
                 promise: nil
             )
-            if head.method != .HEAD {
-                context.write(
-                    self.wrapOutboundOut(.body(.byteBuffer(context.channel.allocator.buffer(bytes: body)))),
-                    promise: nil
-                )
-            }
-            let keepAlive = head.isKeepAlive
-            context.writeAndFlush(self.wrapOutboundOut(.end(nil))).assumeIsolated().whenComplete { _ in
-                if !keepAlive { context.close(promise: nil) }
-            }
+        }
+        let keepAlive = head.isKeepAlive
+        context.writeAndFlush(self.wrapOutboundOut(.end(nil))).assumeIsolated().whenComplete { _ in
+            if !keepAlive { context.close(promise: nil) }
         }
     }
 
@@ -322,8 +369,6 @@ private final class AdminHandler: ChannelInboundHandler {
         case "/ready":
             let (ready, reason) = self.state.readiness
             return (ready ? .ok : .serviceUnavailable, "text/plain; charset=utf-8", Array((reason + "\n").utf8))
-        case "/metrics":
-            return (.ok, "text/plain; version=0.0.4; charset=utf-8", self.state.metrics.exposition())
         default:
             return (
                 .notFound, "text/plain; charset=utf-8",

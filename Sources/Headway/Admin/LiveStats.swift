@@ -39,8 +39,8 @@ final class LiveStats: Sendable {
         for cluster in clusters {
             var latencies: [ObjectIdentifier: LatencyHistogram] = [:]
             for loop in cluster.loops {
-                let snapshot = try? await loop.eventLoop.submit { loop.latencySnapshot() }.get()
-                for (endpoint, latency) in snapshot ?? [] {
+                let snapshot = try? await loop.eventLoop.submit { loop.responseFigures() }.get()
+                for (endpoint, latency, _) in snapshot ?? [] {
                     latencies[ObjectIdentifier(endpoint), default: LatencyHistogram()] =
                         latencies[ObjectIdentifier(endpoint), default: LatencyHistogram()] + latency
                 }

@@ -76,11 +76,6 @@ package struct ProxyMetrics: Sendable {
     package let registry: PrometheusCollectorRegistry
     /// What happened to the pods lately, for the live page (beside the counters, which say how often).
     package let events = EventLog()
-    static let durationBuckets: [Duration] = [
-        .microseconds(500), .milliseconds(1), .milliseconds(2), .milliseconds(5), .milliseconds(10),
-        .milliseconds(25), .milliseconds(50), .milliseconds(100), .milliseconds(250), .milliseconds(500),
-        .seconds(1), .seconds(2.5), .seconds(5), .seconds(10),
-    ]
 
     package init(registry: PrometheusCollectorRegistry = PrometheusCollectorRegistry()) {
         self.registry = registry
@@ -93,14 +88,6 @@ package struct ProxyMetrics: Sendable {
 
     func gauge(_ family: MetricFamily, _ labels: [(String, String)]) -> Gauge {
         self.registry.makeGauge(descriptor: family.descriptor, labels: labels)
-    }
-
-    func durationHistogram(_ family: MetricFamily, _ labels: [(String, String)]) -> DurationHistogram {
-        self.registry.makeDurationHistogram(
-            descriptor: family.descriptor,
-            labels: labels,
-            buckets: Self.durationBuckets
-        )
     }
 
     func endpointMetrics(upstream: String, endpoint: String) -> EndpointMetrics {
@@ -128,23 +115,23 @@ package struct ProxyMetrics: Sendable {
         DiscoveryMetrics(upstream: upstream, metrics: self)
     }
 
-    /// The text `/metrics` serves: the registry, then the process's own figures.
-    func exposition() -> [UInt8] {
+    /// The text `/metrics` serves: the registry, the families each loop keeps itself (`traffic`), then the
+    /// process's own figures.
+    func exposition(traffic: [TrafficExposition.Row]) -> [UInt8] {
         var buffer = self.registry.emitToBuffer()
+        buffer.append(contentsOf: TrafficExposition.render(traffic).utf8)
         buffer.append(contentsOf: ProcessMetrics.read().exposition.utf8)
         return buffer
     }
 }
 
 /// Per-endpoint metrics, created when the endpoint joins and removed from the registry when it leaves.
+/// Responses and their durations are not here: each loop counts those itself (``EndpointTraffic``).
 struct EndpointMetrics: Sendable {
     private let registry: PrometheusCollectorRegistry
-    /// Responses by status class: index 0 is 1xx … index 4 is 5xx.
-    private let responsesByClass: [Counter]
     private let connectFailures: Counter
     private let upstreamErrors: Counter
     private let connectionsOpened: Counter
-    private let requestDuration: DurationHistogram
     private let checksPassed: Counter
     private let checksFailed: Counter
     private let ejections: Counter
@@ -154,23 +141,13 @@ struct EndpointMetrics: Sendable {
     init(upstream: String, endpoint: String, metrics: ProxyMetrics) {
         let labels = [("upstream", upstream), ("endpoint", endpoint)]
         self.registry = metrics.registry
-        self.responsesByClass = (1...5).map { statusClass in
-            metrics.counter(.upstreamResponses, labels + [("status_class", "\(statusClass)xx")])
-        }
         self.connectFailures = metrics.counter(.upstreamConnectFailures, labels)
         self.upstreamErrors = metrics.counter(.upstreamErrors, labels)
         self.connectionsOpened = metrics.counter(.upstreamConnectionsOpened, labels)
-        self.requestDuration = metrics.durationHistogram(.upstreamRequestDuration, labels)
         self.checksPassed = metrics.counter(.healthChecks, labels + [("result", "pass")])
         self.checksFailed = metrics.counter(.healthChecks, labels + [("result", "fail")])
         self.ejections = metrics.counter(.outlierEjections, labels)
         self.routable = metrics.gauge(.endpointRoutable, labels)
-    }
-
-    func recordResponse(status: UInt, duration: TimeAmount) {
-        let index = Int(min(max(status / 100, 1), 5)) - 1
-        self.responsesByClass[index].increment()
-        self.requestDuration.recordNanoseconds(duration.nanoseconds)
     }
 
     func connectFailed() { self.connectFailures.increment() }
@@ -181,14 +158,12 @@ struct EndpointMetrics: Sendable {
     func routableChanged(_ isRoutable: Bool) { self.routable.set(to: isRoutable ? 1 : 0) }
 
     func destroy() {
-        let counters =
-            self.responsesByClass + [
-                self.connectFailures, self.upstreamErrors, self.connectionsOpened, self.checksPassed,
-                self.checksFailed, self.ejections,
-            ]
+        let counters = [
+            self.connectFailures, self.upstreamErrors, self.connectionsOpened, self.checksPassed, self.checksFailed,
+            self.ejections,
+        ]
         for counter in counters { self.registry.unregisterCounter(counter) }
         self.registry.unregisterGauge(self.routable)
-        self.registry.unregisterDurationHistogram(self.requestDuration)
     }
 }
 

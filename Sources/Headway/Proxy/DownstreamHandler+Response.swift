@@ -198,8 +198,7 @@ extension DownstreamHandler {
         pool.endpoint.requestEnded()
         pool.release(connection, reusable: completion.connectionIsReusable)
         let duration = NIODeadline.now() - exchange.start
-        pool.endpoint.metrics.recordResponse(status: exchange.responseStatus, duration: duration)
-        pool.responseFinished(after: duration)
+        pool.responseFinished(status: exchange.responseStatus, after: duration)
         self.cluster.responseFinished(pool.endpoint, status: exchange.responseStatus)
         self.logAccess(
             exchange,

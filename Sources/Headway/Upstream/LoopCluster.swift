@@ -303,10 +303,10 @@ final class LoopCluster: @unchecked Sendable {
         self.clients.removeLast()
     }
 
-    /// Each endpoint's response times on this loop, for the live page.
-    func latencySnapshot() -> [(endpoint: Endpoint, latency: LatencyHistogram)] {
+    /// What this loop recorded of each endpoint's responses, for the live page and `/metrics`.
+    func responseFigures() -> [(endpoint: Endpoint, latency: LatencyHistogram, traffic: EndpointTraffic)] {
         self.eventLoop.assertInEventLoop()
-        return (self.pools + self.drainingPools).map { ($0.endpoint, $0.latency) }
+        return (self.pools + self.drainingPools).map { ($0.endpoint, $0.latency, $0.traffic) }
     }
 
     /// Closes every idle connection and stops opening new ones; busy connections close after their response.

@@ -22,6 +22,8 @@ final class UpstreamPool {
     var http2: HTTP2StateMachine<HTTP2UpstreamConnection, StreamWaiter>?
     /// Response times of this loop's requests to the endpoint, summed over the loops by the live page.
     private(set) var latency = LatencyHistogram()
+    /// This loop's responses from the endpoint, summed over the loops by `/metrics`.
+    private(set) var traffic = EndpointTraffic()
 
     init(endpoint: Endpoint, cluster: LoopCluster) {
         self.endpoint = endpoint
@@ -170,8 +172,9 @@ final class UpstreamPool {
         }
     }
 
-    func responseFinished(after duration: TimeAmount) {
+    func responseFinished(status: UInt, after duration: TimeAmount) {
         self.latency.record(duration)
+        self.traffic.record(status: status, duration: duration)
     }
 
     /// The endpoint came back into the set while its pool was still draining.

@@ -1,0 +1,68 @@
+import NIOCore
+import Testing
+
+@testable import Headway
+
+/// What each loop counts of an endpoint's responses, added up and written as `/metrics` text, without a loop.
+struct EndpointTrafficTests {
+    @Test func responsesFallIntoTheirClassAndBucket() {
+        var traffic = EndpointTraffic()
+        traffic.record(status: 200, duration: .microseconds(400))
+        traffic.record(status: 204, duration: .microseconds(500))
+        traffic.record(status: 503, duration: .milliseconds(3))
+        traffic.record(status: 101, duration: .seconds(20))
+        #expect(traffic.responsesByClass == [1, 2, 0, 0, 1])
+        #expect(traffic.count == 4)
+        #expect(traffic.bucketCounts[0] == 2, "a bound is inclusive, as Prometheus' le says")
+        #expect(traffic.bucketCounts[3] == 1, "3 ms is in the 5 ms bucket")
+        #expect(traffic.bucketCounts.last == 1, "beyond the last bound")
+        #expect(traffic.durationSum == .microseconds(900) + .milliseconds(3) + .seconds(20))
+    }
+
+    @Test func statusesOutsideTheClassesCountAtTheEdges() {
+        var traffic = EndpointTraffic()
+        traffic.record(status: 42, duration: .zero)
+        traffic.record(status: 999, duration: .zero)
+        #expect(traffic.responsesByClass == [1, 0, 0, 0, 1])
+    }
+
+    @Test func loopsAddUp() {
+        var first = EndpointTraffic()
+        first.record(status: 200, duration: .milliseconds(1))
+        var second = EndpointTraffic()
+        second.record(status: 200, duration: .milliseconds(1))
+        second.record(status: 404, duration: .milliseconds(30))
+        let sum = first + second
+        #expect(sum.responsesByClass == [0, 2, 0, 1, 0])
+        #expect(sum.bucketCounts[1] == 2 && sum.bucketCounts[6] == 1)
+        #expect(sum.durationSum == .milliseconds(32))
+    }
+
+    @Test func theTextIsPrometheusExpositionWithCumulativeBuckets() {
+        var traffic = EndpointTraffic()
+        traffic.record(status: 200, duration: .microseconds(300))
+        traffic.record(status: 502, duration: .milliseconds(1500))
+        let text = TrafficExposition.render([.init(upstream: "api", endpoint: "127.0.0.2:8080", traffic: traffic)])
+        let lines = text.split(separator: "\n").map(String.init)
+        let labels = "upstream=\"api\",endpoint=\"127.0.0.2:8080\""
+        #expect(lines.first == "# HELP headway_upstream_responses_total \(MetricFamily.upstreamResponses.help)")
+        #expect(lines.contains("# TYPE headway_upstream_responses_total counter"))
+        #expect(lines.contains("headway_upstream_responses_total{\(labels),status_class=\"2xx\"} 1"))
+        #expect(lines.contains("headway_upstream_responses_total{\(labels),status_class=\"3xx\"} 0"))
+        #expect(lines.contains("headway_upstream_responses_total{\(labels),status_class=\"5xx\"} 1"))
+        #expect(lines.contains("# TYPE headway_upstream_request_duration_seconds histogram"))
+        #expect(lines.contains("headway_upstream_request_duration_seconds_bucket{\(labels),le=\"0.0005\"} 1"))
+        #expect(lines.contains("headway_upstream_request_duration_seconds_bucket{\(labels),le=\"1.0\"} 1"))
+        #expect(lines.contains("headway_upstream_request_duration_seconds_bucket{\(labels),le=\"2.5\"} 2"))
+        #expect(lines.contains("headway_upstream_request_duration_seconds_bucket{\(labels),le=\"+Inf\"} 2"))
+        #expect(lines.contains("headway_upstream_request_duration_seconds_sum{\(labels)} 1.5003"))
+        #expect(lines.contains("headway_upstream_request_duration_seconds_count{\(labels)} 2"))
+        let buckets = lines.filter { $0.hasPrefix("headway_upstream_request_duration_seconds_bucket") }
+        #expect(buckets.count == EndpointTraffic.bucketBounds.count + 1)
+    }
+
+    @Test func labelValuesAreEscaped() {
+        #expect(TrafficExposition.escaped("plain") == "plain")
+        #expect(TrafficExposition.escaped("a\"b\\c\nd") == "a\\\"b\\\\c\\nd")
+    }
+}
