@@ -1,4 +1,6 @@
+import Logging
 import NIOCore
+import NIOEmbedded
 import Testing
 
 @testable import Headway
@@ -64,5 +66,55 @@ struct EndpointTrafficTests {
     @Test func labelValuesAreEscaped() {
         #expect(TrafficExposition.escaped("plain") == "plain")
         #expect(TrafficExposition.escaped("a\"b\\c\nd") == "a\\\"b\\\\c\\nd")
+    }
+}
+
+/// The loops' sums of one endpoint across a drain: a loop that drops its pool keeps what it counted while the
+/// cluster still knows the endpoint, so the `/metrics` series never goes down.
+struct EndpointTrafficAcrossDrainsTests {
+    @Test func aDroppedPoolsCountsStayUntilTheEndpointIsForgotten() throws {
+        let loops = [EmbeddedEventLoop(), EmbeddedEventLoop()]
+        let cluster = UpstreamCluster(
+            configuration: .init(name: "web", minIdleConnectionsPerEndpoint: 0),
+            eventLoops: loops,
+            metrics: ProxyMetrics(),
+            logger: Logger(label: "test")
+        )
+        let address = try SocketAddress(ipAddress: "127.0.0.2", port: 8080)
+        func settle() {
+            for loop in loops { loop.run() }
+        }
+        func counted() -> UInt64 {
+            settle()
+            return cluster.loops.flatMap { $0.responseFigures() }.reduce(0) { $0 + $1.traffic.count }
+        }
+        cluster.setEndpoints([address])
+        #expect(counted() == 0)
+        for loop in cluster.loops {
+            loop.pools[0].responseFinished(status: 200, after: .milliseconds(1))
+        }
+        #expect(counted() == 2)
+        let endpoint = try #require(cluster.endpoints.first)
+
+        // Removed while a request of it is still in flight on some loop: both loops drop their empty pools,
+        // the endpoint stays known (draining), and so do its counts.
+        endpoint.requestStarted()
+        cluster.setEndpoints([])
+        #expect(counted() == 2)
+        #expect(cluster.loops.allSatisfy { $0.pools.isEmpty })
+
+        // Back before it was forgotten: the new pools go on from the old counts.
+        cluster.setEndpoints([address])
+        settle()
+        #expect(cluster.endpoints.first === endpoint)
+        cluster.loops[0].pools[0].responseFinished(status: 503, after: .milliseconds(1))
+        #expect(counted() == 3)
+
+        // Removed for good: once it is quiet and forgotten, its series go with it.
+        endpoint.requestEnded()
+        cluster.setEndpoints([])
+        for loop in cluster.loops { loop.dropEmptyDrainingPools() }
+        #expect(cluster.endpoints.isEmpty)
+        #expect(counted() == 0)
     }
 }

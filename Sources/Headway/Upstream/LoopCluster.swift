@@ -30,6 +30,9 @@ final class LoopCluster: @unchecked Sendable {
     private(set) var healthyCount = 0
     /// Pools of removed endpoints that still have connections; dropped once empty.
     private var drainingPools: [UpstreamPool] = []
+    /// What dropped pools counted, kept while their endpoint is still known to the cluster (draining on another
+    /// loop, or back in the set): the endpoint's `/metrics` series are sums over the loops and must not go down.
+    private var retiredTraffic: [(endpoint: Endpoint, traffic: EndpointTraffic)] = []
     private var balancer: any LoadBalancer
     private let loopCount: Int
     private var snapshotVersion = 0
@@ -125,7 +128,11 @@ final class LoopCluster: @unchecked Sendable {
                 pool.revive()
                 return pool
             }
-            return UpstreamPool(endpoint: endpoint, cluster: self)
+            let pool = UpstreamPool(endpoint: endpoint, cluster: self)
+            if let index = self.retiredTraffic.firstIndex(where: { $0.endpoint === endpoint }) {
+                pool.carryOver(self.retiredTraffic.remove(at: index).traffic)
+            }
+            return pool
         }
         for pool in previous.values {
             pool.drain()
@@ -307,6 +314,7 @@ final class LoopCluster: @unchecked Sendable {
     func responseFigures() -> [(endpoint: Endpoint, latency: LatencyHistogram, traffic: EndpointTraffic)] {
         self.eventLoop.assertInEventLoop()
         return (self.pools + self.drainingPools).map { ($0.endpoint, $0.latency, $0.traffic) }
+            + self.retiredTraffic.map { ($0.endpoint, LatencyHistogram(), $0.traffic) }
     }
 
     /// Closes every idle connection and stops opening new ones; busy connections close after their response.
@@ -325,8 +333,15 @@ final class LoopCluster: @unchecked Sendable {
     /// Drops the pools of removed endpoints once their last connection closed; the control plane then
     /// forgets the endpoints that no loop still uses (a lock and a walk of its draining list, once a sweep).
     func dropEmptyDrainingPools() {
+        for pool in self.drainingPools where pool.isEmpty {
+            self.retiredTraffic.append((pool.endpoint, pool.traffic))
+        }
         self.drainingPools.removeAll { $0.isEmpty }
         self.upstream?.forgetDrainedEndpoints()
+        if !self.retiredTraffic.isEmpty {
+            let known = Set((self.upstream?.endpoints ?? []).map(ObjectIdentifier.init))
+            self.retiredTraffic.removeAll { !known.contains(ObjectIdentifier($0.endpoint)) }
+        }
     }
 
     private func startIdleSweepIfNeeded() {

@@ -172,6 +172,11 @@ final class UpstreamPool {
         }
     }
 
+    /// Takes over what an earlier pool of this loop counted for the endpoint, so that its sums go on from there.
+    func carryOver(_ traffic: EndpointTraffic) {
+        self.traffic = self.traffic + traffic
+    }
+
     func responseFinished(status: UInt, after duration: TimeAmount) {
         self.latency.record(duration)
         self.traffic.record(status: status, duration: duration)
