@@ -129,26 +129,16 @@ final class AdminState: Sendable {
 
     /// The `/metrics` text, once every event loop has handed over what it counted of each endpoint's responses.
     func metricsExposition(on eventLoop: any EventLoop) -> EventLoopFuture<[UInt8]> {
-        let figures = self.clusters.flatMap { cluster in
-            cluster.loops.map { loop in
-                loop.eventLoop.submit {
-                    loop.responseFigures().map { (upstream: cluster.name, endpoint: $0.endpoint, traffic: $0.traffic) }
+        let rows = self.clusters.map { cluster in
+            cluster.responseTotals(on: eventLoop).map { totals in
+                totals.map {
+                    TrafficExposition.Row(upstream: cluster.name, endpoint: $0.endpoint.label, traffic: $0.traffic)
                 }
             }
         }
         let metrics = self.metrics
-        return EventLoopFuture.whenAllSucceed(figures, on: eventLoop).map { loops in
-            var rows: [TrafficExposition.Row] = []
-            var rowOfEndpoint: [ObjectIdentifier: Int] = [:]
-            for (upstream, endpoint, traffic) in loops.joined() {
-                if let index = rowOfEndpoint[ObjectIdentifier(endpoint)] {
-                    rows[index].traffic = rows[index].traffic + traffic
-                } else {
-                    rowOfEndpoint[ObjectIdentifier(endpoint)] = rows.count
-                    rows.append(.init(upstream: upstream, endpoint: endpoint.label, traffic: traffic))
-                }
-            }
-            return metrics.exposition(traffic: rows)
+        return EventLoopFuture.whenAllSucceed(rows, on: eventLoop).map {
+            metrics.exposition(traffic: Array($0.joined()))
         }
     }
 
@@ -301,20 +291,9 @@ private final class AdminHandler: ChannelInboundHandler {
         case .end:
             guard let head = self.request else { return }
             self.request = nil
-            if head.method == .GET || head.method == .HEAD, head.uri.split(separator: "?").first == "/metrics" {
-                self.state.metricsExposition(on: context.eventLoop).assumeIsolated().whenComplete { result in
-                    switch result {
-                    case .success(let body):
-                        self.write(.ok, "text/plain; version=0.0.4; charset=utf-8", body, to: head, context: context)
-                    case .failure(let error):
-                        let body = Array("metrics unavailable: \(error)\n".utf8)
-                        self.write(.serviceUnavailable, "text/plain; charset=utf-8", body, to: head, context: context)
-                    }
-                }
-                return
+            self.respond(to: head, on: context.eventLoop).assumeIsolated().whenSuccess { status, contentType, body in
+                self.write(status, contentType, body, to: head, context: context)
             }
-            let (status, contentType, body) = self.respond(to: head)
-            self.write(status, contentType, body, to: head, context: context)
         }
     }
 
@@ -345,11 +324,23 @@ private final class AdminHandler: ChannelInboundHandler {
         }
     }
 
-    private func respond(to head: HTTPRequestHead) -> (HTTPResponseStatus, String, [UInt8]) {
+    typealias Response = (status: HTTPResponseStatus, contentType: String, body: [UInt8])
+
+    /// The answer to `head`; `/metrics` waits for every event loop's figures, the other pages are at hand.
+    private func respond(to head: HTTPRequestHead, on eventLoop: any EventLoop) -> EventLoopFuture<Response> {
         guard head.method == .GET || head.method == .HEAD else {
-            return (.methodNotAllowed, "text/plain; charset=utf-8", Array("use GET\n".utf8))
+            return eventLoop.makeSucceededFuture(
+                (.methodNotAllowed, "text/plain; charset=utf-8", Array("use GET\n".utf8))
+            )
         }
         let path = head.uri.split(separator: "?", maxSplits: 1).first.map(String.init) ?? head.uri
+        guard path == "/metrics" else { return eventLoop.makeSucceededFuture(self.respond(toPath: path)) }
+        return self.state.metricsExposition(on: eventLoop)
+            .map { (.ok, "text/plain; version=0.0.4; charset=utf-8", $0) }
+            .recover { (.serviceUnavailable, "text/plain; charset=utf-8", Array("metrics unavailable: \($0)\n".utf8)) }
+    }
+
+    private func respond(toPath path: String) -> Response {
         switch path {
         case "/":
             return (.ok, "text/html; charset=utf-8", LivePage.html)

@@ -38,11 +38,9 @@ final class LiveStats: Sendable {
         var endpoints: [String: EndpointSample] = [:]
         for cluster in clusters {
             var latencies: [ObjectIdentifier: LatencyHistogram] = [:]
-            for loop in cluster.loops {
-                let snapshot = try? await loop.eventLoop.submit { loop.responseFigures() }.get()
-                for (endpoint, latency, _) in snapshot ?? [] {
-                    latencies[ObjectIdentifier(endpoint), default: LatencyHistogram()] =
-                        latencies[ObjectIdentifier(endpoint), default: LatencyHistogram()] + latency
+            if let eventLoop = cluster.loops.first?.eventLoop {
+                for figures in (try? await cluster.responseTotals(on: eventLoop).get()) ?? [] {
+                    latencies[ObjectIdentifier(figures.endpoint)] = figures.latency
                 }
             }
             for endpoint in cluster.endpoints {

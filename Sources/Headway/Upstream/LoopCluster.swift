@@ -310,11 +310,17 @@ final class LoopCluster: @unchecked Sendable {
         self.clients.removeLast()
     }
 
-    /// What this loop recorded of each endpoint's responses, for the live page and `/metrics`.
-    func responseFigures() -> [(endpoint: Endpoint, latency: LatencyHistogram, traffic: EndpointTraffic)] {
+    /// What this loop recorded of each endpoint's responses; ``UpstreamCluster/responseTotals(on:)`` adds up
+    /// the loops' figures.
+    func responseFigures() -> [ResponseFigures] {
         self.eventLoop.assertInEventLoop()
-        return (self.pools + self.drainingPools).map { ($0.endpoint, $0.latency, $0.traffic) }
-            + self.retiredTraffic.map { ($0.endpoint, LatencyHistogram(), $0.traffic) }
+        let live = (self.pools + self.drainingPools).map {
+            ResponseFigures(endpoint: $0.endpoint, latency: $0.latency, traffic: $0.traffic)
+        }
+        let retired = self.retiredTraffic.map {
+            ResponseFigures(endpoint: $0.endpoint, latency: LatencyHistogram(), traffic: $0.traffic)
+        }
+        return live + retired
     }
 
     /// Closes every idle connection and stops opening new ones; busy connections close after their response.

@@ -95,6 +95,26 @@ package final class UpstreamCluster: Sendable {
         }
     }
 
+    /// Each endpoint's response figures summed over the loops, each loop asked on its own thread, in the order
+    /// the loops first name the endpoints: what the live page and `/metrics` read.
+    func responseTotals(on eventLoop: any EventLoop) -> EventLoopFuture<[ResponseFigures]> {
+        let perLoop = self.loops.map { loop in loop.eventLoop.submit { loop.responseFigures() } }
+        return EventLoopFuture.whenAllSucceed(perLoop, on: eventLoop).map { perLoop in
+            var totals: [ResponseFigures] = []
+            var indexOfEndpoint: [ObjectIdentifier: Int] = [:]
+            for figures in perLoop.joined() {
+                if let index = indexOfEndpoint[ObjectIdentifier(figures.endpoint)] {
+                    totals[index].latency = totals[index].latency + figures.latency
+                    totals[index].traffic = totals[index].traffic + figures.traffic
+                } else {
+                    indexOfEndpoint[ObjectIdentifier(figures.endpoint)] = totals.count
+                    totals.append(figures)
+                }
+            }
+            return totals
+        }
+    }
+
     /// The loop-confined half of this upstream that serves connections accepted on `eventLoop`.
     func loopCluster(for eventLoop: any EventLoop) -> LoopCluster {
         for loop in self.loops where loop.eventLoop === eventLoop {
@@ -426,6 +446,15 @@ package final class UpstreamCluster: Sendable {
         let port = address.port ?? 0
         return address.protocol == .inet6 ? "[\(ip)]:\(port)" : "\(ip):\(port)"
     }
+}
+
+/// What one loop, or all of them summed, recorded of an endpoint's responses.
+struct ResponseFigures: Sendable {
+    let endpoint: Endpoint
+    /// Response times for the live page's percentiles.
+    var latency: LatencyHistogram
+    /// Responses by status class and their durations, for `/metrics`.
+    var traffic: EndpointTraffic
 }
 
 /// An immutable endpoint set, as posted to every loop.
