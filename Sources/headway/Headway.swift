@@ -67,6 +67,7 @@ struct ConfigurationOptions: ParsableArguments {
     @Option(help: .init(HeadwayConfiguration.help(forFlag: "--healthy-threshold"))) var healthyThreshold: String?
     @Option(help: .init(HeadwayConfiguration.help(forFlag: "--unhealthy-threshold"))) var unhealthyThreshold: String?
     @Option(help: .init(HeadwayConfiguration.help(forFlag: "--max-retries"))) var maxRetries: String?
+    @Option(help: .init(HeadwayConfiguration.help(forFlag: "--per-try-timeout"))) var perTryTimeout: String?
     @Option(help: .init(HeadwayConfiguration.help(forFlag: "--drain-timeout"))) var drainTimeout: String?
     @Option(help: .init(HeadwayConfiguration.help(forFlag: "--shutdown-delay"))) var shutdownDelay: String?
     @Option(help: .init(HeadwayConfiguration.help(forFlag: "--log-level"))) var logLevel: String?
@@ -87,7 +88,8 @@ struct ConfigurationOptions: ParsableArguments {
             ("--max-connections-per-endpoint", self.maxConnectionsPerEndpoint), ("--health-path", self.healthPath),
             ("--health-interval", self.healthInterval), ("--health-timeout", self.healthTimeout),
             ("--healthy-threshold", self.healthyThreshold), ("--unhealthy-threshold", self.unhealthyThreshold),
-            ("--max-retries", self.maxRetries), ("--drain-timeout", self.drainTimeout),
+            ("--max-retries", self.maxRetries), ("--per-try-timeout", self.perTryTimeout),
+            ("--drain-timeout", self.drainTimeout),
             ("--shutdown-delay", self.shutdownDelay),
             ("--log-level", self.logLevel), ("--log-format", self.logFormat), ("--access-log", self.accessLog),
             ("--access-log-format", self.accessLogFormat),

@@ -358,5 +358,32 @@ extension IntegrationTests {
                 #expect(!answer.contains(text), "the client got \(text.debugDescription): \(answer.debugDescription)")
             }
         }
+
+        /// A pod that answers a POST before its body was sent: the rest of the request cannot follow on that
+        /// connection, so the relayed head itself says `Connection: close`; without it a keep-alive client sends
+        /// its next request into the close (found by scripts/chaos: Python's http.client saw RemoteDisconnected).
+        @Test func anAnswerBeforeTheBodyTellsTheClientTheConnectionCloses() async throws {
+            let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+            let pod = try await ScriptedPod.start(
+                host: "127.0.0.2",
+                port: NginxPods.port,
+                behaviour: .respond(
+                    "HTTP/1.1 503 Service Unavailable\r\nContent-Length: 4\r\n\r\nbusy",
+                    thenClose: false
+                ),
+                group: group
+            )
+            let headway = try await InProcessHeadway.start { $0[list: "--endpoints"] = [pod.address] }
+            let client = try RawConnection(host: "127.0.0.1", port: headway.listen.port!)
+            try client.send("POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\n")
+            let answer = await client.readUntilClosed(timeout: 3)
+            client.close()
+            try await headway.stop()
+            try await pod.stop()
+            try await group.shutdownGracefully()
+            #expect(answer.text.hasPrefix("HTTP/1.1 503"), "\(answer.text.debugDescription)")
+            #expect(answer.text.lowercased().contains("connection: close\r\n"), "\(answer.text.debugDescription)")
+            #expect(answer.closedAfter != nil, "Headway keeps the connection it said it closes")
+        }
     }
 }

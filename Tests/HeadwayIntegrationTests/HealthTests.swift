@@ -231,6 +231,49 @@ extension IntegrationTests {
             )
         }
 
+        /// With `per_try_timeout`, a GET caught on a pod that never answers goes to another pod and succeeds; a
+        /// POST there may have been processed, so it waits `request_timeout` and gets its 504 (found by
+        /// scripts/chaos, where GETs on a frozen pod failed).
+        @Test func perTryTimeoutSendsAGetCaughtOnABlackholeElsewhere() async throws {
+            let pods = try await NginxPods.start(count: 2)
+            defer { pods.stop() }
+            let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+            let blackhole = try await ScriptedPod.start(
+                host: "127.0.0.5",
+                port: NginxPods.port,
+                behaviour: .blackhole,
+                group: group
+            )
+            let headway = try await InProcessHeadway.start(
+                yaml: """
+                    listeners: [{listen: "127.0.0.1:0", upstream: web}]
+                    upstreams:
+                      web:
+                        endpoints: [\(blackhole.address), \(pods.endpoints[0]), \(pods.endpoints[1])]
+                        request_timeout: 2s
+                        per_try_timeout: 200ms
+                        outlier_detection: {consecutive_gateway_failures: 0}
+                    """
+            )
+            let gets = try await sequentialGets(headway.listenURL + "/", count: 9)
+            // Round-robin: three POSTs in a row meet each pod once.
+            let posts = try await curl(
+                ["--write-out", "%{http_code} %{time_total}\n", "--data", "x"]
+                    + (1...3).flatMap { _ in ["--output", "/dev/null", headway.listenURL + "/"] }
+            )
+            try await headway.stop()
+            try await blackhole.stop()
+            try await group.shutdownGracefully()
+
+            #expect(gets.allSatisfy { $0.status == 200 }, "\(gets)")
+            let retried = gets.filter { $0.seconds >= 0.18 }
+            #expect(retried.count >= 3, "about every other GET meets the blackhole first: \(gets)")
+            #expect(retried.allSatisfy { $0.seconds < 1.0 }, "\(retried)")
+            let postStatuses = posts.stdout.split(separator: "\n").map { $0.split(separator: " ")[0] }
+            #expect(postStatuses.sorted() == ["200", "200", "504"], "\(posts.stdout)")
+            #expect(posts.stdout.contains("504 2."), "the POST waited request_timeout: \(posts.stdout)")
+        }
+
         @Test func allPodsDownAnswers503FastAndTrafficResumesWhenTheyReturn() async throws {
             var pods = try await NginxPods.start()
             defer { pods.stop() }

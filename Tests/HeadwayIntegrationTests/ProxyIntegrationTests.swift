@@ -387,9 +387,12 @@ extension IntegrationTests {
                 $0[list: "--endpoints"] = ["127.0.0.5:\(NginxPods.port)", "127.0.0.6:\(NginxPods.port)"]
             }
             let result = try await curl(["--include", "\(headway.listenURL)/"])
+            let metrics = try await curl(["\(headway.adminURL)/metrics"])
             try await headway.stop()
             #expect(result.stdout.hasPrefix("HTTP/1.1 502"), "\(result.stdout)")
             #expect(result.stdout.contains("could not connect to endpoint 127.0.0."), "\(result.stdout)")
+            // Headway's own answer counts among what the clients were answered.
+            #expect(metrics.stdout.contains("headway_responses_total{upstream=\"default\",status_class=\"5xx\"} 1"))
         }
 
         @Test func metricsCountResponsesPerEndpoint() async throws {
@@ -437,6 +440,7 @@ extension IntegrationTests {
                 )
                 #expect(metrics.stdout.contains("headway_upstream_request_duration_seconds_count{\(labels)} 4"))
             }
+            #expect(metrics.stdout.contains("headway_responses_total{upstream=\"default\",status_class=\"2xx\"} 12"))
             #expect(
                 metrics.stdout.contains("headway_upstream_connections_open{upstream=\"default\",protocol=\"http1\"} 6"),
                 "each loop keeps its own connection to each pod: \(metrics.stdout)"

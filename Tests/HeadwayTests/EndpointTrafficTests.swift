@@ -13,7 +13,7 @@ struct EndpointTrafficTests {
         traffic.record(status: 204, duration: .microseconds(500))
         traffic.record(status: 503, duration: .milliseconds(3))
         traffic.record(status: 101, duration: .seconds(20))
-        #expect(traffic.responsesByClass == [1, 2, 0, 0, 1])
+        #expect(traffic.responses.byClass == [1, 2, 0, 0, 1])
         #expect(traffic.count == 4)
         #expect(traffic.bucketCounts[0] == 2, "a bound is inclusive, as Prometheus' le says")
         #expect(traffic.bucketCounts[3] == 1, "3 ms is in the 5 ms bucket")
@@ -25,7 +25,7 @@ struct EndpointTrafficTests {
         var traffic = EndpointTraffic()
         traffic.record(status: 42, duration: .zero)
         traffic.record(status: 999, duration: .zero)
-        #expect(traffic.responsesByClass == [1, 0, 0, 0, 1])
+        #expect(traffic.responses.byClass == [1, 0, 0, 0, 1])
     }
 
     @Test func loopsAddUp() {
@@ -35,7 +35,7 @@ struct EndpointTrafficTests {
         second.record(status: 200, duration: .milliseconds(1))
         second.record(status: 404, duration: .milliseconds(30))
         let sum = first + second
-        #expect(sum.responsesByClass == [0, 2, 0, 1, 0])
+        #expect(sum.responses.byClass == [0, 2, 0, 1, 0])
         #expect(sum.bucketCounts[1] == 2 && sum.bucketCounts[6] == 1)
         #expect(sum.durationSum == .milliseconds(32))
     }
@@ -44,10 +44,20 @@ struct EndpointTrafficTests {
         var traffic = EndpointTraffic()
         traffic.record(status: 200, duration: .microseconds(300))
         traffic.record(status: 502, duration: .milliseconds(1500))
-        let text = TrafficExposition.render([.init(upstream: "api", endpoint: "127.0.0.2:8080", traffic: traffic)])
+        var answered = StatusClassCounts()
+        answered.record(status: 200)
+        answered.record(status: 504)
+        answered.record(status: 504)
+        let text = TrafficExposition.render(
+            [.init(upstream: "api", endpoint: "127.0.0.2:8080", traffic: traffic)],
+            clients: [.init(upstream: "api", responses: answered)]
+        )
         let lines = text.split(separator: "\n").map(String.init)
         let labels = "upstream=\"api\",endpoint=\"127.0.0.2:8080\""
-        #expect(lines.first == "# HELP headway_upstream_responses_total \(MetricFamily.upstreamResponses.help)")
+        #expect(lines.first == "# HELP headway_responses_total \(MetricFamily.responses.help)")
+        #expect(lines.contains("headway_responses_total{upstream=\"api\",status_class=\"2xx\"} 1"))
+        #expect(lines.contains("headway_responses_total{upstream=\"api\",status_class=\"5xx\"} 2"))
+        #expect(lines.contains("# HELP headway_upstream_responses_total \(MetricFamily.upstreamResponses.help)"))
         #expect(lines.contains("# TYPE headway_upstream_responses_total counter"))
         #expect(lines.contains("headway_upstream_responses_total{\(labels),status_class=\"2xx\"} 1"))
         #expect(lines.contains("headway_upstream_responses_total{\(labels),status_class=\"3xx\"} 0"))

@@ -421,6 +421,37 @@ struct ResilienceConfigurationTests {
         #expect(web.slowStart == .seconds(30))
     }
 
+    @Test func perTryTimeoutIsReadAndMustBeShorterThanRequestTimeout() throws {
+        let configuration = try HeadwayConfiguration.load(
+            yaml: """
+                upstreams:
+                  web: {endpoints: [127.0.0.2:8080], per_try_timeout: 750ms, request_timeout: 5s}
+                """,
+            overrides: .init()
+        )
+        #expect(configuration.upstreams[0].retries.perTryTimeout == .milliseconds(750))
+        let byDefault = try HeadwayConfiguration.load(
+            yaml: "upstreams: {web: {endpoints: [127.0.0.2:8080]}}",
+            overrides: .init()
+        )
+        #expect(byDefault.upstreams[0].retries.perTryTimeout == nil, "off unless asked for, as Envoy's")
+        var problems: [String] = []
+        do {
+            _ = try HeadwayConfiguration.load(
+                yaml: "upstreams: {web: {endpoints: [127.0.0.2:8080], per_try_timeout: 15s}}",
+                overrides: .init()
+            )
+        } catch {
+            problems = error.problems.map(\.description)
+        }
+        #expect(
+            problems == [
+                "upstreams.web.per_try_timeout: is not shorter than request_timeout (15s), so it would never send a"
+                    + " request elsewhere"
+            ]
+        )
+    }
+
     @Test func policyProblemsNameTheirKey() {
         var problems: [String] = []
         do {

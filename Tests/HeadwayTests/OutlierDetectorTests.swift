@@ -18,11 +18,23 @@ struct OutlierDetectorTests {
 
     @Test func aReportEjectsForTheBaseTimeAndTheTimerEndsIt() {
         var detector = self.detector()
-        let decision = detector.outlierReported(self.pods[0], reason: "5 resets", endpointCount: 4, now: self.start)
+        let decision = detector.outlierReported(
+            self.pods[0],
+            .init(run: .consecutiveGatewayFailures, reason: "5 resets"),
+            endpointCount: 4,
+            now: self.start
+        )
         #expect(decision == .eject(duration: .seconds(30), ejection: 1))
         #expect(detector.record(for: self.pods[0])?.ejectedUntil == self.start + .seconds(30))
         #expect(detector.record(for: self.pods[0])?.lastEjectionReason == "5 resets")
-        #expect(detector.outlierReported(self.pods[0], reason: "again", endpointCount: 4, now: self.start) == .none)
+        #expect(
+            detector.outlierReported(
+                self.pods[0],
+                .init(run: .consecutiveGatewayFailures, reason: "again"),
+                endpointCount: 4,
+                now: self.start
+            ) == .none
+        )
         #expect(detector.ejectionTimeEnded(self.pods[0], ejection: 1, now: self.start + .seconds(30)) == .uneject)
         #expect(detector.ejectedCount == 0)
     }
@@ -35,7 +47,7 @@ struct OutlierDetectorTests {
             guard
                 case .eject(let duration, _) = detector.outlierReported(
                     self.pods[0],
-                    reason: "5xx",
+                    .init(run: .consecutiveGatewayFailures, reason: "5xx"),
                     endpointCount: 4,
                     now: now
                 )
@@ -54,37 +66,81 @@ struct OutlierDetectorTests {
 
     @Test func aOneOffLongAfterTheLastEjectionStartsAgainAtTheBase() {
         var detector = self.detector()
-        _ = detector.outlierReported(self.pods[0], reason: "5xx", endpointCount: 4, now: self.start)
+        _ = detector.outlierReported(
+            self.pods[0],
+            .init(run: .consecutiveGatewayFailures, reason: "5xx"),
+            endpointCount: 4,
+            now: self.start
+        )
         _ = detector.ejectionTimeEnded(self.pods[0], ejection: 1, now: self.start + .seconds(30))
         let later = self.start + .seconds(30 + 31)
-        let decision = detector.outlierReported(self.pods[0], reason: "5xx", endpointCount: 4, now: later)
+        let decision = detector.outlierReported(
+            self.pods[0],
+            .init(run: .consecutiveGatewayFailures, reason: "5xx"),
+            endpointCount: 4,
+            now: later
+        )
         #expect(decision == .eject(duration: .seconds(30), ejection: 2))
         #expect(detector.record(for: self.pods[0])?.ejectedUntil == later + .seconds(30))
     }
 
     @Test func maxEjectionPercentBoundsTheEjectedButOneAlwaysMay() {
         var detector = self.detector(maxEjectionPercent: 50)
-        #expect(detector.outlierReported(self.pods[0], reason: "x", endpointCount: 4, now: self.start) != .none)
-        #expect(detector.outlierReported(self.pods[1], reason: "x", endpointCount: 4, now: self.start) != .none)
         #expect(
-            detector.outlierReported(self.pods[2], reason: "x", endpointCount: 4, now: self.start)
+            detector.outlierReported(
+                self.pods[0],
+                .init(run: .consecutiveGatewayFailures, reason: "x"),
+                endpointCount: 4,
+                now: self.start
+            ) != .none
+        )
+        #expect(
+            detector.outlierReported(
+                self.pods[1],
+                .init(run: .consecutiveGatewayFailures, reason: "x"),
+                endpointCount: 4,
+                now: self.start
+            ) != .none
+        )
+        #expect(
+            detector.outlierReported(
+                self.pods[2],
+                .init(run: .consecutiveGatewayFailures, reason: "x"),
+                endpointCount: 4,
+                now: self.start
+            )
                 == .refuseAtLimit(ejected: 2)
         )
 
         var strict = self.detector(maxEjectionPercent: 10)
         #expect(
-            strict.outlierReported(self.pods[0], reason: "x", endpointCount: 2, now: self.start)
+            strict.outlierReported(
+                self.pods[0],
+                .init(run: .consecutiveGatewayFailures, reason: "x"),
+                endpointCount: 2,
+                now: self.start
+            )
                 != .refuseAtLimit(ejected: 0)
         )
         #expect(
-            strict.outlierReported(self.pods[1], reason: "x", endpointCount: 2, now: self.start)
+            strict.outlierReported(
+                self.pods[1],
+                .init(run: .consecutiveGatewayFailures, reason: "x"),
+                endpointCount: 2,
+                now: self.start
+            )
                 == .refuseAtLimit(ejected: 1)
         )
     }
 
     @Test func passingActiveChecksEndTheEjectionAtTheHealthyThreshold() {
         var detector = self.detector()
-        _ = detector.outlierReported(self.pods[0], reason: "connect refused", endpointCount: 4, now: self.start)
+        _ = detector.outlierReported(
+            self.pods[0],
+            .init(run: .consecutiveGatewayFailures, reason: "connect refused"),
+            endpointCount: 4,
+            now: self.start
+        )
         // The pod is down: its checks fail. Then it restarts and they pass.
         #expect(
             detector.activeCheckFinished(
@@ -122,7 +178,12 @@ struct OutlierDetectorTests {
     @Test func checksBeforeTheEjectionDoNotCountTowardsItsEnd() {
         var detector = self.detector()
         #expect(detector.activeCheckFinished(self.pods[0], passed: true, healthyThreshold: 2, now: self.start) == .none)
-        _ = detector.outlierReported(self.pods[0], reason: "5xx", endpointCount: 4, now: self.start + .seconds(1))
+        _ = detector.outlierReported(
+            self.pods[0],
+            .init(run: .consecutiveGatewayFailures, reason: "5xx"),
+            endpointCount: 4,
+            now: self.start + .seconds(1)
+        )
         #expect(
             detector.activeCheckFinished(self.pods[0], passed: true, healthyThreshold: 2, now: self.start + .seconds(2))
                 == .none
@@ -133,18 +194,55 @@ struct OutlierDetectorTests {
         )
     }
 
+    /// A pod answering 503 to real requests while its `/healthz` passes stays out for its ejection time.
+    @Test func passingActiveChecksDoNotEndAnEjectionFor5xx() {
+        var detector = self.detector()
+        let report = OutlierDetector.Report(run: .consecutive5xx, reason: "5 consecutive 5xx responses")
+        #expect(
+            detector.outlierReported(self.pods[0], report, endpointCount: 4, now: self.start)
+                == .eject(duration: .seconds(30), ejection: 1)
+        )
+        for second in 1...5 {
+            #expect(
+                detector.activeCheckFinished(
+                    self.pods[0],
+                    passed: true,
+                    healthyThreshold: 2,
+                    now: self.start + .seconds(Int64(second))
+                ) == .none
+            )
+        }
+        #expect(detector.record(for: self.pods[0])?.isEjected == true)
+        #expect(detector.ejectionTimeEnded(self.pods[0], ejection: 1, now: self.start + .seconds(30)) == .uneject)
+    }
+
     @Test func aLateTimerOfAnEarlierEjectionDoesNotEndTheNextOne() {
         var detector = self.detector()
-        _ = detector.outlierReported(self.pods[0], reason: "5xx", endpointCount: 4, now: self.start)
+        _ = detector.outlierReported(
+            self.pods[0],
+            .init(run: .consecutiveGatewayFailures, reason: "5xx"),
+            endpointCount: 4,
+            now: self.start
+        )
         _ = detector.activeCheckFinished(self.pods[0], passed: true, healthyThreshold: 1, now: self.start + .seconds(1))
-        _ = detector.outlierReported(self.pods[0], reason: "5xx", endpointCount: 4, now: self.start + .seconds(2))
+        _ = detector.outlierReported(
+            self.pods[0],
+            .init(run: .consecutiveGatewayFailures, reason: "5xx"),
+            endpointCount: 4,
+            now: self.start + .seconds(2)
+        )
         #expect(detector.ejectionTimeEnded(self.pods[0], ejection: 1, now: self.start + .seconds(30)) == .none)
         #expect(detector.record(for: self.pods[0])?.isEjected == true)
     }
 
     @Test func aForgottenEndpointStartsAfresh() {
         var detector = self.detector()
-        _ = detector.outlierReported(self.pods[0], reason: "5xx", endpointCount: 4, now: self.start)
+        _ = detector.outlierReported(
+            self.pods[0],
+            .init(run: .consecutiveGatewayFailures, reason: "5xx"),
+            endpointCount: 4,
+            now: self.start
+        )
         detector.endpointRemoved(self.pods[0])
         #expect(detector.record(for: self.pods[0]) == nil)
         #expect(detector.ejectedCount == 0)

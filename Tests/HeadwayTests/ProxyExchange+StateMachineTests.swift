@@ -18,6 +18,7 @@ struct ProxyExchangeStateMachineTests {
         maxRetries: Int = 2,
         retryStatuses: Set<Int> = [],
         replayLimit: Int = 64,
+        perTryTimeout: TimeAmount? = nil,
         endReceived: Bool = false
     ) -> Machine {
         Machine(
@@ -27,6 +28,7 @@ struct ProxyExchangeStateMachineTests {
                 retryStatuses: retryStatuses,
                 replayBufferLimit: replayLimit,
                 requestTimeout: .seconds(15),
+                perTryTimeout: perTryTimeout,
                 idleTimeout: .seconds(60)
             ),
             requestEndReceived: endReceived
@@ -81,7 +83,11 @@ struct ProxyExchangeStateMachineTests {
         var budget = self.generous
         var machine = self.machine()
         _ = machine.connectionLeased(now: self.start)
-        _ = machine.responseHeadReceived(status: 413, upstreamKeepsAlive: true, budget: &budget, now: self.start)
+        #expect(
+            machine.responseHeadReceived(status: 413, upstreamKeepsAlive: true, budget: &budget, now: self.start)
+                == .relay(closeClient: true, budgetRefusedRetry: false),
+            "the head itself says Connection: close, before the client sends its next request"
+        )
         #expect(machine.responseEnded() == .init(connectionIsReusable: false, requestWasCutShort: true))
     }
 
@@ -213,12 +219,38 @@ struct ProxyExchangeStateMachineTests {
         var machine = self.machine(endReceived: true)
         var budget = self.empty
         let action = machine.attemptFailed(
-            .connectFailed(endpoint: "p:1", error: Self.refused, noneHealthy: nil),
+            .connectTimedOut(endpoint: "p:1", timeout: .seconds(1)),
             budget: &budget,
             now: self.start
         )
         guard case .answer(_, .budgetExhausted) = action else {
             Issue.record("\(action)")
+            return
+        }
+    }
+
+    /// A pod that refuses connections costs nobody anything to retry around: found by scripts/chaos, where a
+    /// stopped pod's refusals drained the budget before its health checks caught up, and GETs failed with 502.
+    @Test func aRefusedConnectIsRetriedWithoutSpendingTheBudget() {
+        var machine = self.machine(endReceived: true)
+        var budget = self.empty
+        for _ in 1...2 {
+            #expect(
+                machine.attemptFailed(
+                    .connectFailed(endpoint: "p:1", error: Self.refused, noneHealthy: nil),
+                    budget: &budget,
+                    now: self.start
+                ) == .retry
+            )
+        }
+        #expect(machine.retries == 2, "max_retries still bounds it")
+        let last = machine.attemptFailed(
+            .connectFailed(endpoint: "p:1", error: Self.refused, noneHealthy: nil),
+            budget: &budget,
+            now: self.start
+        )
+        guard case .answer(_, .retriesExhausted) = last else {
+            Issue.record("\(last)")
             return
         }
     }
@@ -251,8 +283,8 @@ struct ProxyExchangeStateMachineTests {
         _ = unsent.connectionLeased(now: self.start)
         #expect(
             unsent.responseHeadReceived(status: 503, upstreamKeepsAlive: true, budget: &budget, now: self.start)
-                == .relay(closeClient: false, budgetRefusedRetry: false),
-            "a request still being sent is not retried on its answer"
+                == .relay(closeClient: true, budgetRefusedRetry: false),
+            "a request still being sent is not retried on its answer (and its connection closes after it)"
         )
 
         var broke = self.machine(retryStatuses: [503], endReceived: true)
@@ -295,10 +327,10 @@ struct ProxyExchangeStateMachineTests {
         var waiting = self.machine(endReceived: true)
         _ = waiting.connectionLeased(now: self.start)
         #expect(
-            waiting.deadlinePassed(now: self.start + .seconds(10), endpoint: "p:1")
+            waiting.deadlinePassed(now: self.start + .seconds(10), endpoint: "p:1", budget: &budget)
                 == .extend(to: self.start + .seconds(15))
         )
-        let answer = waiting.deadlinePassed(now: self.start + .seconds(15), endpoint: "p:1")
+        let answer = waiting.deadlinePassed(now: self.start + .seconds(15), endpoint: "p:1", budget: &budget)
         #expect(answer == .answer(.upstreamTimeout(endpoint: "p:1", timeout: "15s")))
         guard case .answer(let error) = answer else { return }
         #expect(error.status.code == 504)
@@ -308,13 +340,71 @@ struct ProxyExchangeStateMachineTests {
         _ = streaming.responseHeadReceived(status: 200, upstreamKeepsAlive: true, budget: &budget, now: self.start)
         streaming.responseBodyReceived(now: self.start + .seconds(50))
         #expect(
-            streaming.deadlinePassed(now: self.start + .seconds(60), endpoint: "p:1")
+            streaming.deadlinePassed(now: self.start + .seconds(60), endpoint: "p:1", budget: &budget)
                 == .extend(to: self.start + .seconds(110))
         )
-        #expect(streaming.deadlinePassed(now: self.start + .seconds(111), endpoint: "p:1") == .abortClient)
+        #expect(
+            streaming.deadlinePassed(now: self.start + .seconds(111), endpoint: "p:1", budget: &budget) == .abortClient
+        )
 
         var connecting = self.machine()
-        #expect(connecting.deadlinePassed(now: self.start, endpoint: "p:1") == .none)
+        #expect(connecting.deadlinePassed(now: self.start, endpoint: "p:1", budget: &budget) == .none)
+    }
+
+    /// A pod that accepts a request and never answers (frozen, in a GC pause) holds an idempotent request only
+    /// for `per_try_timeout`: found by scripts/chaos, where GETs on a SIGSTOPped pod waited out request_timeout.
+    @Test func perTryTimeoutSendsAnIdempotentRequestElsewhere() {
+        var budget = self.generous
+        var get = self.machine(perTryTimeout: .seconds(1), endReceived: true)
+        _ = get.connectionLeased(now: self.start)
+        #expect(get.deadline == self.start + .seconds(1))
+        #expect(get.deadlinePassed(now: self.start + .seconds(1), endpoint: "p:1", budget: &budget) == .retry)
+        #expect(get.retries == 1)
+        _ = get.connectionLeased(now: self.start + .seconds(1))
+        #expect(get.deadline == self.start + .seconds(2), "each attempt has its own")
+        #expect(get.deadlinePassed(now: self.start + .seconds(2), endpoint: "p:2", budget: &budget) == .retry)
+        _ = get.connectionLeased(now: self.start + .seconds(2))
+        #expect(
+            get.deadline == self.start + .seconds(17),
+            "the last attempt has no retry left: it waits request_timeout"
+        )
+
+        // Not idempotent: a timed-out POST may have been processed; it waits request_timeout and is answered 504.
+        var post = self.machine(idempotent: false, perTryTimeout: .seconds(1), endReceived: true)
+        _ = post.connectionLeased(now: self.start)
+        #expect(post.deadline == self.start + .seconds(15))
+        #expect(
+            post.deadlinePassed(now: self.start + .seconds(15), endpoint: "p:1", budget: &budget)
+                == .answer(.upstreamTimeout(endpoint: "p:1", timeout: "15s"))
+        )
+
+        // A body still on its way is not whole: nothing to replay yet, so no per-try clock until its end is sent.
+        var upload = self.machine(perTryTimeout: .seconds(1))
+        _ = upload.connectionLeased(now: self.start)
+        #expect(upload.deadline == self.start + .seconds(15))
+        #expect(upload.requestEndReceived(isConnected: true) == .send)
+        #expect(upload.deadline == self.start + .seconds(1))
+    }
+
+    @Test func perTryTimeoutWithoutBudgetKeepsWaitingForTheSameAttempt() {
+        var budget = self.empty
+        var get = self.machine(perTryTimeout: .seconds(1), endReceived: true)
+        _ = get.connectionLeased(now: self.start)
+        #expect(
+            get.deadlinePassed(now: self.start + .seconds(1), endpoint: "p:1", budget: &budget)
+                == .extend(to: self.start + .seconds(15))
+        )
+        #expect(get.deadline == self.start + .seconds(15))
+        #expect(
+            get.responseHeadReceived(
+                status: 200,
+                upstreamKeepsAlive: true,
+                budget: &budget,
+                now: self.start + .seconds(3)
+            )
+                == .relay(closeClient: false, budgetRefusedRetry: false),
+            "a late answer is still relayed"
+        )
     }
 
     @Test func an101OpensATunnelAndADeclinedUpgradeClosesTheClient() {

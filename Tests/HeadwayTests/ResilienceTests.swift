@@ -91,7 +91,10 @@ struct OutlierDetectionTests {
         let endpoint = try self.endpoint()
         #expect(endpoint.recordResponseStatus(503, consecutive5xxThreshold: 3) == nil)
         #expect(endpoint.recordResponseStatus(500, consecutive5xxThreshold: 3) == nil)
-        #expect(endpoint.recordResponseStatus(502, consecutive5xxThreshold: 3) == "3 consecutive 5xx responses")
+        #expect(
+            endpoint.recordResponseStatus(502, consecutive5xxThreshold: 3)
+                == .init(run: .consecutive5xx, reason: "3 consecutive 5xx responses")
+        )
         #expect(endpoint.recordResponseStatus(502, consecutive5xxThreshold: 3) == nil)
     }
 
@@ -102,9 +105,8 @@ struct OutlierDetectionTests {
         _ = endpoint.recordResponseStatus(200, consecutive5xxThreshold: 2)
         #expect(endpoint.recordGatewayFailure(gatewayThreshold: 2, fiveXXThreshold: 0, what: "reset") == nil)
         #expect(
-            endpoint.recordGatewayFailure(gatewayThreshold: 2, fiveXXThreshold: 0, what: "reset")?.contains(
-                "2 consecutive gateway failures"
-            ) == true
+            endpoint.recordGatewayFailure(gatewayThreshold: 2, fiveXXThreshold: 0, what: "reset")
+                == .init(run: .consecutiveGatewayFailures, reason: "2 consecutive gateway failures (last: reset)")
         )
     }
 

@@ -127,18 +127,24 @@ final class AdminState: Sendable {
         return (true, "ready")
     }
 
-    /// The `/metrics` text, once every event loop has handed over what it counted of each endpoint's responses.
+    /// The `/metrics` text, once every event loop has handed over what it counted of the responses.
     func metricsExposition(on eventLoop: any EventLoop) -> EventLoopFuture<[UInt8]> {
-        let rows = self.clusters.map { cluster in
+        let perUpstream = self.clusters.map { cluster in
             cluster.responseTotals(on: eventLoop).map { totals in
-                totals.map {
-                    TrafficExposition.Row(upstream: cluster.name, endpoint: $0.endpoint.label, traffic: $0.traffic)
-                }
+                (
+                    endpoints: totals.endpoints.map {
+                        TrafficExposition.Row(upstream: cluster.name, endpoint: $0.endpoint.label, traffic: $0.traffic)
+                    },
+                    clients: TrafficExposition.ClientRow(upstream: cluster.name, responses: totals.clients)
+                )
             }
         }
         let metrics = self.metrics
-        return EventLoopFuture.whenAllSucceed(rows, on: eventLoop).map {
-            metrics.exposition(traffic: Array($0.joined()))
+        return EventLoopFuture.whenAllSucceed(perUpstream, on: eventLoop).map { perUpstream in
+            metrics.exposition(
+                traffic: perUpstream.flatMap(\.endpoints),
+                clients: perUpstream.map(\.clients)
+            )
         }
     }
 

@@ -39,7 +39,7 @@ final class LiveStats: Sendable {
         for cluster in clusters {
             var latencies: [ObjectIdentifier: LatencyHistogram] = [:]
             if let eventLoop = cluster.loops.first?.eventLoop {
-                for figures in (try? await cluster.responseTotals(on: eventLoop).get()) ?? [] {
+                for figures in (try? await cluster.responseTotals(on: eventLoop).get())?.endpoints ?? [] {
                     latencies[ObjectIdentifier(figures.endpoint)] = figures.latency
                 }
             }

@@ -159,6 +159,13 @@ extension ConfigurationReader {
             } else if upstream.policy != .hash && upstream.hashKey != nil {
                 self.problem("upstreams.\(upstream.name).hash_key", "applies only to policy: hash")
             }
+            if let perTry = upstream.retries.perTryTimeout, perTry >= upstream.requestTimeout {
+                self.problem(
+                    "upstreams.\(upstream.name).per_try_timeout",
+                    "is not shorter than request_timeout (\(DurationText.format(upstream.requestTimeout))),"
+                        + " so it would never send a request elsewhere"
+                )
+            }
         }
         for upstream in configuration.upstreams where upstream.endpoints.isEmpty && upstream.dns == nil {
             let keyPath = "upstreams.\(upstream.name).endpoints"

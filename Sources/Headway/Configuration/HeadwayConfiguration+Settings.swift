@@ -158,6 +158,12 @@ extension HeadwayConfiguration.Upstream {
             \.retries.maxRetries,
             help: "Tries on other endpoints after a failed one (default 2)."
         ),
+        .optionalDuration(
+            "per_try_timeout",
+            flag: "--per-try-timeout",
+            \.retries.perTryTimeout,
+            help: "Retry an idempotent request elsewhere when an attempt has no response head this long, e.g. 1s."
+        ),
         .init("retry_on", help: "Statuses to retry: [503, gateway-error, 5xx].") { reader, value, keyPath, upstream in
             if let statuses = reader.retryOn(value, at: keyPath) { upstream.retries.statuses = statuses }
         },

@@ -189,7 +189,9 @@ package struct HeadwayConfiguration: Sendable, Equatable {
                 + " base_ejection_time=\(DurationText.format(upstream.outlierDetection.baseEjectionTime))"
                 + " max_ejection_percent=\(upstream.outlierDetection.maxEjectionPercent)}"
                 + " panic_threshold=\(upstream.panicThresholdPercent)%"
-                + " max_retries=\(upstream.retries.maxRetries) retry_on=\(upstream.retries.statuses.sorted())"
+                + " max_retries=\(upstream.retries.maxRetries)"
+                + " per_try_timeout=\(upstream.retries.perTryTimeout.map(DurationText.format) ?? "off")"
+                + " retry_on=\(upstream.retries.statuses.sorted())"
                 + " retry_budget=\(upstream.retries.budgetPercent)%+\(upstream.retries.budgetMinPerSecond)/s}"
         }.joined(separator: " ")
         return

@@ -72,6 +72,9 @@ package struct RetrySettings: Sendable, Equatable {
     /// connections closed before any response byte are always retried when that is safe.
     package var statuses: Set<Int> = []
     package var maxRetries = 2
+    /// An idempotent request whose attempt has no response head this long is sent to another endpoint, while
+    /// a retry is left (`per_try_timeout`); `nil`: each attempt waits `request_timeout`.
+    package var perTryTimeout: TimeAmount?
     /// Retries may be at most this share of the requests of the last ten seconds (``RetryBudget``'s window)...
     package var budgetPercent = 20
     /// ...plus this many per second, so that a quiet upstream can still retry.

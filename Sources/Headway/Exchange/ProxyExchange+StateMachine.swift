@@ -14,12 +14,14 @@ extension ProxyExchange {
     /// - the request body parts not yet sent on the current attempt, and those sent but kept to be replayed
     ///   (while they fit `retry_buffer_limit`);
     /// - when a failed attempt may be retried on another endpoint: never once any of the response reached the
-    ///   client; for a connect failure always (nothing was sent); after a close or an invalid response only if
+    ///   client; for a connect failure always (nothing was sent; a refused connect spends no retry budget, as it
+    ///   cost no pod anything); after a close or an invalid response only if
     ///   the body is still whole and the request idempotent or not yet sent whole; after a `retry_on` status
     ///   only if the request was sent whole and replayable; and always within `max_retries` and the loop's
     ///   retry budget;
     /// - the deadline: `request_timeout` from the request's sending to the response head, then `idle_timeout`
-    ///   between two pieces of the response;
+    ///   between two pieces of the response; for an attempt that could go elsewhere (an idempotent request
+    ///   sent whole, kept for a replay, with retries left), `per_try_timeout` first, then a retry;
     /// - which ``ProxyError`` answers a failure (and so its status).
     ///
     /// State transitions: `connecting` → `awaitingResponse` → `responding` → `finished`; `awaitingResponse` →
@@ -40,14 +42,17 @@ extension ProxyExchange {
             /// Body bytes kept for a replay; a longer body is never replayed.
             var replayBufferLimit: Int
             var requestTimeout: TimeAmount
+            /// An attempt that may be retried elsewhere waits this long for its response head (`per_try_timeout`).
+            var perTryTimeout: TimeAmount? = nil
             var idleTimeout: TimeAmount
         }
 
         private enum State {
             /// An endpoint was picked and a connection is being opened (or an idle one leased).
             case connecting
-            /// The request is going or has gone to the pod; no response head yet.
-            case awaitingResponse(since: NIODeadline)
+            /// The request is going or has gone to the pod; no response head yet. `until` is `per_try_timeout`
+            /// after `since` while a timed-out attempt could be retried, else `request_timeout`.
+            case awaitingResponse(since: NIODeadline, until: NIODeadline)
             /// The response head went to the client; its body is flowing.
             case responding(lastProgress: NIODeadline, upstreamKeepsAlive: Bool)
             /// The pod switched protocols: bytes flow unparsed both ways until either side closes.
@@ -99,7 +104,7 @@ extension ProxyExchange {
         /// When the exchange times out unless something happens first; `nil` when no clock runs.
         var deadline: NIODeadline? {
             switch self.state {
-            case .awaitingResponse(let since): since + self.policy.requestTimeout
+            case .awaitingResponse(_, let until): until
             case .responding(let lastProgress, _): lastProgress + self.policy.idleTimeout
             case .connecting, .tunnelling, .finished: nil
             }
@@ -107,7 +112,7 @@ extension ProxyExchange {
 
         /// When the current attempt's request was sent, while its response head is awaited.
         var requestSentAt: NIODeadline? {
-            if case .awaitingResponse(let since) = self.state { return since }
+            if case .awaitingResponse(let since, _) = self.state { return since }
             return nil
         }
 
@@ -131,11 +136,15 @@ extension ProxyExchange {
             return .send
         }
 
-        /// The request's end arrived.
+        /// The request's end arrived. Sent now, the request is whole: its attempt may get `per_try_timeout`, so
+        /// the shell reads ``deadline`` again.
         mutating func requestEndReceived(isConnected: Bool) -> RequestPartAction {
             self.requestEndReceived = true
             guard isConnected, self.unsent.isEmpty else { return .wait }
             self.requestEndSent = true
+            if case .awaitingResponse(let since, _) = self.state {
+                self.state = .awaitingResponse(since: since, until: since + self.attemptTimeout)
+            }
             return .send
         }
 
@@ -148,7 +157,6 @@ extension ProxyExchange {
         /// The current attempt's connection is ready: the clock starts; everything that waited goes out.
         mutating func connectionLeased(now: NIODeadline) -> Send {
             guard case .connecting = self.state else { preconditionFailure("Invalid state: \(self.state)") }
-            self.state = .awaitingResponse(since: now)
             let parts = self.unsent
             self.unsent = []
             for part in parts {
@@ -156,7 +164,19 @@ extension ProxyExchange {
             }
             let end = self.requestEndReceived && !self.requestEndSent
             if end { self.requestEndSent = true }
+            self.state = .awaitingResponse(since: now, until: now + self.attemptTimeout)
             return Send(bodyParts: parts, end: end)
+        }
+
+        /// How long this attempt waits for its response head: `per_try_timeout` when a timeout could send the
+        /// request elsewhere (it is whole, idempotent, kept for a replay, with a retry left), else
+        /// `request_timeout`.
+        private var attemptTimeout: TimeAmount {
+            guard let perTry = self.policy.perTryTimeout, perTry < self.policy.requestTimeout,
+                self.request.isIdempotent, self.requestEndSent, self.isReplayable,
+                self.retries < self.policy.maxRetries
+            else { return self.policy.requestTimeout }
+            return perTry
         }
 
         private mutating func keepForReplay(_ part: ByteBuffer) {
@@ -204,8 +224,14 @@ extension ProxyExchange {
                 return .openTunnel
             }
             self.state = .responding(lastProgress: now, upstreamKeepsAlive: upstreamKeepsAlive)
-            // A declined upgrade: the client may already be sending the protocol it asked for.
-            return .relay(closeClient: self.request.offersUpgrade, budgetRefusedRetry: budgetRefusedRetry)
+            // A declined upgrade: the client may already be sending the protocol it asked for. An answer before
+            // the whole request went out: the rest of it cannot follow (``Completion/requestWasCutShort``), so
+            // this head tells the client the connection closes, or it would send its next request into the
+            // close (found by scripts/chaos: a pod answering 503 before reading a POST's body).
+            return .relay(
+                closeClient: self.request.offersUpgrade || !self.requestEndSent,
+                budgetRefusedRetry: budgetRefusedRetry
+            )
         }
 
         /// A piece of the response body arrived (it resets the idle clock).
@@ -291,6 +317,9 @@ extension ProxyExchange {
             }
             let answer: ProxyError
             let replayIsSafe: Bool
+            // A refused connection reached no pod and cost none anything: retrying it cannot feed a retry storm,
+            // so it spends no budget (a connect timeout may be an overloaded pod, and does).
+            var spendsBudget = true
             switch failure {
             case .refused(let error):
                 self.state = .finished
@@ -309,6 +338,7 @@ extension ProxyExchange {
                     answer = .connectFailed(endpoint: endpoint, error: error)
                 }
                 replayIsSafe = true
+                spendsBudget = false
             case .upstreamClosed(let endpoint, let error):
                 answer = .upstreamClosed(endpoint: endpoint, error: error)
                 replayIsSafe = self.request.isIdempotent || !self.requestEndSent
@@ -323,7 +353,7 @@ extension ProxyExchange {
                 self.state = .finished
                 return .answer(answer, retryRefused: .notSafe)
             }
-            switch self.retry(budget: &budget, now: now) {
+            switch self.retry(budget: &budget, now: now, spendsBudget: spendsBudget) {
             case .retry:
                 return .retry
             case .retriesExhausted:
@@ -338,6 +368,8 @@ extension ProxyExchange {
         enum TimeoutAction: Equatable {
             /// The response made progress since: the clock runs on to this deadline.
             case extend(to: NIODeadline)
+            /// `per_try_timeout` passed: this attempt's connection goes, the request goes elsewhere.
+            case retry
             /// No response head within `request_timeout`: the connection goes, Headway answers 504.
             case answer(ProxyError)
             /// The response stalled for `idle_timeout`: its connection goes and the client's is cut.
@@ -347,11 +379,18 @@ extension ProxyExchange {
         }
 
         /// The deadline the shell last saw passed (the sweep runs a little late).
-        mutating func deadlinePassed(now: NIODeadline, endpoint: String) -> TimeoutAction {
+        mutating func deadlinePassed(now: NIODeadline, endpoint: String, budget: inout RetryBudget) -> TimeoutAction {
             if let deadline = self.deadline, deadline > now {
                 return .extend(to: deadline)
             }
             switch self.state {
+            case .awaitingResponse(let since, _) where now < since + self.policy.requestTimeout:
+                // `per_try_timeout` passed. Without a retry to spend, this attempt may still answer in time.
+                guard case .retry = self.retry(budget: &budget, now: now) else {
+                    self.state = .awaitingResponse(since: since, until: since + self.policy.requestTimeout)
+                    return .extend(to: since + self.policy.requestTimeout)
+                }
+                return .retry
             case .awaitingResponse:
                 self.state = .finished
                 return .answer(
@@ -380,9 +419,13 @@ extension ProxyExchange {
 
         /// Starts another attempt if `max_retries` and the budget allow: what was sent goes back in front of
         /// what waits, and the machine waits for a new connection.
-        private mutating func retry(budget: inout RetryBudget, now: NIODeadline) -> RetryDecision {
+        private mutating func retry(
+            budget: inout RetryBudget,
+            now: NIODeadline,
+            spendsBudget: Bool = true
+        ) -> RetryDecision {
             guard self.retries < self.policy.maxRetries else { return .retriesExhausted }
-            guard budget.spendRetry(at: now) else { return .budgetExhausted }
+            guard !spendsBudget || budget.spendRetry(at: now) else { return .budgetExhausted }
             self.retries += 1
             self.unsent = self.sent + self.unsent
             self.sent = []

@@ -13,16 +13,15 @@ struct EndpointTraffic: Equatable, Sendable {
         500_000_000, 1_000_000_000, 2_500_000_000, 5_000_000_000, 10_000_000_000,
     ]
 
-    /// Responses by status class: index 0 is 1xx … index 4 is 5xx.
-    private(set) var responsesByClass = [UInt64](repeating: 0, count: 5)
+    private(set) var responses = StatusClassCounts()
     /// Responses in each bucket alone (not cumulative); the last is above every bound.
     private(set) var bucketCounts = [UInt64](repeating: 0, count: bucketBounds.count + 1)
     private(set) var durationSum = TimeAmount.zero
 
-    var count: UInt64 { self.responsesByClass.reduce(0, &+) }
+    var count: UInt64 { self.responses.total }
 
     mutating func record(status: UInt, duration: TimeAmount) {
-        self.responsesByClass[Int(min(max(status / 100, 1), 5)) - 1] &+= 1
+        self.responses.record(status: status)
         var index = 0
         while index < Self.bucketBounds.count && duration.nanoseconds > Self.bucketBounds[index] {
             index += 1
@@ -33,14 +32,14 @@ struct EndpointTraffic: Equatable, Sendable {
 
     static func + (left: Self, right: Self) -> Self {
         var sum = left
-        for index in sum.responsesByClass.indices { sum.responsesByClass[index] &+= right.responsesByClass[index] }
+        sum.responses = sum.responses + right.responses
         for index in sum.bucketCounts.indices { sum.bucketCounts[index] &+= right.bucketCounts[index] }
         sum.durationSum = sum.durationSum + right.durationSum
         return sum
     }
 }
 
-/// The families recorded on every response (`headway_upstream_responses_total` and
+/// The families recorded on every response (`headway_responses_total`, `headway_upstream_responses_total` and
 /// `headway_upstream_request_duration_seconds`) in Prometheus' text format, from the loops' sums.
 enum TrafficExposition {
     struct Row: Equatable, Sendable {
@@ -49,15 +48,23 @@ enum TrafficExposition {
         var traffic: EndpointTraffic
     }
 
-    static func render(_ rows: [Row]) -> String {
+    /// What the clients of one upstream's listeners were answered, the pods' answers and Headway's own.
+    struct ClientRow: Equatable, Sendable {
+        var upstream: String
+        var responses: StatusClassCounts
+    }
+
+    static func render(_ rows: [Row], clients: [ClientRow]) -> String {
         var text = ""
+        let answered = MetricFamily.responses
+        text += "# HELP \(answered.rawValue) \(answered.help)\n# TYPE \(answered.rawValue) counter\n"
+        for row in clients {
+            text += row.responses.exposition(answered.rawValue, labels: "upstream=\"\(Self.escaped(row.upstream))\"")
+        }
         let responses = MetricFamily.upstreamResponses
         text += "# HELP \(responses.rawValue) \(responses.help)\n# TYPE \(responses.rawValue) counter\n"
         for row in rows {
-            let labels = Self.labels(row)
-            for (index, count) in row.traffic.responsesByClass.enumerated() {
-                text += "\(responses.rawValue){\(labels),status_class=\"\(index + 1)xx\"} \(count)\n"
-            }
+            text += row.traffic.responses.exposition(responses.rawValue, labels: Self.labels(row))
         }
         let duration = MetricFamily.upstreamRequestDuration
         text += "# HELP \(duration.rawValue) \(duration.help)\n# TYPE \(duration.rawValue) histogram\n"

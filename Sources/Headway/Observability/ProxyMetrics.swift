@@ -14,6 +14,7 @@ package enum MetricFamily: String, CaseIterable, Sendable {
     case clientConnectionsOpen = "headway_client_connections_open"
     case clientHTTP2ConnectionsOpen = "headway_client_http2_connections_open"
     case clientHTTP2Streams = "headway_client_http2_streams_total"
+    case responses = "headway_responses_total"
     case upstreamResponses = "headway_upstream_responses_total"
     case upstreamRequestDuration = "headway_upstream_request_duration_seconds"
     case upstreamConnectFailures = "headway_upstream_connect_failures_total"
@@ -45,6 +46,8 @@ package enum MetricFamily: String, CaseIterable, Sendable {
         case .clientConnectionsOpen: "Client connections open on a listener."
         case .clientHTTP2ConnectionsOpen: "Client connections open on a listener that speak HTTP/2 (h2c)."
         case .clientHTTP2Streams: "Streams HTTP/2 clients opened on a listener (each is a request)."
+        case .responses:
+            "Responses sent to the clients of an upstream's listeners (the pods' and Headway's own), by status class."
         case .upstreamResponses: "Responses from an endpoint, by status class."
         case .upstreamRequestDuration: "Time from sending a request to an endpoint to the end of its response."
         case .upstreamConnectFailures: "Connections to an endpoint that could not be opened."
@@ -117,9 +120,9 @@ package struct ProxyMetrics: Sendable {
 
     /// The text `/metrics` serves: the registry, the families each loop keeps itself (`traffic`), then the
     /// process's own figures.
-    func exposition(traffic: [TrafficExposition.Row]) -> [UInt8] {
+    func exposition(traffic: [TrafficExposition.Row], clients: [TrafficExposition.ClientRow]) -> [UInt8] {
         var buffer = self.registry.emitToBuffer()
-        buffer.append(contentsOf: TrafficExposition.render(traffic).utf8)
+        buffer.append(contentsOf: TrafficExposition.render(traffic, clients: clients).utf8)
         buffer.append(contentsOf: ProcessMetrics.read().exposition.utf8)
         return buffer
     }

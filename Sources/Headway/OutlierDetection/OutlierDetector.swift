@@ -12,10 +12,12 @@ import NIOCore
 ///   the multiplier grows by one for a repeat offender (ejected again before a base time has passed since its
 ///   last ejection ended) and starts again at 1 otherwise;
 /// - never more than `max_ejection_percent` of the endpoints are ejected at once, but one endpoint always may be;
-/// - an ejection ends when its time is up, or earlier once the active checks pass `healthy_threshold` times in
-///   a row after it began (as Envoy's `successful_active_health_check_uneject_host`, on by default, and
-///   HAProxy's `rise`): a pod that was ejected for refusing connections and then restarted is back as soon as
-///   its checks say so, not 30 s later.
+/// - an ejection ends when its time is up; one for gateway failures (the pod could not be reached or did not
+///   answer) ends earlier once the active checks pass `healthy_threshold` times in a row after it began (as
+///   Envoy's `successful_active_health_check_uneject_host` and HAProxy's `rise`): a pod that was ejected for
+///   refusing connections and then restarted is back as soon as its checks say so, not 30 s later. One for
+///   5xx answers runs its time: a pod that answers its health check but fails real requests is not shown
+///   healthy by that check (found by scripts/chaos, where such a pod came back every second and failed again).
 struct OutlierDetector: Sendable {
     /// A reload may change them; ejections in progress keep the duration they were given.
     var settings: OutlierDetectionSettings
@@ -25,12 +27,27 @@ struct OutlierDetector: Sendable {
         self.settings = settings
     }
 
+    /// A run of failed real requests that reached its threshold.
+    struct Report: Sendable, Equatable {
+        enum Run: Sendable, Equatable {
+            /// 5xx answers: the pod answers, wrongly.
+            case consecutive5xx
+            /// Connect failures, resets, timeouts, bad responses: what a passing active check contradicts.
+            case consecutiveGatewayFailures
+        }
+        var run: Run
+        /// For the log and the admin page.
+        var reason: String
+    }
+
     /// What the detector remembers of one endpoint, shown on the admin page.
     struct Record: Sendable, Equatable {
         /// Ejections so far; also names the current one, so that a late timer for an earlier one is ignored.
         var ejections = 0
         /// Set while ejected.
         var ejectedUntil: NIODeadline?
+        /// The run that caused the current or last ejection.
+        var lastEjectionRun: Report.Run?
         var lastEjectionReason: String?
         var lastEjectionEnd: NIODeadline?
         /// `base_ejection_time` multiplier of the current or last ejection.
@@ -59,12 +76,12 @@ struct OutlierDetector: Sendable {
         self.records.values.count(where: \.isEjected)
     }
 
-    /// Real requests to `address` failed `reason`, a run that reached a threshold.
+    /// Real requests to `address` failed in a run that reached its threshold.
     ///
     /// - Parameter endpointCount: endpoints in the set, for `max_ejection_percent`.
     mutating func outlierReported(
         _ address: SocketAddress,
-        reason: String,
+        _ report: Report,
         endpointCount: Int,
         now: NIODeadline
     ) -> Decision {
@@ -85,7 +102,8 @@ struct OutlierDetector: Sendable {
         )
         record.ejections += 1
         record.ejectedUntil = now + duration
-        record.lastEjectionReason = reason
+        record.lastEjectionRun = report.run
+        record.lastEjectionReason = report.reason
         record.passesWhileEjected = 0
         self.records[address] = record
         return .eject(duration: duration, ejection: record.ejections)
@@ -107,7 +125,9 @@ struct OutlierDetector: Sendable {
         healthyThreshold: Int,
         now: NIODeadline
     ) -> Decision {
-        guard var record = self.records[address], record.isEjected else { return .none }
+        guard var record = self.records[address], record.isEjected,
+            record.lastEjectionRun == .consecutiveGatewayFailures
+        else { return .none }
         record.passesWhileEjected = passed ? record.passesWhileEjected + 1 : 0
         self.records[address] = record
         guard record.passesWhileEjected >= max(healthyThreshold, 1) else { return .none }

@@ -2,8 +2,9 @@ import NIOCore
 import NIOHTTP1
 
 extension DownstreamHandler {
-    /// Writes a request's access log line, when the log is on. `head` stands in for an exchange that was never
-    /// started (a refused method); with neither, the bytes never made a request and method and target are `-`.
+    /// Counts the status a request ended with and writes its access log line, when the log is on: every request
+    /// ends here once. `head` stands in for an exchange that was never started (a refused method); with neither,
+    /// the bytes never made a request and method and target are `-`.
     func logAccess(
         _ exchange: Exchange?,
         head: RequestHead? = nil,
@@ -12,6 +13,7 @@ extension DownstreamHandler {
         endpoint: String?,
         localReason: String?
     ) {
+        self.cluster.clientAnswered(status: status)
         guard let accessLog = self.accessLog else { return }
         let head = head ?? exchange?.requestHead
         let fields = head?.refererAndUserAgent

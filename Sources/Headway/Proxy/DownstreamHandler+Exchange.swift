@@ -39,6 +39,7 @@ extension DownstreamHandler: UpstreamLessee, ResponseDeadlineWaiter {
                 replayBufferLimit: configuration.retries.bufferLimit,
                 // A client's own deadline shortens request_timeout, never lengthens it.
                 requestTimeout: min(configuration.requestTimeout, self.clientDeadline.take() ?? .nanoseconds(.max)),
+                perTryTimeout: configuration.retries.perTryTimeout,
                 idleTimeout: configuration.idleTimeout
             ),
             requestEndReceived: endReceived
@@ -290,12 +291,17 @@ extension DownstreamHandler: UpstreamLessee, ResponseDeadlineWaiter {
         return deadline
     }
 
-    /// The sweep found this handler's deadline passed (and forgot the handler): `request_timeout` before the
-    /// response head (answered 504), `idle_timeout` after it (the client connection is aborted).
+    /// The sweep found this handler's deadline passed (and forgot the handler): `per_try_timeout` before the
+    /// response head (retried elsewhere), `request_timeout` (answered 504), `idle_timeout` after the head (the
+    /// client connection is aborted).
     func deadlinePassed() {
         self.deadlineSlot = nil
         guard let exchange = self.exchange, let pool = exchange.pool else { return }
-        let action = self.exchange!.machine.deadlinePassed(now: self.cluster.coarseNow, endpoint: pool.endpoint.label)
+        let action = self.exchange!.machine.deadlinePassed(
+            now: self.cluster.coarseNow,
+            endpoint: pool.endpoint.label,
+            budget: &self.cluster.retryBudget
+        )
         let what: String
         switch action {
         case .none:
@@ -303,6 +309,9 @@ extension DownstreamHandler: UpstreamLessee, ResponseDeadlineWaiter {
         case .extend:
             self.restartClock()
             return
+        case .retry:
+            let perTry = self.cluster.configuration.retries.perTryTimeout ?? .zero
+            what = "no response within per_try_timeout (\(DurationText.format(perTry)))"
         case .answer:
             what =
                 "no response within request_timeout (\(DurationText.format(self.cluster.configuration.requestTimeout)))"
@@ -320,6 +329,8 @@ extension DownstreamHandler: UpstreamLessee, ResponseDeadlineWaiter {
         self.exchange!.pool = nil
         self.cluster.gatewayFailed(pool.endpoint, what: what)
         switch action {
+        case .retry:
+            self.retryElsewhere(after: pool, reason: what)
         case .answer(let error):
             self.failExchange(error)
         case .abortClient:

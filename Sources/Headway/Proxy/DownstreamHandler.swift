@@ -232,6 +232,7 @@ final class DownstreamHandler: ChannelDuplexHandler {
             let connection = self.exchange!.connection
             if self.exchange!.machine.requestEndReceived(isConnected: connection != nil) == .send {
                 self.sendEnd(to: connection!)
+                self.restartClock()
             }
         }
     }

@@ -142,7 +142,7 @@ package final class Endpoint: Sendable {
 
     /// Records a response's status; returns the outlier reason when this response completes a run of 5xx
     /// that reaches `threshold` (0: off). The success path only reads, so it never contends between loops.
-    func recordResponseStatus(_ status: UInt, consecutive5xxThreshold threshold: Int) -> String? {
+    func recordResponseStatus(_ status: UInt, consecutive5xxThreshold threshold: Int) -> OutlierDetector.Report? {
         if self.consecutiveGatewayFailures.load(ordering: .relaxed) != 0 {
             self.consecutiveGatewayFailures.store(0, ordering: .relaxed)
         }
@@ -153,19 +153,23 @@ package final class Endpoint: Sendable {
             return nil
         }
         let count = self.consecutive5xx.add(1, ordering: .relaxed).newValue
-        return threshold > 0 && count == threshold ? "\(count) consecutive 5xx responses" : nil
+        guard threshold > 0 && count == threshold else { return nil }
+        return .init(run: .consecutive5xx, reason: "\(count) consecutive 5xx responses")
     }
 
     /// Records a failure Headway saw itself (connect failure, reset, timeout, bad response); returns the outlier
     /// reason when it completes a run of `gatewayThreshold` of them or of `fiveXXThreshold` 5xx-like failures.
-    func recordGatewayFailure(gatewayThreshold: Int, fiveXXThreshold: Int, what: String) -> String? {
+    func recordGatewayFailure(gatewayThreshold: Int, fiveXXThreshold: Int, what: String) -> OutlierDetector.Report? {
         let gateway = self.consecutiveGatewayFailures.add(1, ordering: .relaxed).newValue
         let fiveXX = self.consecutive5xx.add(1, ordering: .relaxed).newValue
         if gatewayThreshold > 0 && gateway == gatewayThreshold {
-            return "\(gateway) consecutive gateway failures (last: \(what))"
+            return .init(
+                run: .consecutiveGatewayFailures,
+                reason: "\(gateway) consecutive gateway failures (last: \(what))"
+            )
         }
         if fiveXXThreshold > 0 && fiveXX == fiveXXThreshold {
-            return "\(fiveXX) consecutive 5xx responses (last: \(what))"
+            return .init(run: .consecutive5xx, reason: "\(fiveXX) consecutive 5xx responses (last: \(what))")
         }
         return nil
     }

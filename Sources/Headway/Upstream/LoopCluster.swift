@@ -33,6 +33,8 @@ final class LoopCluster: @unchecked Sendable {
     /// What dropped pools counted, kept while their endpoint is still known to the cluster (draining on another
     /// loop, or back in the set): the endpoint's `/metrics` series are sums over the loops and must not go down.
     private var retiredTraffic: [(endpoint: Endpoint, traffic: EndpointTraffic)] = []
+    /// What this loop's clients of the upstream were answered, by status class (`headway_responses_total`).
+    private(set) var clientResponses = StatusClassCounts()
     private var balancer: any LoadBalancer
     private let loopCount: Int
     private var snapshotVersion = 0
@@ -218,11 +220,11 @@ final class LoopCluster: @unchecked Sendable {
 
     /// A response from `endpoint` finished with `status` (passive check).
     func responseFinished(_ endpoint: Endpoint, status: UInt) {
-        if let reason = endpoint.recordResponseStatus(
+        if let report = endpoint.recordResponseStatus(
             status,
             consecutive5xxThreshold: self.configuration.outlierDetection.consecutive5xx
         ) {
-            self.upstream?.reportOutlier(endpoint, reason: reason)
+            self.upstream?.reportOutlier(endpoint, report)
         }
     }
 
@@ -230,12 +232,12 @@ final class LoopCluster: @unchecked Sendable {
     /// counters are the caller's, since a connect failure is counted by the pool that saw it).
     func gatewayFailed(_ endpoint: Endpoint, what: String) {
         let settings = self.configuration.outlierDetection
-        if let reason = endpoint.recordGatewayFailure(
+        if let report = endpoint.recordGatewayFailure(
             gatewayThreshold: settings.consecutiveGatewayFailures,
             fiveXXThreshold: settings.consecutive5xx,
             what: what
         ) {
-            self.upstream?.reportOutlier(endpoint, reason: reason)
+            self.upstream?.reportOutlier(endpoint, report)
         }
     }
 
@@ -262,7 +264,9 @@ final class LoopCluster: @unchecked Sendable {
             [weak self] (_: RepeatedTask) in
             guard let self else { return }
             self.coarseNow = .now()
-            self.deadlines.sweep(now: self.coarseNow)
+            for handler in self.deadlines.sweep(now: self.coarseNow) {
+                handler.deadlinePassed()
+            }
         }
     }
 
@@ -308,6 +312,11 @@ final class LoopCluster: @unchecked Sendable {
             self.clients[slot].clientSlotMoved(to: slot)
         }
         self.clients.removeLast()
+    }
+
+    /// A client's request ended with this status, the pod's or Headway's own.
+    func clientAnswered(status: UInt) {
+        self.clientResponses.record(status: status)
     }
 
     /// What this loop recorded of each endpoint's responses; ``UpstreamCluster/responseTotals(on:)`` adds up

@@ -36,8 +36,9 @@ struct ResponseDeadlines {
     }
 
     /// Finds the deadlines that passed: an exchange that made progress since gets a later deadline, the
-    /// others are removed and told that they timed out.
-    mutating func sweep(now: NIODeadline) {
+    /// others are removed and returned, to be told that they timed out once this table is no longer being
+    /// changed (a handler that times out may register again: a retry).
+    mutating func sweep(now: NIODeadline) -> [any ResponseDeadlineWaiter] {
         var expired: [any ResponseDeadlineWaiter] = []
         var index = 0
         while index < self.entries.count {
@@ -52,9 +53,6 @@ struct ResponseDeadlines {
                 expired.append(entry.handler)
             }
         }
-        // Told after the walk: a handler that times out may register again (a retry) and change the table.
-        for handler in expired {
-            handler.deadlinePassed()
-        }
+        return expired
     }
 }

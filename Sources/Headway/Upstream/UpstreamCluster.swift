@@ -96,19 +96,25 @@ package final class UpstreamCluster: Sendable {
     }
 
     /// Each endpoint's response figures summed over the loops, each loop asked on its own thread, in the order
-    /// the loops first name the endpoints: what the live page and `/metrics` read.
-    func responseTotals(on eventLoop: any EventLoop) -> EventLoopFuture<[ResponseFigures]> {
-        let perLoop = self.loops.map { loop in loop.eventLoop.submit { loop.responseFigures() } }
+    /// the loops first name the endpoints, and what the clients were answered: what the live page and
+    /// `/metrics` read.
+    func responseTotals(on eventLoop: any EventLoop) -> EventLoopFuture<ResponseTotals> {
+        let perLoop = self.loops.map { loop in
+            loop.eventLoop.submit { (loop.responseFigures(), loop.clientResponses) }
+        }
         return EventLoopFuture.whenAllSucceed(perLoop, on: eventLoop).map { perLoop in
-            var totals: [ResponseFigures] = []
+            var totals = ResponseTotals(endpoints: [], clients: StatusClassCounts())
             var indexOfEndpoint: [ObjectIdentifier: Int] = [:]
-            for figures in perLoop.joined() {
-                if let index = indexOfEndpoint[ObjectIdentifier(figures.endpoint)] {
-                    totals[index].latency = totals[index].latency + figures.latency
-                    totals[index].traffic = totals[index].traffic + figures.traffic
-                } else {
-                    indexOfEndpoint[ObjectIdentifier(figures.endpoint)] = totals.count
-                    totals.append(figures)
+            for (figures, clients) in perLoop {
+                totals.clients = totals.clients + clients
+                for figures in figures {
+                    if let index = indexOfEndpoint[ObjectIdentifier(figures.endpoint)] {
+                        totals.endpoints[index].latency = totals.endpoints[index].latency + figures.latency
+                        totals.endpoints[index].traffic = totals.endpoints[index].traffic + figures.traffic
+                    } else {
+                        indexOfEndpoint[ObjectIdentifier(figures.endpoint)] = totals.endpoints.count
+                        totals.endpoints.append(figures)
+                    }
                 }
             }
             return totals
@@ -311,20 +317,20 @@ package final class UpstreamCluster: Sendable {
         total > 0 && healthy * 100 < thresholdPercent * total
     }
 
-    /// A loop saw `endpoint` fail real requests `reason` (passive check): the ``OutlierDetector`` decides
-    /// whether it is ejected.
-    func reportOutlier(_ endpoint: Endpoint, reason: String) {
+    /// A loop saw `endpoint` fail real requests (passive check): the ``OutlierDetector`` decides whether it is
+    /// ejected.
+    func reportOutlier(_ endpoint: Endpoint, _ report: OutlierDetector.Report) {
         let now = NIODeadline.now()
         let decision = self.state.withLock { state -> OutlierDetector.Decision in
             guard endpoint.state == .active, state.active.contains(where: { $0 === endpoint }) else { return .none }
             return state.outliers.outlierReported(
                 endpoint.address,
-                reason: reason,
+                report,
                 endpointCount: state.active.count,
                 now: now
             )
         }
-        self.perform(decision, for: endpoint, reason: reason)
+        self.perform(decision, for: endpoint, reason: report.reason)
     }
 
     /// An active check of `endpoint` finished; `healthChanged` says whether it changed the endpoint's health.
@@ -446,6 +452,14 @@ package final class UpstreamCluster: Sendable {
         let port = address.port ?? 0
         return address.protocol == .inet6 ? "[\(ip)]:\(port)" : "\(ip):\(port)"
     }
+}
+
+/// What the loops recorded of an upstream's responses, summed.
+struct ResponseTotals: Sendable {
+    /// Each endpoint's, while the upstream knows it.
+    var endpoints: [ResponseFigures]
+    /// What the clients were answered; this never forgets an endpoint.
+    var clients: StatusClassCounts
 }
 
 /// What one loop, or all of them summed, recorded of an endpoint's responses.
