@@ -1,11 +1,13 @@
 """gRPC pods and clients for Headway's integration tests, with grpcio (PyPI).
 
-    grpc_peer.py serve NAME HOST PORT
+    grpc_peer.py serve NAME HOST PORT [FAULT_DIR]
         A pod: every answer names it. Methods of headway.Echo (raw bytes, no protobuf schema needed):
         Unary (an optional "sleep:MS" request delays the answer), ServerStream (the request is a count),
         ClientStream (answers "NAME:COUNT"), Bidi (answers each message "NAME:MESSAGE"); plus
         grpc.health.v1.Health, SERVING for "" and "headway.Echo". SIGTERM stops it with a 5 s grace
         (server.stop(grace)); it prints "ready" once it serves.
+        With FAULT_DIR (scripts/chaos), files there turn faults on while they exist: unary answers and
+        stream messages take 2 ms, 40 ms with "slow"; "sick" makes the health service answer NOT_SERVING.
 
     grpc_peer.py call TARGET KIND COUNT [DEADLINE_MS] [PAUSE_MS] [SLEEP_MS]
         A client: COUNT calls of KIND (unary, server, client, bidi) on ONE channel, one after another, each
@@ -14,6 +16,7 @@
 """
 
 import json
+import os
 import signal
 import sys
 import threading
@@ -26,14 +29,46 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 SERVICE = "headway.Echo"
 
 
-def serve(name, host, port):
+class FaultDirectory:
+    """The faults scripts/chaos turns on for one pod, as files in a directory (a stat per call)."""
+
+    def __init__(self, path):
+        self.path = path
+
+    def latency(self):
+        if self.path is None:
+            return 0
+        return 0.04 if os.path.exists(os.path.join(self.path, "slow")) else 0.002
+
+    def is_sick(self):
+        return self.path is not None and os.path.exists(os.path.join(self.path, "sick"))
+
+
+class FaultAwareHealth(health.HealthServicer):
+    def __init__(self, faults):
+        super().__init__()
+        self.faults = faults
+
+    def Check(self, request, context):
+        if self.faults.is_sick():
+            return health_pb2.HealthCheckResponse(status=health_pb2.HealthCheckResponse.NOT_SERVING)
+        return super().Check(request, context)
+
+
+def serve(name, host, port, fault_dir=None):
+    faults = FaultDirectory(fault_dir)
+
     def unary(request, context):
         if request.startswith(b"sleep:"):
             time.sleep(int(request[6:]) / 1000)
+        if latency := faults.latency():
+            time.sleep(latency)
         return name.encode()
 
     def server_stream(request, context):
         for index in range(int(request or b"3")):
+            if latency := faults.latency():
+                time.sleep(latency)
             yield f"{name}:{index}".encode()
 
     def client_stream(requests, context):
@@ -54,7 +89,7 @@ def serve(name, host, port):
     )
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=16))
     server.add_generic_rpc_handlers((handlers,))
-    checker = health.HealthServicer()
+    checker = FaultAwareHealth(faults)
     checker.set("", health_pb2.HealthCheckResponse.SERVING)
     checker.set(SERVICE, health_pb2.HealthCheckResponse.SERVING)
     health_pb2_grpc.add_HealthServicer_to_server(checker, server)
@@ -111,7 +146,7 @@ def call(target, kind, count, deadline_ms, pause_ms, sleep_ms):
 
 if __name__ == "__main__":
     if sys.argv[1] == "serve":
-        serve(sys.argv[2], sys.argv[3], int(sys.argv[4]))
+        serve(sys.argv[2], sys.argv[3], int(sys.argv[4]), sys.argv[5] if len(sys.argv) > 5 else None)
     else:
         numbers = [int(argument) for argument in sys.argv[5:]] + [0, 0, 0]
         call(sys.argv[2], sys.argv[3], int(sys.argv[4]), *numbers[:3])
