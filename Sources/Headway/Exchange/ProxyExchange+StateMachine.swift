@@ -15,10 +15,10 @@ extension ProxyExchange {
     ///   (while they fit `retry_buffer_limit`);
     /// - when a failed attempt may be retried on another endpoint: never once any of the response reached the
     ///   client; for a connect failure always (nothing was sent; a refused connect spends no retry budget, as it
-    ///   cost no pod anything); after a close or an invalid response only if
-    ///   the body is still whole and the request idempotent or not yet sent whole; after a `retry_on` status
-    ///   only if the request was sent whole and replayable; and always within `max_retries` and the loop's
-    ///   retry budget;
+    ///   cost no pod anything); after a close or an invalid response only if the body is still whole and the
+    ///   request idempotent or not yet sent whole; after a `retry_on` status only while what was sent is kept
+    ///   for a replay (an answer before the body's end proves the pod did not process it: the rest of the body
+    ///   follows on the next attempt); and always within `max_retries` and the loop's retry budget;
     /// - the deadline: `request_timeout` from the request's sending to the response head, then `idle_timeout`
     ///   between two pieces of the response; for an attempt that could go elsewhere (an idempotent request
     ///   sent whole, kept for a replay, with retries left), `per_try_timeout` first, then a retry;
@@ -212,7 +212,7 @@ extension ProxyExchange {
         ) -> ResponseHeadAction {
             guard case .awaitingResponse = self.state else { preconditionFailure("Invalid state: \(self.state)") }
             var budgetRefusedRetry = false
-            if self.policy.retryStatuses.contains(Int(status)), self.requestEndSent, self.isReplayable {
+            if self.policy.retryStatuses.contains(Int(status)), self.isReplayable {
                 switch self.retry(budget: &budget, now: now) {
                 case .retry: return .retry(reason: "answered \(status) (retry_on)")
                 case .budgetExhausted: budgetRefusedRetry = true

@@ -26,8 +26,12 @@ final class LoopCluster: @unchecked Sendable {
     private var routable: [UpstreamPool] = []
     /// Some routable endpoint is still ramping up (slow start): weights are recomputed by the sweep.
     private var isSlowStarting = false
+    /// Pools of the healthy, non-ejected endpoints; the same as `routable` outside panic mode.
+    private var healthy: [UpstreamPool] = []
+    /// Turns for retries in panic mode, which go round the healthy pools.
+    private var panicRetryTurn = 0
     /// Healthy, non-ejected endpoints in the set; zero means every attempt goes to an endpoint known bad.
-    private(set) var healthyCount = 0
+    var healthyCount: Int { self.healthy.count }
     /// Pools of removed endpoints that still have connections; dropped once empty.
     private var drainingPools: [UpstreamPool] = []
     /// What dropped pools counted, kept while their endpoint is still known to the cluster (draining on another
@@ -151,7 +155,7 @@ final class LoopCluster: @unchecked Sendable {
         guard !self.isShutDown else { return }
         let gate = self.configuration.healthCheck != nil && self.configuration.gateNewEndpoints
         let healthy = self.pools.filter { $0.endpoint.isRoutable(gateUnknown: gate) }
-        self.healthyCount = healthy.count
+        self.healthy = healthy
         let panic = UpstreamCluster.isPanic(
             healthy: healthy.count,
             total: self.pools.count,
@@ -193,7 +197,17 @@ final class LoopCluster: @unchecked Sendable {
     /// Chooses the pool for a request with the upstream's policy, avoiding `excluded` when another exists.
     ///
     /// - Parameter hashKey: the request's key for the `hash` policy.
+    ///
+    /// In panic mode the policy spreads first attempts over every endpoint, the bad ones too; a retry (`excluded`
+    /// is the pool that just failed) goes to a healthy endpoint when there is one, as HAProxy's redispatch
+    /// does, rather than to another that is known bad (found by scripts/chaos: with two of three pods stopped,
+    /// retries went from one stopped pod to the other and back).
     func pickPool(excluding excluded: UpstreamPool?, hashKey: UInt64? = nil) -> UpstreamPool? {
+        if let excluded, self.routable.count > self.healthy.count,
+            let pool = self.nextHealthyPool(excluding: excluded)
+        {
+            return pool
+        }
         let excludedIndex = excluded.flatMap { excluded in self.routable.firstIndex { $0 === excluded } }
         guard
             let index = self.balancer.pick(PickRequest(excluding: excludedIndex, hashKey: hashKey, now: self.coarseNow))
@@ -201,6 +215,15 @@ final class LoopCluster: @unchecked Sendable {
             return nil
         }
         return self.routable[index]
+    }
+
+    private func nextHealthyPool(excluding excluded: UpstreamPool) -> UpstreamPool? {
+        for _ in self.healthy.indices {
+            self.panicRetryTurn &+= 1
+            let pool = self.healthy[self.panicRetryTurn % self.healthy.count]
+            if pool !== excluded { return pool }
+        }
+        return nil
     }
 
     // MARK: Retries and passive checks
