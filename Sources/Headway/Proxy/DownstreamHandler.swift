@@ -230,9 +230,11 @@ final class DownstreamHandler: ChannelDuplexHandler {
                 return
             }
             let connection = self.exchange!.connection
+            let deadline = self.exchange!.machine.deadline
             if self.exchange!.machine.requestEndReceived(isConnected: connection != nil) == .send {
                 self.sendEnd(to: connection!)
-                self.restartClock()
+                // Whole now, the request may have earned `per_try_timeout`; without it the clock stays as it is.
+                if self.exchange!.machine.deadline != deadline { self.restartClock() }
             }
         }
     }
