@@ -194,6 +194,28 @@ struct OutlierDetectorTests {
         )
     }
 
+    /// An ejected pod that its checks hold out anyway takes no capacity away: it does not count towards
+    /// `max_ejection_percent`.
+    @Test func anEjectedPodOutByItsChecksDoesNotCountTowardsTheLimit() {
+        var detector = self.detector()
+        let report = OutlierDetector.Report(run: .consecutive5xx, reason: "3 consecutive 5xx responses")
+        _ = detector.outlierReported(self.pods[0], report, endpointCount: 4, now: self.start)
+        _ = detector.outlierReported(self.pods[1], report, endpointCount: 4, now: self.start)
+        #expect(
+            detector.outlierReported(self.pods[2], report, endpointCount: 4, now: self.start)
+                == .refuseAtLimit(ejected: 2)
+        )
+        #expect(
+            detector.outlierReported(
+                self.pods[2],
+                report,
+                endpointCount: 4,
+                outOfRotationAnyway: [self.pods[0]],
+                now: self.start
+            ) == .eject(duration: .seconds(30), ejection: 1)
+        )
+    }
+
     /// A pod answering 503 to real requests while its `/healthz` passes stays out for its ejection time.
     @Test func passingActiveChecksDoNotEndAnEjectionFor5xx() {
         var detector = self.detector()

@@ -12,6 +12,8 @@ import NIOCore
 ///   the multiplier grows by one for a repeat offender (ejected again before a base time has passed since its
 ///   last ejection ended) and starts again at 1 otherwise;
 /// - never more than `max_ejection_percent` of the endpoints are ejected at once, but one endpoint always may be;
+///   an ejected endpoint that its active checks hold out of rotation anyway takes no capacity away, so it does
+///   not count (found by scripts/chaos: a killed pod, out by its checks, kept a pod answering 503 in rotation);
 /// - an ejection ends when its time is up; one for gateway failures (the pod could not be reached or did not
 ///   answer) ends earlier once the active checks pass `healthy_threshold` times in a row after it began (as
 ///   Envoy's `successful_active_health_check_uneject_host` and HAProxy's `rise`): a pod that was ejected for
@@ -78,16 +80,19 @@ struct OutlierDetector: Sendable {
 
     /// Real requests to `address` failed in a run that reached its threshold.
     ///
-    /// - Parameter endpointCount: endpoints in the set, for `max_ejection_percent`.
+    /// - Parameters:
+    ///   - endpointCount: endpoints in the set, for `max_ejection_percent`.
+    ///   - outOfRotationAnyway: endpoints the active checks hold out of rotation, whose ejections do not count.
     mutating func outlierReported(
         _ address: SocketAddress,
         _ report: Report,
         endpointCount: Int,
+        outOfRotationAnyway: Set<SocketAddress> = [],
         now: NIODeadline
     ) -> Decision {
         var record = self.records[address, default: Record()]
         guard !record.isEjected else { return .none }
-        let ejected = self.ejectedCount
+        let ejected = self.records.count { $0.value.isEjected && !outOfRotationAnyway.contains($0.key) }
         guard ejected < max(1, endpointCount * self.settings.maxEjectionPercent / 100) else {
             return .refuseAtLimit(ejected: ejected)
         }

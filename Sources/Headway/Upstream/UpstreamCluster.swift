@@ -327,6 +327,7 @@ package final class UpstreamCluster: Sendable {
                 endpoint.address,
                 report,
                 endpointCount: state.active.count,
+                outOfRotationAnyway: Set(state.active.lazy.filter { $0.health == .unhealthy }.map(\.address)),
                 now: now
             )
         }
