@@ -187,7 +187,14 @@ extension IntegrationTests {
             try await headway.stop()
         }
 
-        @Test func aBlackholedPodTimesOutThenIsEjectedAndNobodyWaitsOnItAgain() async throws {
+        /// Two nginx pods and a pod that accepts connections and never answers (on 127.0.0.5) behind Headway,
+        /// whose `web` upstream `upstream` writes from the pods' addresses and the blackhole's; `body` runs
+        /// against Headway (and is given the blackhole's address), and everything stops before its result
+        /// is returned.
+        private func withBlackhole<Result>(
+            upstream: (_ pods: [String], _ blackhole: String) -> String,
+            run body: (InProcessHeadway, _ blackhole: String) async throws -> Result
+        ) async throws -> Result {
             let pods = try await NginxPods.start(count: 2)
             defer { pods.stop() }
             let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
@@ -202,16 +209,30 @@ extension IntegrationTests {
                     listeners: [{listen: "127.0.0.1:0", upstream: web}]
                     upstreams:
                       web:
-                        endpoints: [\(pods.endpoints[0]), \(pods.endpoints[1]), \(blackhole.address)]
-                        request_timeout: 500ms
-                        outlier_detection: {consecutive_gateway_failures: 2, base_ejection_time: 30s}
+                    \(upstream(pods.endpoints, blackhole.address))
                     """
             )
-            let answers = try await sequentialGets(headway.listenURL + "/", count: 15)
-            let ejected = try await EndpointsDocument.endpoint(blackhole.address, of: headway)
+            let result = try await body(headway, blackhole.address)
             try await headway.stop()
             try await blackhole.stop()
             try await group.shutdownGracefully()
+            return result
+        }
+
+        @Test func aBlackholedPodTimesOutThenIsEjectedAndNobodyWaitsOnItAgain() async throws {
+            let (answers, ejected) = try await self.withBlackhole(
+                upstream: { pods, blackhole in
+                    """
+                        endpoints: [\(pods[0]), \(pods[1]), \(blackhole)]
+                        request_timeout: 500ms
+                        outlier_detection: {consecutive_gateway_failures: 2, base_ejection_time: 30s}
+                    """
+                },
+                run: { headway, blackhole in
+                    let answers = try await sequentialGets(headway.listenURL + "/", count: 15)
+                    return (answers, try await EndpointsDocument.endpoint(blackhole, of: headway))
+                }
+            )
 
             #expect(answers.count == 15)
             let timeouts = answers.filter { $0.status == 504 }
@@ -235,35 +256,25 @@ extension IntegrationTests {
         /// POST there may have been processed, so it waits `request_timeout` and gets its 504 (found by
         /// scripts/chaos, where GETs on a frozen pod failed).
         @Test func perTryTimeoutSendsAGetCaughtOnABlackholeElsewhere() async throws {
-            let pods = try await NginxPods.start(count: 2)
-            defer { pods.stop() }
-            let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
-            let blackhole = try await ScriptedPod.start(
-                host: "127.0.0.5",
-                port: NginxPods.port,
-                behaviour: .blackhole,
-                group: group
-            )
-            let headway = try await InProcessHeadway.start(
-                yaml: """
-                    listeners: [{listen: "127.0.0.1:0", upstream: web}]
-                    upstreams:
-                      web:
-                        endpoints: [\(blackhole.address), \(pods.endpoints[0]), \(pods.endpoints[1])]
+            let (gets, posts) = try await self.withBlackhole(
+                upstream: { pods, blackhole in
+                    """
+                        endpoints: [\(blackhole), \(pods[0]), \(pods[1])]
                         request_timeout: 2s
                         per_try_timeout: 200ms
                         outlier_detection: {consecutive_gateway_failures: 0}
                     """
+                },
+                run: { headway, _ in
+                    let gets = try await sequentialGets(headway.listenURL + "/", count: 9)
+                    // Round-robin: three POSTs in a row meet each pod once.
+                    let posts = try await curl(
+                        ["--write-out", "%{http_code} %{time_total}\n", "--data", "x"]
+                            + (1...3).flatMap { _ in ["--output", "/dev/null", headway.listenURL + "/"] }
+                    )
+                    return (gets, posts)
+                }
             )
-            let gets = try await sequentialGets(headway.listenURL + "/", count: 9)
-            // Round-robin: three POSTs in a row meet each pod once.
-            let posts = try await curl(
-                ["--write-out", "%{http_code} %{time_total}\n", "--data", "x"]
-                    + (1...3).flatMap { _ in ["--output", "/dev/null", headway.listenURL + "/"] }
-            )
-            try await headway.stop()
-            try await blackhole.stop()
-            try await group.shutdownGracefully()
 
             #expect(gets.allSatisfy { $0.status == 200 }, "\(gets)")
             let retried = gets.filter { $0.seconds >= 0.18 }

@@ -36,7 +36,7 @@ struct OutlierDetectorTests {
             ) == .none
         )
         #expect(detector.ejectionTimeEnded(self.pods[0], ejection: 1, now: self.start + .seconds(30)) == .uneject)
-        #expect(detector.ejectedCount == 0)
+        #expect(detector.ejectedCount() == 0)
     }
 
     @Test func aRepeatOffenderStaysOutLongerUpToTheMaximum() {
@@ -267,6 +267,6 @@ struct OutlierDetectorTests {
         )
         detector.endpointRemoved(self.pods[0])
         #expect(detector.record(for: self.pods[0]) == nil)
-        #expect(detector.ejectedCount == 0)
+        #expect(detector.ejectedCount() == 0)
     }
 }

@@ -43,7 +43,7 @@ extension ProxyExchange {
             var replayBufferLimit: Int
             var requestTimeout: TimeAmount
             /// An attempt that may be retried elsewhere waits this long for its response head (`per_try_timeout`).
-            var perTryTimeout: TimeAmount? = nil
+            var perTryTimeout: TimeAmount?
             var idleTimeout: TimeAmount
         }
 

@@ -74,8 +74,9 @@ struct OutlierDetector: Sendable {
         self.records[address]
     }
 
-    var ejectedCount: Int {
-        self.records.values.count(where: \.isEjected)
+    /// Endpoints ejected now, but for those in `notCounting`.
+    func ejectedCount(notCounting: Set<SocketAddress> = []) -> Int {
+        self.records.count { $0.value.isEjected && !notCounting.contains($0.key) }
     }
 
     /// Real requests to `address` failed in a run that reached its threshold.
@@ -92,7 +93,7 @@ struct OutlierDetector: Sendable {
     ) -> Decision {
         var record = self.records[address, default: Record()]
         guard !record.isEjected else { return .none }
-        let ejected = self.records.count { $0.value.isEjected && !outOfRotationAnyway.contains($0.key) }
+        let ejected = self.ejectedCount(notCounting: outOfRotationAnyway)
         guard ejected < max(1, endpointCount * self.settings.maxEjectionPercent / 100) else {
             return .refuseAtLimit(ejected: ejected)
         }
