@@ -194,6 +194,26 @@ struct OutlierDetectorTests {
         )
     }
 
+    /// The limit bounds the share already ejected, as Envoy's and gRPC's does: of three pods at 50%, one ejected
+    /// (33%) leaves room for a second. Found by scripts/chaos (seed 33): a pod still serving a 5xx ejection
+    /// after it recovered kept a pod answering 503 in rotation, and the retry budget ran out.
+    @Test func threePodsAtHalfAllowTwoEjections() {
+        var detector = self.detector(maxEjectionPercent: 50)
+        let report = OutlierDetector.Report(run: .consecutive5xx, reason: "3 consecutive 5xx responses")
+        #expect(
+            detector.outlierReported(self.pods[0], report, endpointCount: 3, now: self.start)
+                == .eject(duration: .seconds(30), ejection: 1)
+        )
+        #expect(
+            detector.outlierReported(self.pods[1], report, endpointCount: 3, now: self.start)
+                == .eject(duration: .seconds(30), ejection: 1)
+        )
+        #expect(
+            detector.outlierReported(self.pods[2], report, endpointCount: 3, now: self.start)
+                == .refuseAtLimit(ejected: 2)
+        )
+    }
+
     /// An ejected pod that its checks hold out anyway takes no capacity away: it does not count towards
     /// `max_ejection_percent`.
     @Test func anEjectedPodOutByItsChecksDoesNotCountTowardsTheLimit() {

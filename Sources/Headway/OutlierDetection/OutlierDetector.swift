@@ -11,7 +11,9 @@ import NIOCore
 /// - a reported outlier is ejected for `base_ejection_time` × its multiplier, capped at `max_ejection_time`;
 ///   the multiplier grows by one for a repeat offender (ejected again before a base time has passed since its
 ///   last ejection ended) and starts again at 1 otherwise;
-/// - never more than `max_ejection_percent` of the endpoints are ejected at once, but one endpoint always may be;
+/// - an endpoint is ejected only while less than `max_ejection_percent` of the endpoints are, as in Envoy and
+///   gRPC (three at 50% allow two; found by scripts/chaos, where a pod answering 503 stayed in rotation beside a
+///   recovered pod still serving its ejection), and one endpoint always may be;
 ///   an ejected endpoint that its active checks hold out of rotation anyway takes no capacity away, so it does
 ///   not count (found by scripts/chaos: a killed pod, out by its checks, kept a pod answering 503 in rotation);
 /// - an ejection ends when its time is up; one for gateway failures (the pod could not be reached or did not
@@ -94,7 +96,9 @@ struct OutlierDetector: Sendable {
         var record = self.records[address, default: Record()]
         guard !record.isEjected else { return .none }
         let ejected = self.ejectedCount(notCounting: outOfRotationAnyway)
-        guard ejected < max(1, endpointCount * self.settings.maxEjectionPercent / 100) else {
+        // Envoy's and gRPC's rule: eject while the share already ejected is below the limit (so that three pods
+        // at 50% allow two), and always the first.
+        guard ejected == 0 || ejected * 100 < endpointCount * self.settings.maxEjectionPercent else {
             return .refuseAtLimit(ejected: ejected)
         }
         let base = self.settings.baseEjectionTime.nanoseconds
