@@ -36,4 +36,45 @@ struct PanicModeRetryTests {
         // The healthy endpoint failed too: the retry goes wherever the policy says, but not back to it.
         #expect(loopCluster.pickPool(excluding: pools[2]) !== pools[2])
     }
+
+    /// Panic mode counts the active checks only: ejections have their own bound. Found by scripts/chaos (seed
+    /// 11): of five pods, one stopped and two ejected for answering 503 put the upstream in panic mode, and the
+    /// 503 pods got traffic again.
+    @Test func ejectionsDoNotCauseAPanicAndAPanicLeavesTheEjectedOut() throws {
+        let loop = EmbeddedEventLoop()
+        let cluster = UpstreamCluster(
+            configuration: .init(name: "web", minIdleConnectionsPerEndpoint: 0),
+            eventLoops: [loop],
+            metrics: ProxyMetrics(),
+            logger: Logger(label: "test")
+        )
+        cluster.setEndpoints(try (2...6).map { try SocketAddress(ipAddress: "127.0.0.\($0)", port: 8080) })
+        loop.run()
+        let loopCluster = cluster.loops[0]
+        let pools = loopCluster.pools
+        func firstAttempts() throws -> Set<ObjectIdentifier> {
+            var picked = Set<ObjectIdentifier>()
+            for _ in 0..<50 {
+                picked.insert(ObjectIdentifier(try #require(loopCluster.pickPool(excluding: nil))))
+            }
+            return picked
+        }
+
+        pools[0].endpoint.health = .unhealthy
+        pools[1].endpoint.isEjected = true
+        pools[2].endpoint.isEjected = true
+        loopCluster.refreshRoutable()
+        #expect(try firstAttempts() == Set([pools[3], pools[4]].map(ObjectIdentifier.init)), "no panic: 4 of 5 pass")
+
+        // Now the checks fail three of five: panic, and every pod not ejected takes requests.
+        pools[3].endpoint.health = .unhealthy
+        pools[4].endpoint.health = .unhealthy
+        loopCluster.refreshRoutable()
+        #expect(try firstAttempts() == Set([pools[0], pools[3], pools[4]].map(ObjectIdentifier.init)))
+
+        // Every pod ejected (max_ejection_percent at 100%): they all take requests rather than none.
+        for pool in pools { pool.endpoint.isEjected = true }
+        loopCluster.refreshRoutable()
+        #expect(try firstAttempts().count == 5)
+    }
 }

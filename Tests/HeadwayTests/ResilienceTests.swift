@@ -135,10 +135,10 @@ struct OutlierDetectionTests {
     }
 
     @Test func panicStartsBelowTheThreshold() {
-        #expect(!UpstreamCluster.isPanic(healthy: 2, total: 4, thresholdPercent: 50))
-        #expect(UpstreamCluster.isPanic(healthy: 1, total: 3, thresholdPercent: 50))
-        #expect(UpstreamCluster.isPanic(healthy: 0, total: 3, thresholdPercent: 50))
-        #expect(!UpstreamCluster.isPanic(healthy: 0, total: 3, thresholdPercent: 0))
-        #expect(!UpstreamCluster.isPanic(healthy: 0, total: 0, thresholdPercent: 50))
+        #expect(!UpstreamCluster.isPanic(passingChecks: 2, total: 4, thresholdPercent: 50))
+        #expect(UpstreamCluster.isPanic(passingChecks: 1, total: 3, thresholdPercent: 50))
+        #expect(UpstreamCluster.isPanic(passingChecks: 0, total: 3, thresholdPercent: 50))
+        #expect(!UpstreamCluster.isPanic(passingChecks: 0, total: 3, thresholdPercent: 0))
+        #expect(!UpstreamCluster.isPanic(passingChecks: 0, total: 0, thresholdPercent: 50))
     }
 }

@@ -74,7 +74,7 @@ enum LivePage {
             <h2>upstream ${escape(u.name)}</h2>
             <div class="meta">policy ${escape(u.policy)} · ${discovery(u.discovery)}</div>
             <div class="meta">health checks ${escape(u.health_checks)} · ${u.healthy_endpoints} of ${u.endpoints.length} healthy
-            ${u.panic_mode ? '· <span class="panic">PANIC MODE: requests go to every endpoint</span>' : "· no panic"} · retry budget ${escape(u.retry_budget)}</div>
+            ${u.panic_mode ? '· <span class="panic">PANIC MODE: requests go to every endpoint not ejected</span>' : "· no panic"} · retry budget ${escape(u.retry_budget)}</div>
             <div class="scroll"><table>
             <thead><tr><th>endpoint</th><th>state</th><th>weight</th><th>connections (idle/busy)</th><th>in flight</th>
             <th>req/s</th><th>last minute</th><th>errors</th><th>p50 ms</th><th>p99 ms</th><th>ejected until</th></tr></thead>

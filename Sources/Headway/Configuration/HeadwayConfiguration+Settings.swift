@@ -150,7 +150,7 @@ extension HeadwayConfiguration.Upstream {
         .percent(
             "panic_threshold",
             \.panicThresholdPercent,
-            help: "Below this share of healthy endpoints, spread requests over all of them."
+            help: "Below this share of endpoints passing their checks, spread requests over all not ejected."
         ),
         .nonNegativeInt(
             "max_retries",

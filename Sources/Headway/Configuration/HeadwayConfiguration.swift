@@ -87,7 +87,8 @@ package struct HeadwayConfiguration: Sendable, Equatable {
         /// A new endpoint takes requests only after its first passing check (when checks are on).
         package var gateNewEndpoints: Bool
         package var outlierDetection: OutlierDetectionSettings
-        /// Below this share of healthy endpoints, requests are spread over all of them (0 turns this off).
+        /// Below this share of endpoints passing their active checks, requests are spread over every endpoint not
+        /// ejected (0 turns this off).
         package var panicThresholdPercent: Int
         package var retries: RetrySettings
 

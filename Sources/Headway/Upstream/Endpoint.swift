@@ -191,11 +191,16 @@ package final class Endpoint: Sendable {
         set { self.ejectedValue.store(newValue, ordering: .relaxed) }
     }
 
-    /// Whether requests may go here outside panic mode.
+    /// Whether requests may go here outside panic mode: it passes its checks and is not ejected.
     ///
     /// - Parameter gateUnknown: an endpoint no check has judged yet waits for its first passing check.
     func isRoutable(gateUnknown: Bool) -> Bool {
-        guard self.state == .active, !self.isEjected else { return false }
+        !self.isEjected && self.passesChecks(gateUnknown: gateUnknown)
+    }
+
+    /// Whether the active checks let requests come here, ejections aside (what panic mode counts).
+    func passesChecks(gateUnknown: Bool) -> Bool {
+        guard self.state == .active else { return false }
         switch self.health {
         case .healthy: return true
         case .unknown: return !gateUnknown

@@ -22,7 +22,8 @@ final class LoopCluster: @unchecked Sendable {
 
     /// Pools of the active endpoints, in the snapshot's order.
     private(set) var pools: [UpstreamPool] = []
-    /// The pools requests go to: the healthy ones, or all of them in panic mode. The balancer indexes into this.
+    /// The pools requests go to: the healthy ones, or in panic mode every one not ejected. The balancer indexes
+    /// into this.
     private var routable: [UpstreamPool] = []
     /// Some routable endpoint is still ramping up (slow start): weights are recomputed by the sweep.
     private var isSlowStarting = false
@@ -157,11 +158,13 @@ final class LoopCluster: @unchecked Sendable {
         let healthy = self.pools.filter { $0.endpoint.isRoutable(gateUnknown: gate) }
         self.healthy = healthy
         let panic = UpstreamCluster.isPanic(
-            healthy: healthy.count,
+            passingChecks: self.pools.count { $0.endpoint.passesChecks(gateUnknown: gate) },
             total: self.pools.count,
             thresholdPercent: self.configuration.panicThresholdPercent
         )
-        self.routable = panic ? self.pools : healthy
+        let routable = panic ? self.pools.filter { !$0.endpoint.isEjected } : healthy
+        // Every endpoint ejected (max_ejection_percent at 100%): they all take requests rather than none.
+        self.routable = routable.isEmpty ? self.pools : routable
         self.updateBalancer()
         for pool in self.pools {
             pool.routabilityChanged(pool.endpoint.isRoutable(gateUnknown: gate))
