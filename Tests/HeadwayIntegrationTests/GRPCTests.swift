@@ -118,6 +118,34 @@ extension IntegrationTests {
 
         private func target(_ headway: InProcessHeadway) -> String { "127.0.0.1:\(headway.listen.port!)" }
 
+        /// A gRPC call fails inside an HTTP 200: the access log says how it ended, from the pod's trailers or
+        /// its trailers-only answer.
+        @Test func theAccessLogCarriesEachCallsGRPCStatus() async throws {
+            let pods = try await GRPCPods.start(count: 1)
+            defer { pods.stop() }
+            let file = temporaryFile("grpc-access.log")
+            defer { try? FileManager.default.removeItem(at: file) }
+            let headway = try await InProcessHeadway.start {
+                $0[list: "--endpoints"] = pods.endpoints
+                $0["--upstream-protocol"] = "h2c"
+                $0["--access-log"] = file.path
+            }
+            let answered = try await GRPCCalls.run(self.target(headway), count: 3)
+            let missing = try await GRPCCalls.run(self.target(headway), kind: "missing", count: 2)
+            #expect(answered.succeeded == 3 && missing.failures == ["UNIMPLEMENTED": 2], "\(missing.failures)")
+            _ = try await waitFor(timeout: .seconds(3)) {
+                ((try? String(contentsOf: file, encoding: .utf8)) ?? "").split(separator: "\n").count >= 5
+            }
+            try await headway.stop()
+            let entries = try String(contentsOf: file, encoding: .utf8).split(separator: "\n").map { line in
+                try #require(try JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any], "\(line)")
+            }
+            let byTarget = Dictionary(grouping: entries) { $0["target"] as? String ?? "" }
+            #expect(byTarget["/headway.Echo/Unary"]?.map { $0["grpc_status"] as? Int } == [0, 0, 0], "\(entries)")
+            #expect(byTarget["/headway.Echo/Missing"]?.map { $0["grpc_status"] as? Int } == [12, 12], "\(entries)")
+            #expect(entries.allSatisfy { $0["status"] as? Int == 200 }, "\(entries)")
+        }
+
         @Test func oneChannelStraightToAPodPinsEveryCallToIt() async throws {
             let pods = try await GRPCPods.start()
             defer { pods.stop() }

@@ -118,6 +118,8 @@ def call(target, kind, count, deadline_ms, pause_ms, sleep_ms):
             "server": channel.unary_stream(f"/{SERVICE}/ServerStream"),
             "client": channel.stream_unary(f"/{SERVICE}/ClientStream"),
             "bidi": channel.stream_stream(f"/{SERVICE}/Bidi"),
+            # A method the pods do not serve: grpcio answers UNIMPLEMENTED (12) in a trailers-only response.
+            "missing": channel.unary_unary(f"/{SERVICE}/Missing"),
         }
         for _ in range(count):
             try:
@@ -126,6 +128,8 @@ def call(target, kind, count, deadline_ms, pause_ms, sleep_ms):
                 elif kind == "server":
                     answers = list(methods["server"](b"3", timeout=timeout))
                     assert len(answers) == 3, answers
+                elif kind == "missing":
+                    answers = [methods["missing"](b"", timeout=timeout)]
                 elif kind == "client":
                     answers = [methods["client"](iter([b"a", b"b", b"c", b"d"]), timeout=timeout)]
                     assert answers[0].endswith(b":4"), answers

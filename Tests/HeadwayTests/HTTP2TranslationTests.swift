@@ -175,6 +175,21 @@ struct HTTP2TranslationTests {
         #expect(HTTP2Translation.grpcTimeout("5x") == nil)
     }
 
+    @Test func grpcStatusIsReadFromATrailersOnlyHeadOrTheTrailers() throws {
+        let head = try ResponseHead(
+            parsing: ByteBuffer(
+                string: "HTTP/1.1 200 OK\r\nContent-Type: application/grpc\r\nGrpc-Status: 14\r\n"
+                    + "Grpc-Message: shutting down\r\nContent-Length: 0\r\n\r\n"
+            ),
+            isHeadRequest: false
+        )
+        #expect(HTTP2Translation.grpcStatus(of: head) == 14)
+        #expect(HTTP2Translation.grpcStatus(ofTrailers: ByteBuffer(string: "grpc-status: 0\r\n\r\n")) == 0)
+        #expect(HTTP2Translation.grpcStatus(ofTrailers: ByteBuffer(string: "grpc-message: x\r\n\r\n")) == nil)
+        #expect(HTTP2Translation.grpcStatus(ofTrailers: ByteBuffer(string: "grpc-status: 1x\r\n\r\n")) == nil)
+        #expect(HTTP2Translation.grpcStatus(ofTrailers: ByteBuffer(string: "grpc-status: 12345\r\n\r\n")) == nil)
+    }
+
     @Test func grpcMessagesArePercentEncoded() {
         #expect(HTTP2StreamBridge.percentEncoded("no pod: 100% gone ✓") == "no pod: 100%25 gone %E2%9C%93")
     }

@@ -205,6 +205,9 @@ final class HTTP2ClientStream: HTTP2DemuxedStream {
 
     var isWritable: Bool { self.sendAllowance > 0 && self.connection.isWritable }
 
+    /// The request is a gRPC call: Headway's own answer to it is a gRPC one.
+    var answersInGRPC: Bool { self.bridge.isGRPC }
+
     // MARK: From the handler
 
     /// A 1xx from the pod.

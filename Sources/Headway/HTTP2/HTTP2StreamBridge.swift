@@ -27,7 +27,7 @@ struct HTTP2StreamBridge {
 
     /// How the request body is framed towards the handler behind; `nil` until the request's HEADERS.
     private var requestBody: HTTP2Translation.RequestBody?
-    private var isGRPC = false
+    private(set) var isGRPC = false
     /// The response's HEADERS, held until the next piece shows whether they also end the stream.
     private var pendingHeaders: HPACKHeaders?
     /// The last piece of the response body, held until the next piece shows whether it ends the stream.

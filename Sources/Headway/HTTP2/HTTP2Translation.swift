@@ -167,6 +167,39 @@ enum HTTP2Translation {
         )
     }
 
+    /// The `grpc-status` of a trailers-only gRPC answer, which carries it in the head.
+    static func grpcStatus(of head: ResponseHead) -> Int? {
+        var status: Int?
+        head.forEachField { name, value in
+            if status == nil, HTTPSyntax.equalsIgnoringCase(name, "grpc-status") {
+                status = Self.grpcStatusValue(value)
+            }
+        }
+        return status
+    }
+
+    /// The `grpc-status` in a trailer section (HTTP/1 field lines).
+    static func grpcStatus(ofTrailers section: ByteBuffer) -> Int? {
+        var status: Int?
+        HTTPSyntax.forEachField(of: section, from: 0) { name, value in
+            if status == nil, HTTPSyntax.equalsIgnoringCase(name, "grpc-status") {
+                status = Self.grpcStatusValue(value)
+            }
+        }
+        return status
+    }
+
+    /// A status code is a short decimal number; anything else is no status.
+    private static func grpcStatusValue(_ value: UnsafeRawBufferPointer) -> Int? {
+        guard (1...4).contains(value.count) else { return nil }
+        var code = 0
+        for byte in value {
+            guard byte >= UInt8(ascii: "0"), byte <= UInt8(ascii: "9") else { return nil }
+            code = code * 10 + Int(byte - UInt8(ascii: "0"))
+        }
+        return code
+    }
+
     /// A `grpc-timeout` value: at most 8 digits and a unit (H, M, S, m, u, n); `nil` if malformed.
     static func grpcTimeout(_ value: String) -> TimeAmount? {
         guard let unit = value.last, let amount = Int64(value.dropLast()), amount >= 0, value.count <= 9 else {

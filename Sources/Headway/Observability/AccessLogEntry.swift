@@ -17,6 +17,9 @@ struct AccessLogEntry: Equatable {
     var versionMinor: UInt8
     /// The status the client got; 0 when the connection was cut before an answer could be sent.
     var status: UInt
+    /// The grpc-status of a gRPC call, from the pod's trailers (or the head of a trailers-only answer) or
+    /// Headway's own answer: a call can fail inside an HTTP 200.
+    var grpcStatus: Int?
     /// Request body bytes read from the client.
     var bytesIn: Int
     /// Response body bytes sent to the client.
@@ -64,6 +67,8 @@ struct AccessLogEntry: Equatable {
         buffer.writeStaticString(self.versionMinor == 0 ? ",\"protocol\":\"HTTP/1.0\"" : ",\"protocol\":\"HTTP/1.1\"")
         buffer.writeStaticString(",\"status\":")
         buffer.writeString(String(self.status))
+        buffer.writeStaticString(",\"grpc_status\":")
+        buffer.writeString(self.grpcStatus.map(String.init) ?? "null")
         buffer.writeStaticString(",\"bytes_in\":")
         buffer.writeString(String(self.bytesIn))
         buffer.writeStaticString(",\"bytes_out\":")
@@ -99,7 +104,8 @@ struct AccessLogEntry: Equatable {
 
     /// Apache's combined format, then Headway's own fields as `key=value` (times in seconds, as nginx writes
     /// `$request_time`): `127.0.0.1 - - [02/Dec/2026:07:30:00 +0000] "GET / HTTP/1.1" 200 612 "-" "curl/8.0"
-    /// rt=0.001 uft=0.001 endpoint=127.0.0.2:8080 attempts=1 tried=127.0.0.2:8080 bytes_in=0 reason="-"`.
+    /// rt=0.001 uft=0.001 endpoint=127.0.0.2:8080 attempts=1 tried=127.0.0.2:8080 bytes_in=0 grpc_status=-
+    /// reason="-"`.
     private func writeCombined(at time: AccessLogTime, into buffer: inout ByteBuffer) {
         buffer.writeString(self.clientHost)
         buffer.writeStaticString(" - - [")
@@ -136,6 +142,8 @@ struct AccessLogEntry: Equatable {
         }
         buffer.writeStaticString(" bytes_in=")
         buffer.writeString(String(self.bytesIn))
+        buffer.writeStaticString(" grpc_status=")
+        buffer.writeString(self.grpcStatus.map(String.init) ?? "-")
         buffer.writeStaticString(" reason=\"")
         Self.writeQuotedContent(self.localReason ?? "-", into: &buffer)
         buffer.writeStaticString("\"\n")

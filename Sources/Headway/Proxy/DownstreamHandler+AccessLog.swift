@@ -11,7 +11,8 @@ extension DownstreamHandler {
         status: UInt,
         bytesOut: Int,
         endpoint: String?,
-        localReason: String?
+        localReason: String?,
+        grpcStatus: Int? = nil
     ) {
         self.cluster.clientAnswered(status: status)
         guard let accessLog = self.accessLog else { return }
@@ -25,6 +26,7 @@ extension DownstreamHandler {
                 target: head?.target ?? "-",
                 versionMinor: head?.versionMinor ?? 1,
                 status: status,
+                grpcStatus: grpcStatus ?? exchange?.grpcStatus,
                 bytesIn: exchange?.requestBodyBytes ?? 0,
                 bytesOut: bytesOut,
                 duration: exchange.map { NIODeadline.now() - $0.start } ?? .zero,
@@ -47,7 +49,8 @@ extension DownstreamHandler {
             status: error.status.code,
             bytesOut: error.bodyLength,
             endpoint: nil,
-            localReason: error.detail
+            localReason: error.detail,
+            grpcStatus: self.stream?.answersInGRPC == true ? error.grpcStatus : nil
         )
     }
 }

@@ -45,6 +45,9 @@ extension DownstreamHandler {
             }
         case .trailers(let trailers):
             self.exchange!.responseTrailers = trailers
+            if self.accessLog != nil, self.stream != nil {
+                self.exchange!.grpcStatus = HTTP2Translation.grpcStatus(ofTrailers: trailers)
+            }
         case .end:
             self.finishExchange()
         }
@@ -98,6 +101,9 @@ extension DownstreamHandler {
         }
         self.exchange!.responseStatus = head.status
         if let stream = self.stream {
+            if self.accessLog != nil {
+                self.exchange!.grpcStatus = HTTP2Translation.grpcStatus(of: head)
+            }
             // HTTP/2 frames the body itself: the head goes over as the parser read it.
             stream.writeResponseHead(head)
             return

@@ -115,6 +115,8 @@ final class DownstreamHandler: ChannelDuplexHandler {
         var firstEndpointTried: String?
         var laterEndpointsTried: [String] = []
         var upstreamFirstByte: TimeAmount?
+        /// The pod's grpc-status (gathered only while the access log is on, and only on HTTP/2 streams).
+        var grpcStatus: Int?
 
         init(
             machine: ProxyExchange.StateMachine,
