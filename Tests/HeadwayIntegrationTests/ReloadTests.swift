@@ -100,6 +100,65 @@ extension IntegrationTests {
             #expect(headway.process.terminationStatus == 0)
         }
 
+        /// Weights change with a reload under load, as the endpoints that stay keep their connections: no request
+        /// fails, and the traffic follows the new weights from the reload on.
+        @Test func aReloadOfWeightsUnderLoadLosesNoRequestAndTrafficFollowsThem() async throws {
+            let pods = try await NginxPods.start()
+            defer { pods.stop() }
+            let listen = FreePort.onAll(["127.0.0.1"])
+            let adminPort = FreePort.onAll(["127.0.0.1"], except: [listen])
+            let admin = "http://127.0.0.1:\(adminPort)"
+            let file = temporaryFile("weights.yaml")
+            defer { try? FileManager.default.removeItem(at: file) }
+            func write(weights: [Int]) throws {
+                let endpoints = zip(pods.endpoints, weights).map { "{address: \($0), weight: \($1)}" }
+                try """
+                admin: 127.0.0.1:\(adminPort)
+                threads: 2
+                listeners:
+                  - {listen: 127.0.0.1:\(listen), upstream: web}
+                upstreams:
+                  web:
+                    policy: round-robin
+                    endpoints: [\(endpoints.joined(separator: ", "))]
+                """.write(to: file, atomically: true, encoding: .utf8)
+            }
+            func requests() async throws -> [Int] {
+                let endpoints = try await EndpointsDocument.fetch(admin: admin).upstreams[0].endpoints
+                return pods.endpoints.map { address in endpoints.first { $0.address == address }?.requests ?? 0 }
+            }
+            try write(weights: [1, 1, 1])
+            let headway = try HeadwayProcess(["--config", file.path])
+            try await headway.waitUntilListening(on: listen)
+            let load = Task {
+                try await Command.run(["wrk", "-t1", "-c8", "-d4s", "http://127.0.0.1:\(listen)/"], timeout: 30)
+            }
+            let warm = try await waitFor(timeout: .seconds(3)) { try await requests().reduce(0, +) >= 2000 }
+            #expect(warm != nil, "wrk sent too little: \(headway.log)")
+            try write(weights: [4, 1, 1])
+            headway.signal(SIGHUP)
+            let applied = try await waitFor(timeout: .seconds(5)) {
+                try await EndpointsDocument.fetch(admin: admin).configuration.generation == 2
+            }
+            #expect(applied != nil, "the reload was not applied: \(headway.log)")
+            let atReload = try await requests()
+            let wrk = try await load.value
+            let after = try await requests()
+            let document = try await EndpointsDocument.fetch(admin: admin)
+            headway.signal(SIGTERM)
+            #expect(try await headway.waitForExit(timeout: .seconds(15)))
+
+            let shareBefore = Double(atReload[0]) / Double(atReload.reduce(0, +))
+            #expect((0.25...0.42).contains(shareBefore), "equal weights: \(atReload)")
+            let since = zip(after, atReload).map { $0 - $1 }
+            #expect(since.reduce(0, +) > 1000, "too little load after the reload: \(since)")
+            let shareAfter = Double(since[0]) / Double(since.reduce(0, +))
+            #expect((0.6...0.73).contains(shareAfter), "weights 4:1:1 must give the first pod 2/3: \(since)")
+            #expect(document.upstreams[0].endpoints.map(\.weight).sorted() == [1, 1, 4])
+            let summary = WrkSummary(wrk.stdout)
+            #expect(summary.non2xx == 0 && summary.socketErrors == 0, "\(wrk.stdout)\n\(headway.log)")
+        }
+
         /// The binary on a one-upstream file whose policy ``write(policy:)`` changes.
         private struct PolicyFile {
             let listen = FreePort.onAll(["127.0.0.1"])
