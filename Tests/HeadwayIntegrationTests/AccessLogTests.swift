@@ -85,7 +85,7 @@ extension IntegrationTests {
             let pattern =
                 #"^127\.0\.0\.1 - - \[\d{2}/[A-Z][a-z]{2}/\d{4}:\d{2}:\d{2}:\d{2} \+0000\] "GET /c HTTP/1\.1" 200 \d+ "http://from/" "probe" rt=\d+\.\d{6} uft=\d+\.\d{6} endpoint="#
                 + NSRegularExpression.escapedPattern(for: pods.endpoints[0])
-                + #" attempts=1 tried=\S+ bytes_in=0 reason="-"$"#
+                + #" attempts=1 tried=\S+ bytes_in=0 grpc_status=- reason="-"$"#
             #expect(line.range(of: pattern, options: .regularExpression) != nil, "\(line)")
         }
 
