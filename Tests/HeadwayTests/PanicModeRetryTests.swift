@@ -77,4 +77,38 @@ struct PanicModeRetryTests {
         loopCluster.refreshRoutable()
         #expect(try firstAttempts().count == 5)
     }
+
+    /// A pod refused at `max_ejection_percent` is reported again by its next run of failures, so that it is
+    /// ejected once room is made. Found by scripts/chaos (seed 22): the run counter went past the threshold and
+    /// never reached it again, and a pod answering 503 stayed in rotation for 13 s after another's ejection
+    /// ended.
+    @Test func aPodRefusedAtTheLimitIsEjectedByItsNextRunOnceThereIsRoom() throws {
+        let loop = EmbeddedEventLoop()
+        let cluster = UpstreamCluster(
+            configuration: .init(name: "web", minIdleConnectionsPerEndpoint: 0),
+            eventLoops: [loop],
+            metrics: ProxyMetrics(),
+            logger: Logger(label: "test")
+        )
+        cluster.setEndpoints(try (2...3).map { try SocketAddress(ipAddress: "127.0.0.\($0)", port: 8080) })
+        loop.run()
+        let endpoints = cluster.endpoints
+        let threshold = 5
+        func failRun(_ endpoint: Endpoint) throws -> OutlierDetector.Report {
+            for _ in 1..<threshold {
+                #expect(endpoint.recordResponseStatus(503, consecutive5xxThreshold: threshold) == nil)
+            }
+            return try #require(endpoint.recordResponseStatus(503, consecutive5xxThreshold: threshold))
+        }
+
+        cluster.reportOutlier(endpoints[0], try failRun(endpoints[0]))
+        #expect(endpoints[0].isEjected)
+        cluster.reportOutlier(endpoints[1], try failRun(endpoints[1]))
+        #expect(!endpoints[1].isEjected, "one of two is ejected already (max_ejection_percent 50%)")
+
+        loop.advanceTime(by: .seconds(30))
+        #expect(!endpoints[0].isEjected, "the first ejection ran its time")
+        cluster.reportOutlier(endpoints[1], try failRun(endpoints[1]))
+        #expect(endpoints[1].isEjected)
+    }
 }
