@@ -152,7 +152,13 @@ extension IntegrationTests {
         @Test func headAndBodylessStatusesAreFramedCorrectly() async throws {
             let pods = try await NginxPods.start()
             defer { pods.stop() }
-            for pod in pods.pods { try pod.writeFile(named: "meg", size: 1 << 20) }
+            // One modification time on every pod: the conditional GET below may reach another pod than the HEAD
+            // (written a second apart, its file answered 200 instead of 304 now and then).
+            let modified = Date(timeIntervalSince1970: 1_796_000_000)
+            for pod in pods.pods {
+                let file = try pod.writeFile(named: "meg", size: 1 << 20)
+                try FileManager.default.setAttributes([.modificationDate: modified], ofItemAtPath: file.path)
+            }
             let echo = try await EchoPods.start(count: 1)
             let yaml = """
                 listeners:
