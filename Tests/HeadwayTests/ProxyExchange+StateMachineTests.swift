@@ -127,13 +127,15 @@ struct ProxyExchangeStateMachineTests {
         #expect(error.status.code == 504)
 
         var refused = self.machine(idempotent: false, maxRetries: 1, endReceived: true)
-        #expect(
-            refused.attemptFailed(
-                .connectFailed(endpoint: "p:1", error: Self.refused, noneHealthy: nil),
-                budget: &budget,
-                now: self.start
-            ) == .retry
-        )
+        for endpoint in ["p:1", "p:2"] {
+            #expect(
+                refused.attemptFailed(
+                    .connectFailed(endpoint: endpoint, error: Self.refused, noneHealthy: nil),
+                    budget: &budget,
+                    now: self.start
+                ) == .retry
+            )
+        }
         let second = refused.attemptFailed(
             .connectFailed(endpoint: "p:2", error: Self.refused, noneHealthy: nil),
             budget: &budget,
@@ -234,7 +236,7 @@ struct ProxyExchangeStateMachineTests {
     @Test func aRefusedConnectIsRetriedWithoutSpendingTheBudget() {
         var machine = self.machine(endReceived: true)
         var budget = self.empty
-        for _ in 1...2 {
+        for _ in 1...4 {
             #expect(
                 machine.attemptFailed(
                     .connectFailed(endpoint: "p:1", error: Self.refused, noneHealthy: nil),
@@ -243,7 +245,7 @@ struct ProxyExchangeStateMachineTests {
                 ) == .retry
             )
         }
-        #expect(machine.retries == 2, "max_retries still bounds it")
+        #expect(machine.freeRetries == 2 && machine.retries == 2, "max_retries free ones, then max_retries counted")
         let last = machine.attemptFailed(
             .connectFailed(endpoint: "p:1", error: Self.refused, noneHealthy: nil),
             budget: &budget,
@@ -253,6 +255,24 @@ struct ProxyExchangeStateMachineTests {
             Issue.record("\(last)")
             return
         }
+    }
+
+    /// Refused connects do not use up the retries that other failures need. Found by scripts/chaos (seed 33):
+    /// with DNS down, one GET met a pod closing its connection, a frozen one (`per_try_timeout`) and a stopped
+    /// one that refused, and got 502 with two healthy pods left.
+    @Test func refusedConnectsLeaveTheRetriesForOtherFailures() {
+        var machine = self.machine(endReceived: true)
+        var budget = self.generous
+        let failures: [ProxyExchange.StateMachine.Failure] = [
+            .upstreamClosed(endpoint: "p:6", error: nil),
+            .connectFailed(endpoint: "p:5", error: Self.refused, noneHealthy: nil),
+            .connectFailed(endpoint: "p:1", error: Self.refused, noneHealthy: nil),
+            .upstreamClosed(endpoint: "p:3", error: nil),
+        ]
+        for failure in failures {
+            #expect(machine.attemptFailed(failure, budget: &budget, now: self.start) == .retry, "\(failure)")
+        }
+        #expect(machine.retries == 2 && machine.freeRetries == 2)
     }
 
     @Test func limitsAndAnEmptySetAreAnsweredAtOnce() {

@@ -15,7 +15,8 @@ extension ProxyExchange {
     ///   (while they fit `retry_buffer_limit`);
     /// - when a failed attempt may be retried on another endpoint: never once any of the response reached the
     ///   client; for a connect failure always (nothing was sent; a refused connect spends no retry budget, as it
-    ///   cost no pod anything); after a close or an invalid response only if the body is still whole and the
+    ///   cost no pod anything, and the first `max_retries` of them are not counted as retries either, so that a
+    ///   request meeting stopped pods still has its retries for pods that fail it otherwise); after a close or an invalid response only if the body is still whole and the
     ///   request idempotent or not yet sent whole; after a `retry_on` status only while what was sent is kept
     ///   for a replay (an answer before the body's end proves the pod did not process it: the rest of the body
     ///   follows on the next attempt); and always within `max_retries` and the loop's retry budget;
@@ -75,6 +76,8 @@ extension ProxyExchange {
         private(set) var requestEndReceived: Bool
         private(set) var requestEndSent = false
         private(set) var retries = 0
+        /// Refused connects retried without counting as retries: at most `max_retries` of them.
+        private(set) var freeRetries = 0
 
         /// - Parameter requestEndReceived: the whole request had arrived already (a pipelined one).
         init(request: Request, policy: Policy, requestEndReceived: Bool = false) {
@@ -320,6 +323,7 @@ extension ProxyExchange {
             // A refused connection reached no pod and cost none anything: retrying it cannot feed a retry storm,
             // so it spends no budget (a connect timeout may be an overloaded pod, and does).
             var spendsBudget = true
+            var isFree = false
             switch failure {
             case .refused(let error):
                 self.state = .finished
@@ -339,6 +343,7 @@ extension ProxyExchange {
                 }
                 replayIsSafe = true
                 spendsBudget = false
+                isFree = self.freeRetries < self.policy.maxRetries
             case .upstreamClosed(let endpoint, let error):
                 answer = .upstreamClosed(endpoint: endpoint, error: error)
                 replayIsSafe = self.request.isIdempotent || !self.requestEndSent
@@ -353,7 +358,7 @@ extension ProxyExchange {
                 self.state = .finished
                 return .answer(answer, retryRefused: .notSafe)
             }
-            switch self.retry(budget: &budget, now: now, spendsBudget: spendsBudget) {
+            switch self.retry(budget: &budget, now: now, spendsBudget: spendsBudget, isFree: isFree) {
             case .retry:
                 return .retry
             case .retriesExhausted:
@@ -417,16 +422,22 @@ extension ProxyExchange {
             case budgetExhausted
         }
 
-        /// Starts another attempt if `max_retries` and the budget allow: what was sent goes back in front of
-        /// what waits, and the machine waits for a new connection.
+        /// Starts another attempt if `max_retries` and the budget allow (a free one, after a refused connect,
+        /// needs neither): what was sent goes back in front of what waits, and the machine waits for a new
+        /// connection.
         private mutating func retry(
             budget: inout RetryBudget,
             now: NIODeadline,
-            spendsBudget: Bool = true
+            spendsBudget: Bool = true,
+            isFree: Bool = false
         ) -> RetryDecision {
-            guard self.retries < self.policy.maxRetries else { return .retriesExhausted }
-            guard !spendsBudget || budget.spendRetry(at: now) else { return .budgetExhausted }
-            self.retries += 1
+            if isFree {
+                self.freeRetries += 1
+            } else {
+                guard self.retries < self.policy.maxRetries else { return .retriesExhausted }
+                guard !spendsBudget || budget.spendRetry(at: now) else { return .budgetExhausted }
+                self.retries += 1
+            }
             self.unsent = self.sent + self.unsent
             self.sent = []
             self.sentBytes = 0
