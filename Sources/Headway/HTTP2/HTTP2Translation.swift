@@ -169,19 +169,19 @@ enum HTTP2Translation {
 
     /// The `grpc-status` of a trailers-only gRPC answer, which carries it in the head.
     static func grpcStatus(of head: ResponseHead) -> Int? {
-        var status: Int?
-        head.forEachField { name, value in
-            if status == nil, HTTPSyntax.equalsIgnoringCase(name, "grpc-status") {
-                status = Self.grpcStatusValue(value)
-            }
-        }
-        return status
+        Self.grpcStatus(amongFields: head.forEachField)
     }
 
     /// The `grpc-status` in a trailer section (HTTP/1 field lines).
     static func grpcStatus(ofTrailers section: ByteBuffer) -> Int? {
+        Self.grpcStatus { HTTPSyntax.forEachField(of: section, from: 0, $0) }
+    }
+
+    private static func grpcStatus(
+        amongFields forEachField: ((UnsafeRawBufferPointer, UnsafeRawBufferPointer) -> Void) -> Void
+    ) -> Int? {
         var status: Int?
-        HTTPSyntax.forEachField(of: section, from: 0) { name, value in
+        forEachField { name, value in
             if status == nil, HTTPSyntax.equalsIgnoringCase(name, "grpc-status") {
                 status = Self.grpcStatusValue(value)
             }
