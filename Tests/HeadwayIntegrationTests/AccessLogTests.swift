@@ -30,19 +30,14 @@ extension IntegrationTests {
                 port: port,
                 request: "GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n"
             )
-            let written = try await waitFor(timeout: .seconds(3)) {
-                ((try? String(contentsOf: file, encoding: .utf8)) ?? "").split(separator: "\n").count >= 8
-            }
+            let written = try await waitFor(timeout: .seconds(3)) { fileLines(file).count >= 8 }
             try await headway.stop()
             #expect(
                 written.map { $0 < .milliseconds(1200) } == true,
                 "lines reached the file after \(String(describing: written))"
             )
-            let lines = try String(contentsOf: file, encoding: .utf8).split(separator: "\n")
-            #expect(lines.count == 8, "\(lines)")
-            let entries = try lines.map { line in
-                try #require(try JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any], "\(line)")
-            }
+            let entries = try jsonLines(file)
+            #expect(entries.count == 8, "\(entries)")
             let gets = entries.filter { ($0["target"] as? String)?.hasPrefix("/a") == true }
             #expect(gets.count == 6)
             for entry in gets {

@@ -127,6 +127,18 @@ func podCounts(inHeaders dump: String) -> [String: Int] {
     return counts
 }
 
+/// The lines of `file` written so far (none while it does not exist).
+func fileLines(_ file: URL) -> [Substring] {
+    ((try? String(contentsOf: file, encoding: .utf8)) ?? "").split(separator: "\n")
+}
+
+/// Each line of `file` (a JSON access log) as an object; a line that is not one fails the test.
+func jsonLines(_ file: URL) throws -> [[String: Any]] {
+    try fileLines(file).map { line in
+        try #require(try JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any], "\(line)")
+    }
+}
+
 func temporaryFile(_ name: String) -> URL {
     FileManager.default.temporaryDirectory.appendingPathComponent("headway-test-\(UUID().uuidString.prefix(8))-\(name)")
 }

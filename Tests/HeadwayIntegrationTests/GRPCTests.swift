@@ -133,13 +133,9 @@ extension IntegrationTests {
             let answered = try await GRPCCalls.run(self.target(headway), count: 3)
             let missing = try await GRPCCalls.run(self.target(headway), kind: "missing", count: 2)
             #expect(answered.succeeded == 3 && missing.failures == ["UNIMPLEMENTED": 2], "\(missing.failures)")
-            _ = try await waitFor(timeout: .seconds(3)) {
-                ((try? String(contentsOf: file, encoding: .utf8)) ?? "").split(separator: "\n").count >= 5
-            }
+            _ = try await waitFor(timeout: .seconds(3)) { fileLines(file).count >= 5 }
             try await headway.stop()
-            let entries = try String(contentsOf: file, encoding: .utf8).split(separator: "\n").map { line in
-                try #require(try JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any], "\(line)")
-            }
+            let entries = try jsonLines(file)
             let byTarget = Dictionary(grouping: entries) { $0["target"] as? String ?? "" }
             #expect(byTarget["/headway.Echo/Unary"]?.map { $0["grpc_status"] as? Int } == [0, 0, 0], "\(entries)")
             #expect(byTarget["/headway.Echo/Missing"]?.map { $0["grpc_status"] as? Int } == [12, 12], "\(entries)")

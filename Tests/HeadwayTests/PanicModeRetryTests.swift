@@ -7,16 +7,22 @@ import Testing
 
 /// Panic mode spreads first attempts over every endpoint; a retry goes to a healthy one.
 struct PanicModeRetryTests {
-    @Test func aRetryInPanicModeGoesToAHealthyEndpoint() throws {
-        let loop = EmbeddedEventLoop()
+    /// An upstream of `podCount` endpoints (127.0.0.2 on) on one embedded loop, with its pools made.
+    private static func cluster(podCount: Int, on loop: EmbeddedEventLoop) throws -> UpstreamCluster {
         let cluster = UpstreamCluster(
             configuration: .init(name: "web", minIdleConnectionsPerEndpoint: 0),
             eventLoops: [loop],
             metrics: ProxyMetrics(),
             logger: Logger(label: "test")
         )
-        cluster.setEndpoints(try (2...4).map { try SocketAddress(ipAddress: "127.0.0.\($0)", port: 8080) })
+        cluster.setEndpoints(try (2..<2 + podCount).map { try SocketAddress(ipAddress: "127.0.0.\($0)", port: 8080) })
         loop.run()
+        return cluster
+    }
+
+    @Test func aRetryInPanicModeGoesToAHealthyEndpoint() throws {
+        let loop = EmbeddedEventLoop()
+        let cluster = try Self.cluster(podCount: 3, on: loop)
         let loopCluster = cluster.loops[0]
         let pools = loopCluster.pools
         pools[0].endpoint.health = .unhealthy
@@ -42,14 +48,7 @@ struct PanicModeRetryTests {
     /// 503 pods got traffic again.
     @Test func ejectionsDoNotCauseAPanicAndAPanicLeavesTheEjectedOut() throws {
         let loop = EmbeddedEventLoop()
-        let cluster = UpstreamCluster(
-            configuration: .init(name: "web", minIdleConnectionsPerEndpoint: 0),
-            eventLoops: [loop],
-            metrics: ProxyMetrics(),
-            logger: Logger(label: "test")
-        )
-        cluster.setEndpoints(try (2...6).map { try SocketAddress(ipAddress: "127.0.0.\($0)", port: 8080) })
-        loop.run()
+        let cluster = try Self.cluster(podCount: 5, on: loop)
         let loopCluster = cluster.loops[0]
         let pools = loopCluster.pools
         func firstAttempts() throws -> Set<ObjectIdentifier> {
@@ -84,14 +83,7 @@ struct PanicModeRetryTests {
     /// ended.
     @Test func aPodRefusedAtTheLimitIsEjectedByItsNextRunOnceThereIsRoom() throws {
         let loop = EmbeddedEventLoop()
-        let cluster = UpstreamCluster(
-            configuration: .init(name: "web", minIdleConnectionsPerEndpoint: 0),
-            eventLoops: [loop],
-            metrics: ProxyMetrics(),
-            logger: Logger(label: "test")
-        )
-        cluster.setEndpoints(try (2...3).map { try SocketAddress(ipAddress: "127.0.0.\($0)", port: 8080) })
-        loop.run()
+        let cluster = try Self.cluster(podCount: 2, on: loop)
         let endpoints = cluster.endpoints
         let threshold = 5
         func failRun(_ endpoint: Endpoint) throws -> OutlierDetector.Report {
